@@ -1,0 +1,3 @@
+from fedrouter_cli.cli.app import main
+
+main()

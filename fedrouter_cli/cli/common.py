@@ -1,0 +1,106 @@
+"""What every command does around its stage: resolve config, report progress, print, map errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fedrouter_cli.config import Config, resolve_config, save_config
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.rundir import RunDir
+from fedrouter_cli.stages.common import StageResult
+
+stderr = Console(stderr=True)
+
+
+def quiet_libraries() -> None:
+    """Keep third-party chatter (HF warnings, Ray banners) off the user's terminal."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.environ.get("FEDROUTER_ONLINE") != "1" else None
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@contextmanager
+def progress_reporter(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A `progress(label, done, total)` callback drawing Rich bars on stderr."""
+    if not enabled:
+        yield lambda label, done, total: None
+        return
+    bars = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def update(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = bars.add_task(label, total=total)
+        bars.update(tasks[label], completed=done, total=total)
+
+    with bars:
+        yield update
+
+
+def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
+            overrides: dict[str, dict[str, Any]],
+            action: Callable[[Config, RunDir, Callable[[str, int, int], None]], dict[str, Any]],
+            render: Callable[[dict[str, Any], Console], None]) -> None:
+    """Run one command: config from run dir + preset + options, then the action, then output."""
+    quiet_libraries()
+    out = stderr if json_out else Console()
+    try:
+        run = RunDir(run_dir)
+        config = resolve_config(run.config_path, preset, overrides)
+        with progress_reporter(enabled=not json_out) as progress:
+            payload = action(config, run, progress)
+        run.root.mkdir(parents=True, exist_ok=True)
+        save_config(run.config_path, config)
+    except FedrouterError as exc:
+        if debug:
+            raise
+        stderr.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        stderr.print("Interrupted; completed stages and rounds are kept, rerun to continue.")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a bug, not bad input: say so plainly
+        if debug:
+            raise
+        stderr.print(f"[red]Internal error:[/red] {exc.__class__.__name__}: {exc}. "
+                     "Rerun with --debug for the traceback and report it.", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if json_out:
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+    else:
+        render(payload, out)
+
+
+def stage_line(result: StageResult) -> str:
+    state = "cached" if result.cache_hit else f"done in {result.seconds:.1f}s"
+    return f"[bold]{result.stage}[/bold]: {state}"
+
+
+def show_warnings(console: Console, warnings: list[str]) -> None:
+    for warning in warnings:
+        console.print(f"[yellow]Warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+
+
+def simple_table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    return table

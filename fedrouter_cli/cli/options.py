@@ -1,0 +1,57 @@
+"""Options shared by several commands (a command also takes the options of the stages it needs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+RunDirOpt = Annotated[Path, typer.Option("--run-dir", "-r", help="Run directory holding every stage's outputs.",
+                                         envvar="FEDROUTER_RUN_DIR")]
+DEFAULT_RUN_DIR = Path("artifacts/default")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout (for scripts).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun this stage even if its cached output matches.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+PresetOpt = Annotated[Optional[str], typer.Option(
+    "--preset", help="Group of sizes: smoke (seconds, tests), cpu (minutes on 2 cores), paper (the paper's, GPU).")]
+
+# partition
+SourceOpt = Annotated[Optional[str], typer.Option(
+    "--source", help="'synthetic' (built-in generator), 'hf' (the paper's data sets, online) or a folder of <task>/{train,test}.jsonl.")]
+TasksOpt = Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks to use (default: all of the source).")]
+ScenarioOpt = Annotated[Optional[str], typer.Option(
+    "--scenario", help="single: one task per client group; dual: two tasks per client; all: every task everywhere.")]
+ClientsOpt = Annotated[Optional[int], typer.Option("--clients", help="Number of clients (default 8).")]
+TrainPerClientOpt = Annotated[Optional[int], typer.Option("--train-per-client", help="Train samples per client (default 600).")]
+TestPerClientOpt = Annotated[Optional[int], typer.Option("--test-per-client", help="Test samples per client (default 300).")]
+TestTasksOpt = Annotated[Optional[str], typer.Option(
+    "--test-tasks", help="scenario: test on the client's own tasks; all: test every client on every task (generalization).")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling, clustering and training (default 0).")]
+
+# model and embed
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="Base model: a Hugging Face id, a local folder, or 'smollm2-135m-instruct' (offline default).")]
+Load4bitOpt = Annotated[Optional[bool], typer.Option("--load-in-4bit/--no-load-in-4bit", help="Load the base model in 4-bit NF4 (bitsandbytes; needs CUDA).")]
+EmbedderOpt = Annotated[Optional[str], typer.Option(
+    "--embedder", help="minilm (default: all-MiniLM-L6-v2, offline), base (the base model, the paper's choice) or a sentence-encoder id/folder.")]
+EmbedBatchOpt = Annotated[Optional[int], typer.Option("--embed-batch-size", help="Texts per embedding batch (default 32).")]
+
+# cluster
+NClustersOpt = Annotated[Optional[str], typer.Option(
+    "--n-clusters", help="Local clusters per client: a number, or 'auto' (silhouette over k-min..k-max; K=1 if nothing splits).")]
+KMinOpt = Annotated[Optional[int], typer.Option("--k-min", help="Smallest K tried by silhouette (default 2).")]
+KMaxOpt = Annotated[Optional[int], typer.Option("--k-max", help="Largest K tried by silhouette (default 8).")]
+
+
+def split_tasks(tasks: str | None) -> tuple[str, ...] | None:
+    if tasks is None:
+        return None
+    return tuple(t.strip() for t in tasks.split(",") if t.strip())
+
+
+def data_overrides(source=None, tasks=None, scenario=None, clients=None, train_per_client=None,
+                   test_per_client=None, test_tasks=None, seed=None) -> dict:
+    return {"source": source, "tasks": split_tasks(tasks), "scenario": scenario, "clients": clients,
+            "train_per_client": train_per_client, "test_per_client": test_per_client,
+            "test_tasks": test_tasks, "seed": seed}

@@ -1,0 +1,59 @@
+"""K-Means, silhouette-based choice of K, and purity against task labels (scikit-learn)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+
+# A client whose best silhouette stays below this does not split into tasks: K = 1.
+# Measured on the synthetic and FLAN data (see README: "Choosing K"): clients holding two or
+# more tasks score well above it, single-task clients below it.
+SPLIT_THRESHOLD = 0.1
+
+
+def kmeans(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids [k, dim] (float32) and labels [n] of a seeded K-Means."""
+    if k == 1:
+        return points.mean(0, keepdims=True).astype(np.float32), np.zeros(len(points), dtype=np.int64)
+    model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(points)
+    return model.cluster_centers_.astype(np.float32), model.labels_.astype(np.int64)
+
+
+def silhouette_curve(points: np.ndarray, k_min: int, k_max: int, seed: int) -> dict[int, float]:
+    """Silhouette score of K-Means for each K in [k_min, k_max] that the points allow."""
+    scores: dict[int, float] = {}
+    for k in range(k_min, min(k_max, len(points) - 1) + 1):
+        _, labels = kmeans(points, k, seed)
+        if len(set(labels.tolist())) < 2:
+            continue
+        scores[k] = float(silhouette_score(points, labels))
+    return scores
+
+
+def best_k(scores: dict[int, float], threshold: float = SPLIT_THRESHOLD) -> int:
+    """The K with the highest silhouette, or 1 when no K separates the data convincingly."""
+    if not scores:
+        return 1
+    k, score = max(scores.items(), key=lambda item: (item[1], -item[0]))
+    return k if score >= threshold else 1
+
+
+def purity(labels: np.ndarray, tasks: list[str]) -> float:
+    """Share of points whose cluster's majority task is their own task."""
+    if len(tasks) == 0:
+        return 1.0
+    by_cluster: dict[int, Counter[str]] = {}
+    for label, task in zip(labels.tolist(), tasks):
+        by_cluster.setdefault(label, Counter())[task] += 1
+    return sum(c.most_common(1)[0][1] for c in by_cluster.values()) / len(tasks)
+
+
+def majority(labels: np.ndarray, tasks: list[str]) -> dict[int, str]:
+    """Each cluster's most common task."""
+    by_cluster: dict[int, Counter[str]] = {}
+    for label, task in zip(labels.tolist(), tasks):
+        by_cluster.setdefault(label, Counter())[task] += 1
+    return {label: c.most_common(1)[0][0] for label, c in by_cluster.items()}

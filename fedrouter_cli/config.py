@@ -1,0 +1,269 @@
+"""Typed configuration, validated on construction and saved as TOML in the run directory.
+
+A command's options override the run directory's saved config, which overrides the preset's
+values, which override the defaults here. So `fedrouter evaluate` after
+`fedrouter simulate --scenario all` evaluates the run that was simulated, not a default one.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fedrouter_cli.errors import FedrouterError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDER = "minilm"
+SCENARIOS = ("single", "dual", "all")
+VARIANTS = ("standard", "star")
+EVAL_MODES = ("local", "global")
+TEST_TASKS = ("scenario", "all")
+GENERATION_STRATEGIES = ("mixed", "grouped", "per-sample")
+
+
+def _fail(message: str) -> None:
+    raise FedrouterError(message)
+
+
+def _check_positive(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            _fail(f"{section}.{name} must be positive, got {value}; pass a value above 0.")
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(f"{option} must be one of {', '.join(choices)}, got {value!r}.")
+
+
+def parse_k(option: str, value: str | int) -> str | int:
+    """'auto' or a positive integer, as accepted by --n-clusters and --global-clusters."""
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        number = int(value)
+        if number < 1:
+            _fail(f"{option} must be 'auto' or a positive integer, got {value!r}.")
+        return number
+    if value == "auto":
+        return "auto"
+    _fail(f"{option} must be 'auto' or a positive integer, got {value!r}.")
+    raise AssertionError  # unreachable; keeps type checkers quiet
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = field(default="synthetic", metadata={"help": "synthetic, hf, or a folder of <task>/{train,test}.jsonl"})
+    tasks: tuple[str, ...] = field(default=(), metadata={"help": "tasks to use; empty = every task of the source"})
+    scenario: str = field(default="dual", metadata={"help": "single, dual or all"})
+    clients: int = 8
+    train_per_client: int = 600
+    test_per_client: int = 300
+    test_tasks: str = field(default="scenario", metadata={"help": "which test set evaluate uses by default"})
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        _check_choice("--scenario", self.scenario, SCENARIOS)
+        _check_choice("--test-tasks", self.test_tasks, TEST_TASKS)
+        _check_positive("data", clients=self.clients, train_per_client=self.train_per_client,
+                        test_per_client=self.test_per_client)
+        if self.clients > 1000:
+            _fail(f"--clients {self.clients} is more than this tool supports (1000); pass fewer clients.")
+        if self.seed < 0:
+            _fail(f"--seed must be 0 or more, got {self.seed}.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "base model: HF id, local folder, or the offline default"})
+    load_in_4bit: bool = False
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    embedder: str = field(default=DEFAULT_EMBEDDER, metadata={"help": "minilm, base (the base model), or a sentence-embedding model id/folder"})
+    batch_size: int = 32
+    max_length: int = 256
+
+    def __post_init__(self) -> None:
+        _check_positive("embed", batch_size=self.batch_size, max_length=self.max_length)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    n_clusters: str | int = "auto"
+    k_min: int = 2
+    k_max: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_clusters", parse_k("--n-clusters", self.n_clusters))
+        if self.k_min < 2 or self.k_max < self.k_min:
+            _fail(f"need 2 <= --k-min <= --k-max, got k-min={self.k_min}, k-max={self.k_max}.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    alg: str = "fedrouter"
+    variant: str = "standard"
+    rounds: int = 25
+    local_steps: int = 10
+    batch_size: int = 16
+    lr: float = 5e-4
+    lr_min: float = 1e-5
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    max_length: int = 1024
+    global_clusters: str | int = "auto"
+    seed: int = 0
+    round_timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        object.__setattr__(self, "global_clusters", parse_k("--global-clusters", self.global_clusters))
+        _check_choice("--variant", self.variant, VARIANTS)
+        _check_positive("train", rounds=self.rounds, local_steps=self.local_steps,
+                        batch_size=self.batch_size, lr=self.lr, lora_r=self.lora_r,
+                        lora_alpha=self.lora_alpha, max_length=self.max_length,
+                        round_timeout=self.round_timeout)
+        if self.rounds > 10_000 or self.local_steps > 100_000:
+            _fail("--rounds or --local-steps is implausibly large; pass a smaller value.")
+        if not 0 <= self.lora_dropout < 1:
+            _fail(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.lr_min > self.lr:
+            _fail(f"lr_min ({self.lr_min}) must not exceed --lr ({self.lr}).")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    mode: str = "local"
+    round: int = 0  # 0 = the last completed round
+    max_new_tokens: int = 32
+    batch_size: int = 16
+    generation: str = "mixed"
+
+    def __post_init__(self) -> None:
+        _check_choice("--mode", self.mode, EVAL_MODES)
+        _check_choice("--generation", self.generation, GENERATION_STRATEGIES)
+        _check_positive("eval", max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
+        if self.round < 0:
+            _fail(f"--round must be 0 (last) or a round number, got {self.round}.")
+        if self.max_new_tokens > 4096:
+            _fail(f"--max-new-tokens {self.max_new_tokens} is too large; pass at most 4096.")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "embed": EmbedConfig,
+    "cluster": ClusterConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    embed: EmbedConfig = EmbedConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: asdict(getattr(self, name)) for name in SECTIONS}
+
+    def embedder_id(self) -> str:
+        """What the embedding space depends on: the embedder, and the base model when it is the embedder."""
+        return self.model.model if self.embed.embedder == "base" else self.embed.embedder
+
+
+# Presets: groups of settings sized for a machine. paper = the paper's settings (GPU users);
+# cpu = minutes on 2 cores; smoke = seconds, for tests.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {
+        "data": {"clients": 8, "train_per_client": 600, "test_per_client": 300},
+        "train": {"rounds": 25, "local_steps": 10, "batch_size": 16, "lr": 5e-4, "max_length": 1024},
+        "eval": {"max_new_tokens": 512},
+    },
+    "cpu": {
+        "data": {"clients": 8, "train_per_client": 150, "test_per_client": 25},
+        "train": {"rounds": 5, "local_steps": 4, "batch_size": 4, "lr": 5e-4, "max_length": 192},
+        "eval": {"max_new_tokens": 32, "batch_size": 16},
+    },
+    "smoke": {
+        "data": {"clients": 4, "train_per_client": 24, "test_per_client": 4},
+        "train": {"rounds": 2, "local_steps": 1, "batch_size": 2, "max_length": 64},
+        "eval": {"max_new_tokens": 6, "batch_size": 8},
+    },
+}
+
+
+def _coerce(section: type, values: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name for f in fields(section)}
+    unknown = set(values) - known
+    if unknown:
+        _fail(f"Unknown setting(s) {', '.join(sorted(unknown))} in config section of {section.__name__}; "
+              "remove them from config.toml.")
+    return values
+
+
+def build_config(base: Config, *layers: dict[str, dict[str, Any]]) -> Config:
+    """Apply layers of {section: {field: value}} on top of `base`, validating the result."""
+    config = base
+    for layer in layers:
+        for section, values in layer.items():
+            if section not in SECTIONS:
+                _fail(f"Unknown config section [{section}]; valid sections are {', '.join(SECTIONS)}.")
+            values = {k: v for k, v in values.items() if v is not None}
+            if not values:
+                continue
+            current = getattr(config, section)
+            try:
+                updated = replace(current, **_coerce(SECTIONS[section], values))
+            except TypeError as exc:
+                raise FedrouterError(f"Bad value in [{section}]: {exc}; fix config.toml or the option.") from None
+            config = replace(config, **{section: updated})
+    return config
+
+
+def load_config(path: Path) -> Config:
+    if not path.exists():
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FedrouterError(f"{path} is not valid TOML ({exc}); fix or delete it.") from None
+    return build_config(Config(), raw)
+
+
+def resolve_config(path: Path, preset: str | None, overrides: dict[str, dict[str, Any]]) -> Config:
+    """Saved config, then the preset, then the options the user typed."""
+    layers: list[dict[str, dict[str, Any]]] = []
+    if preset is not None:
+        if preset not in PRESETS:
+            _fail(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
+        layers.append(PRESETS[preset])
+    layers.append(overrides)
+    return build_config(load_config(path), *layers)
+
+
+def save_config(path: Path, config: Config) -> None:
+    from fedrouter_cli.rundir import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(tomli_w.dumps(_toml_ready(config.to_dict())))
+
+
+def _toml_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _toml_ready(v) for k, v in value.items() if v is not None}
+    if isinstance(value, tuple):
+        return list(value)
+    return value

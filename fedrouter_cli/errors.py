@@ -1,0 +1,17 @@
+"""The few errors users see. Each carries one sentence naming the problem and the fix."""
+
+from __future__ import annotations
+
+
+class FedrouterError(Exception):
+    """A problem with the user's input or run directory; the CLI prints it and exits with 2."""
+
+    exit_code = 2
+
+
+class MissingInputError(FedrouterError):
+    """A stage was asked for before the stage it reads from has produced its output."""
+
+
+class CorruptArtifactError(FedrouterError):
+    """An artifact in the run directory cannot be read."""

@@ -1,0 +1,1 @@
+"""Base-model loading, LoRA state handling, local training and generation."""

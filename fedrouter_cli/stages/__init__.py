@@ -1,0 +1,1 @@
+"""Pipeline stages: plain functions `run_X(config, run, force) -> StageResult`, no Typer or Rich."""

@@ -1,0 +1,87 @@
+"""What every stage shares: fingerprint-based caching, staged (atomic) output folders, manifests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from fedrouter_cli.rundir import RunDir, atomic_dir
+
+Progress = Callable[[str, int, int], None]
+"""progress(label, done, total): stages report long work through this; the CLI draws the bar."""
+
+
+def no_progress(label: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class StageResult:
+    stage: str
+    cache_hit: bool
+    seconds: float
+    summary: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "cache_hit": self.cache_hit, "seconds": round(self.seconds, 3),
+                **self.summary, "warnings": self.warnings}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in ("fedrouter", "torch", "transformers", "peft", "flwr", "scikit-learn", "pyarrow"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def cache_hit(run: RunDir, stage: str, fp: str, force: bool, *sub: str) -> StageResult | None:
+    if force:
+        return None
+    started = time.perf_counter()
+    manifest = run.manifest(stage, *sub)
+    if manifest is None or manifest.get("fingerprint") != fp:
+        return None
+    return StageResult(stage, True, time.perf_counter() - started, manifest.get("summary", {}),
+                       manifest.get("warnings", []))
+
+
+@contextmanager
+def staged_outputs(run: RunDir, stage: str, *sub: str) -> Iterator[Callable[[Path], Path]]:
+    """Build a stage's whole output folder aside and swap it in at the end.
+
+    Yields `at(final_path) -> staging_path`. If the stage fails, the previous outputs and manifest
+    are untouched.
+    """
+    final = run.stage_dir(stage, *sub)
+    with atomic_dir(final) as tmp:
+        def at(path: Path) -> Path:
+            target = tmp / Path(path).relative_to(final)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return target
+
+        yield at
+
+
+def manifest(stage: str, fp: str, config_slice: dict[str, Any], inputs: dict[str, str],
+             seconds: float, summary: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "fingerprint": fp,
+        "config": config_slice,
+        "inputs": inputs,
+        "versions": package_versions(),
+        "seconds": round(seconds, 3),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "summary": summary,
+        "warnings": warnings,
+    }

@@ -1,0 +1,83 @@
+"""Stage `embed`: embed every client's raw instructions (train and both test sets) to Parquet."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from fedrouter_cli.config import Config
+from fedrouter_cli.embed import embed_texts
+from fedrouter_cli.errors import CorruptArtifactError
+from fedrouter_cli.model.loading import load_encoder, resolve_embedder
+from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_table, write_json, write_table
+from fedrouter_cli.stages.common import (Progress, StageResult, cache_hit, manifest, no_progress,
+                                         staged_outputs)
+from fedrouter_cli.stages.partition import TEST_SPLITS, partition_fingerprint
+
+EMBED_SPLITS = ("train", *TEST_SPLITS)
+
+
+def embed_settings(config: Config) -> dict:
+    # Sentence encoders are compared by cosine, so their vectors are L2-normalised; the base
+    # model's mean-pooled states are kept raw, as in the paper.
+    return {"embedder": config.embedder_id(), "normalize": config.embed.embedder != "base",
+            "max_length": config.embed.max_length}
+
+
+def embed_fingerprint(config: Config) -> str:
+    return fingerprint("embed", partition_fingerprint(config)[0], embed_settings(config))
+
+
+def embeddings_table(ids: list[str], vectors: np.ndarray) -> pa.Table:
+    flat = pa.array(vectors.astype(np.float32).ravel(), type=pa.float32())
+    return pa.table({"id": ids, "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
+
+
+def read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
+    table = read_table(path)
+    if "embedding" not in table.column_names or "id" not in table.column_names:
+        raise CorruptArtifactError(f"{path} has no 'id'/'embedding' columns; rerun `fedrouter embed --force`.")
+    column = table.column("embedding").combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    rows = len(table)
+    vectors = values.reshape(rows, -1).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
+    return table.column("id").to_pylist(), vectors
+
+
+def run_embed(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress) -> StageResult:
+    partition = run.require("partition")
+    fp = embed_fingerprint(config)
+    if hit := cache_hit(run, "embed", fp, force):
+        return hit
+    started = time.perf_counter()
+    clients = [client_name(i) for i in range(len(partition["summary"]["clients"]))]
+    tables = {(c, s): read_table(run.partition_file(c, s)) for c in clients for s in EMBED_SPLITS}
+    # Clients share test rows and some train rows, so each distinct text is embedded once.
+    unique = sorted({t for table in tables.values() for t in table.column("instruction").to_pylist()})
+    settings = embed_settings(config)
+    model, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model))
+    load_seconds = time.perf_counter() - started
+    embed_started = time.perf_counter()
+    vectors = embed_texts(model, tokenizer, unique, config.embed.batch_size, config.embed.max_length,
+                          settings["normalize"], progress)
+    embed_seconds = time.perf_counter() - embed_started
+    row_of = {text: i for i, text in enumerate(unique)}
+    rows = 0
+    with staged_outputs(run, "embed") as at:
+        for (client, split), table in tables.items():
+            texts = table.column("instruction").to_pylist()
+            picked = vectors[[row_of[t] for t in texts]] if texts else np.zeros((0, vectors.shape[1]), np.float32)
+            write_table(at(run.embedding_file(client, split)), embeddings_table(table.column("id").to_pylist(), picked))
+            rows += len(texts)
+        seconds = time.perf_counter() - started
+        summary = {"rows": rows, "unique_texts": len(unique), "dim": int(vectors.shape[1]),
+                   "embedder": settings["embedder"], "normalized": settings["normalize"],
+                   "load_seconds": round(load_seconds, 3), "embed_seconds": round(embed_seconds, 3),
+                   "texts_per_second": round(len(unique) / max(embed_seconds, 1e-9), 2),
+                   "embed_dir": str(run.stage_dir("embed"))}
+        write_json(at(run.manifest_path("embed")),
+                   manifest("embed", fp, settings, {"partition": partition["fingerprint"]}, seconds, summary, []))
+    return StageResult("embed", False, seconds, summary)

@@ -1,0 +1,106 @@
+"""Stage `partition`: split the source's task rows over clients and write one Parquet per client and split."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow as pa
+
+from fedrouter_cli.config import Config
+from fedrouter_cli.data import sources, synthetic
+from fedrouter_cli.data.partition import client_tasks, draw_split, drop_overlap, shares
+from fedrouter_cli.data.sources import Row
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.rundir import RunDir, client_name, fingerprint, write_json, write_table
+from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
+
+# partition/clients/cXX/{train,test,test_all}.parquet: test follows the scenario, test_all
+# covers every task (the paper's generalization setting); evaluate picks one by --test-tasks.
+TEST_SPLITS = ("test", "test_all")
+
+
+def source_fingerprint(source: str, tasks: tuple[str, ...]) -> str:
+    """Content hash of a JSONL source (so edited data reruns); the generator's version otherwise."""
+    if source == "synthetic":
+        return f"synthetic-{getattr(synthetic, 'GENERATOR_VERSION', 1)}"
+    if source == "hf":
+        return "hf"
+    digest = hashlib.sha256()
+    for task in tasks:
+        for split in sources.SPLITS:
+            path = Path(source).expanduser() / task / f"{split}.jsonl"
+            digest.update(path.read_bytes() if path.exists() else b"missing")
+    return digest.hexdigest()[:16]
+
+
+def partition_fingerprint(config: Config) -> tuple[str, tuple[str, ...]]:
+    data = config.data
+    tasks = sources.resolve_tasks(data.source, data.tasks)
+    slice_ = {k: v for k, v in asdict(data).items() if k != "test_tasks"}
+    return fingerprint("partition", slice_, tasks, source_fingerprint(data.source, tasks)), tasks
+
+
+def rows_table(rows: list[Row]) -> pa.Table:
+    return pa.table({
+        "id": [r.id for r in rows],
+        "task": [r.task for r in rows],
+        "category": [r.category for r in rows],
+        "instruction": [r.instruction for r in rows],
+        "response": [r.response for r in rows],
+    })
+
+
+def run_partition(config: Config, run: RunDir, force: bool = False) -> StageResult:
+    fp, tasks = partition_fingerprint(config)
+    if hit := cache_hit(run, "partition", fp, force):
+        return hit
+    started = time.perf_counter()
+    data = config.data
+    held = [client_tasks(data.scenario, tasks, data.clients, i) for i in range(data.clients)]
+    wants = {
+        "train": [shares(data.train_per_client, h) for h in held],
+        "test": [shares(data.test_per_client, h) for h in held],
+        "test_all": [shares(data.test_per_client, tasks) for _ in held],
+    }
+    demand = {split: Counter() for split in wants}
+    for split, per_client in wants.items():
+        for want in per_client:
+            demand[split].update(want)
+    test_demand = {t: max(demand["test"][t], demand["test_all"][t]) for t in tasks}
+    test_pools = {t: sources.load_rows(data.source, t, "test", test_demand[t], data.seed) for t in tasks}
+    train_pools = {
+        t: drop_overlap(sources.load_rows(data.source, t, "train", demand["train"][t], data.seed), test_pools[t])
+        for t in tasks
+    }
+    empty = [t for t, rows in train_pools.items() if not rows and demand["train"][t]]
+    if empty:
+        raise FedrouterError(f"Task(s) {', '.join(empty)} have no train rows left once test rows are excluded; "
+                             "check the source's train.jsonl files.")
+    draws = {
+        "train": draw_split(train_pools, wants["train"], data.seed, "train"),
+        "test": draw_split(test_pools, wants["test"], data.seed, "test"),
+        "test_all": draw_split(test_pools, wants["test_all"], data.seed, "test_all"),
+    }
+    warnings = [w for split in ("train", "test", "test_all") for w in draws[split].warnings]
+    clients = []
+    with staged_outputs(run, "partition") as at:
+        for i in range(data.clients):
+            name = client_name(i)
+            for split, drawn in draws.items():
+                write_table(at(run.partition_file(name, split)), rows_table(drawn.rows[i]))
+            clients.append({
+                "client": name,
+                "train": dict(Counter(r.task for r in draws["train"].rows[i])),
+                "test": dict(Counter(r.task for r in draws["test"].rows[i])),
+                "test_all": dict(Counter(r.task for r in draws["test_all"].rows[i])),
+            })
+        summary = {"tasks": list(tasks), "scenario": data.scenario, "clients": clients,
+                   "partition_dir": str(run.stage_dir("partition"))}
+        seconds = time.perf_counter() - started
+        write_json(at(run.manifest_path("partition")),
+                   manifest("partition", fp, asdict(data), {}, seconds, summary, warnings))
+    return StageResult("partition", False, seconds, summary, warnings)
