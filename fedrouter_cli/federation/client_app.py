@@ -1,0 +1,99 @@
+"""The ClientApp: answers the centroid query and trains the adapters the server sends.
+
+A train message carries one or more jobs. Job i comes with the arrays `adapter-i` and says which
+local cluster to train on (-1 = all the client's data), which LoRA part is trainable, which part
+goes back to the server and which part the client keeps for itself between rounds. Every
+algorithm is expressed in these terms, so the client needs no per-algorithm code.
+Only arrays and numbers leave the client.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedrouter_cli.config import TrainConfig
+from fedrouter_cli.federation.node import NodeData, latest_state, node_folder, save_state
+from fedrouter_cli.federation.wire import from_record, select, to_record
+from fedrouter_cli.model.lora import get_adapter, peft_model, set_adapter_weights
+from fedrouter_cli.model.train import train_steps
+
+app = ClientApp()
+
+_NODE_CACHE: dict[str, NodeData] = {}
+
+
+def _node(context: Context) -> NodeData:
+    folder = node_folder(dict(context.node_config))
+    key = str(folder)
+    if key not in _NODE_CACHE:
+        _NODE_CACHE[key] = NodeData.load(folder)
+    return _NODE_CACHE[key]
+
+
+def _injected_failure(client: int, round_number: int) -> None:
+    """Testing aid: FEDROUTER_FAIL_ON='1:2,3:1' makes client 1 fail in round 2, client 3 in round 1."""
+    for item in filter(None, os.environ.get("FEDROUTER_FAIL_ON", "").split(",")):
+        who, when = item.split(":")
+        if int(who) == client and int(when) == round_number:
+            raise RuntimeError(f"injected failure of client {client} in round {round_number}")
+
+
+@app.query("centroids")
+def centroids(msg: Message, context: Context) -> Message:
+    node = _node(context)
+    content = RecordDict({
+        "centroids": to_record({"centroids": node.centroids, "sizes": node.sizes}),
+        "metrics": MetricRecord({"client": node.client}),
+    })
+    return Message(content=content, reply_to=msg)
+
+
+def _train_config(cfg: ConfigRecord) -> TrainConfig:
+    return TrainConfig(lora_r=int(cfg["lora-r"]), lora_alpha=int(cfg["lora-alpha"]),
+                       lora_dropout=float(cfg["lora-dropout"]), target_modules=tuple(cfg["target-modules"]))
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    cfg = msg.content["config"]
+    node = _node(context)
+    round_number = int(cfg["round"])
+    _injected_failure(node.client, round_number)
+    threads = int(cfg.get("torch-threads", 0))
+    if threads:
+        torch.set_num_threads(threads)
+    model, tokenizer = peft_model(str(cfg["model"]), _train_config(cfg))
+    alg = str(cfg["alg"])
+    reply = RecordDict()
+    losses, first, last, samples, seconds = [], [], [], [], []
+    for i, cluster in enumerate(cfg["job-cluster"]):
+        name, keep = str(cfg["job-name"][i]), str(cfg["job-keep"][i])
+        key = f"adapter-{i}"
+        adapter = from_record(msg.content[key]) if key in msg.content else {}
+        kept = latest_state(node.folder, alg, name, round_number) if keep != "none" else None
+        if kept:
+            adapter.update(kept)
+        set_adapter_weights(model, adapter)
+        outcome = train_steps(model, tokenizer, node.rows(int(cluster)), int(cfg["local-steps"]),
+                              int(cfg["batch-size"]), float(cfg["lr"]), int(cfg["max-length"]),
+                              seed=int(cfg["seed"]) + 7919 * round_number + 104729 * node.client + i,
+                              trainable=str(cfg["job-trainable"][i]))
+        trained = get_adapter(model)
+        if keep != "none":
+            save_state(node.folder, alg, name, round_number, select(trained, keep))
+        sent = select(trained, str(cfg["job-send"][i])) if cfg["job-send"][i] != "none" else {}
+        reply[key] = to_record(sent)
+        losses.append(outcome.loss)
+        first.append(outcome.first_loss)
+        last.append(outcome.last_loss)
+        samples.append(outcome.samples)
+        seconds.append(outcome.seconds)
+    reply["metrics"] = MetricRecord({
+        "client": node.client, "loss": losses, "first-loss": first, "last-loss": last,
+        "samples": samples, "train-seconds": seconds,
+    })
+    return Message(content=reply, reply_to=msg)

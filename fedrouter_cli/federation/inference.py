@@ -1,0 +1,46 @@
+"""How each algorithm answers a test sample: which adapter, built from what."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedrouter_cli.model.lora import Adapter
+
+
+@dataclass
+class InferenceInput:
+    """One client's test samples and what the run left behind for it."""
+
+    client: int
+    mode: str                       # 'local' or 'global'
+    embeddings: np.ndarray          # [n, dim] test embeddings
+    state: dict[str, Any]           # state.json of the evaluated round
+    adapters_dir: Path              # that round's adapters/<name>/ folders
+    node_dir: Path                  # the client's own folder (its kept state)
+    local_centroids: np.ndarray     # the client's local centroids
+    local_tasks: list[str]          # majority task of each local cluster
+    global_tasks: dict[str, str]    # adapter name -> majority task of the clients' clusters it serves
+
+
+@dataclass
+class Routing:
+    names: list[str]                # adapter name per sample ('__base__' = no adapter)
+    build: dict[str, Any]           # adapter name -> callable returning its weights
+    routed_tasks: list[str] | None  # majority task of the adapter chosen, for routing accuracy
+
+
+def load_named(adapters_dir: Path, name: str):
+    from fedrouter_cli.model.lora import load_adapter
+
+    return lambda: load_adapter(adapters_dir / name)
+
+
+def merged(parts: list) -> Adapter:
+    out: Adapter = {}
+    for part in parts:
+        out.update(part())
+    return out

@@ -1,0 +1,272 @@
+"""What every adapter-training strategy shares on top of Flower's `Strategy`.
+
+Subclasses say what each node trains this round (`plan`) and how replies are combined
+(`combine`); this class turns plans into Messages, replies into results, keeps per-round
+checkpoints (PEFT-loadable adapters + state.json) and the metrics table, and resumes from the
+last completed round.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedrouter_cli.config import Config
+from fedrouter_cli.federation.inference import InferenceInput, Routing
+from fedrouter_cli.federation.wire import from_record, nbytes, to_record
+from fedrouter_cli.model.lora import Adapter, load_adapter, save_adapter
+from fedrouter_cli.rundir import atomic_dir, read_json, write_json, write_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One adapter a node trains in a round."""
+
+    name: str                 # the client's name for it (keys its kept state)
+    cluster: int              # local cluster to train on; -1 = all the client's data
+    adapter: Adapter          # what the server sends (may be empty)
+    tag: str                  # what the server aggregates it into (e.g. a global cluster)
+    trainable: str = "all"    # 'all' or 'lora_B'
+    send: str = "all"         # part returned: 'all', 'lora_A', 'lora_B' or 'none'
+    keep: str = "none"        # part the client keeps between rounds: 'none', 'all', 'lora_B'
+
+
+@dataclass
+class JobResult:
+    client: int
+    job: Job
+    adapter: Adapter
+    samples: int
+    loss: float
+    first_loss: float
+    last_loss: float
+    seconds: float
+
+
+@dataclass
+class FederationJob:
+    """Everything the server side needs for one simulate run."""
+
+    config: Config
+    out_dir: Path
+    num_nodes: int
+    initial_adapter: Callable[[int], Adapter]
+    progress: Callable[[str, int, int], None] = lambda label, done, total: None
+    torch_threads: int = 0
+    rounds_done: list[dict] = field(default_factory=list)
+
+
+class AdapterStrategy(Strategy):
+    name = "base"
+
+    def __init__(self, job: FederationJob) -> None:
+        self.job = job
+        self.config = job.config
+        self.train = job.config.train
+        self.adapters: dict[str, Adapter] = {}
+        self.node_client: dict[int, int] = {}          # Flower node id -> client index
+        self.local_centroids: dict[int, np.ndarray] = {}
+        self.completed = 0
+        self._sent_bytes: dict[int, int] = {}
+        self._plans: dict[int, list[Job]] = {}
+
+    # -- hooks for subclasses ------------------------------------------------------------
+    def initialize(self) -> None:
+        """Set up adapters (and anything else) for a fresh run, after the centroid query."""
+        raise NotImplementedError
+
+    def plan(self, round_number: int, client: int) -> list[Job]:
+        raise NotImplementedError
+
+    def combine(self, round_number: int, results: list[JobResult]) -> None:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    # -- helpers ----------------------------------------------------------------------------
+    def lr_at(self, round_number: int) -> float:
+        """Cosine from --lr down to lr_min over the rounds, constant within a round."""
+        if self.train.rounds == 1:
+            return self.train.lr
+        progress = (round_number - 1) / (self.train.rounds - 1)
+        return self.train.lr_min + 0.5 * (self.train.lr - self.train.lr_min) * (1 + math.cos(math.pi * progress))
+
+    @staticmethod
+    def weighted_groups(results: list[JobResult]) -> dict[str, list[JobResult]]:
+        groups: dict[str, list[JobResult]] = {}
+        for result in results:
+            groups.setdefault(result.job.tag, []).append(result)
+        return groups
+
+    # -- setup: who is there, and their centroids ----------------------------------------
+    def connect(self, grid: Grid, timeout: float = 600.0) -> None:
+        """Wait for the nodes, ask each for its local centroids and learn its client index."""
+        deadline = time.monotonic() + timeout
+        while len(nodes := sorted(grid.get_node_ids())) < self.job.num_nodes:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(nodes)} of {self.job.num_nodes} nodes connected")
+            time.sleep(0.2)
+        query = [Message(content=RecordDict({"config": ConfigRecord({"round": 0})}), dst_node_id=node,
+                         message_type="query.centroids") for node in nodes]
+        for reply in grid.send_and_receive(query, timeout=timeout):
+            if reply.has_error():
+                log.warning("node %s did not send centroids: %s", reply.metadata.src_node_id, reply.error.reason)
+                continue
+            client = int(reply.content["metrics"]["client"])
+            self.node_client[reply.metadata.src_node_id] = client
+            self.local_centroids[client] = reply.content["centroids"]["centroids"].numpy()
+
+    def restore_or_initialize(self) -> None:
+        last = self.last_completed_round()
+        if last == 0:
+            self.initialize()
+            return
+        state = read_json(self.round_dir(last) / "state.json")
+        self.adapters = {name: load_adapter(self.round_dir(last) / "adapters" / name) for name in state["adapters"]}
+        self.load_extra_state(state.get("extra", {}))
+        self.completed = last
+
+    # -- Flower Strategy API -------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        round_number = self.completed + server_round
+        messages = []
+        self._plans, self._sent_bytes = {}, {}
+        for node, client in sorted(self.node_client.items(), key=lambda item: item[1]):
+            jobs = self.plan(round_number, client)
+            if not jobs:
+                continue
+            self._plans[node] = jobs
+            content = RecordDict({"config": self._config_record(round_number, jobs)})
+            for i, job in enumerate(jobs):
+                if job.adapter:
+                    content[f"adapter-{i}"] = to_record(job.adapter)
+            self._sent_bytes[node] = sum(nbytes(job.adapter) for job in jobs)
+            messages.append(Message(content=content, dst_node_id=node, message_type="train"))
+        self.job.progress("round", round_number - 1, self.train.rounds)
+        return messages
+
+    def _config_record(self, round_number: int, jobs: list[Job]) -> ConfigRecord:
+        t = self.train
+        return ConfigRecord({
+            "round": round_number, "alg": self.name, "model": self.config.model.model,
+            "lr": self.lr_at(round_number), "local-steps": t.local_steps, "batch-size": t.batch_size,
+            "max-length": t.max_length, "seed": t.seed, "lora-r": t.lora_r, "lora-alpha": t.lora_alpha,
+            "lora-dropout": t.lora_dropout, "target-modules": list(t.target_modules),
+            "torch-threads": self.job.torch_threads,
+            "job-name": [j.name for j in jobs], "job-cluster": [j.cluster for j in jobs],
+            "job-trainable": [j.trainable for j in jobs], "job-send": [j.send for j in jobs],
+            "job-keep": [j.keep for j in jobs],
+        })
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        round_number = self.completed + server_round
+        results: list[JobResult] = []
+        rows: list[dict[str, Any]] = []
+        answered = set()
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            answered.add(node)
+            client = self.node_client.get(node, -1)
+            if reply.has_error():
+                log.warning("client %s failed in round %s: %s", client, round_number, reply.error.reason[:200])
+                rows.append(self._row(round_number, client, None, None, "failed", 0, self._sent_bytes.get(node, 0)))
+                continue
+            metrics = reply.content["metrics"]
+            for i, job in enumerate(self._plans[node]):
+                key = f"adapter-{i}"
+                adapter = from_record(reply.content[key]) if key in reply.content else {}
+                result = JobResult(client, job, adapter, int(metrics["samples"][i]), float(metrics["loss"][i]),
+                                   float(metrics["first-loss"][i]), float(metrics["last-loss"][i]),
+                                   float(metrics["train-seconds"][i]))
+                results.append(result)
+                rows.append(self._row(round_number, client, job, result, "ok", nbytes(adapter),
+                                      nbytes(job.adapter)))
+        for node in set(self._plans) - answered:
+            client = self.node_client[node]
+            log.warning("client %s sent no reply in round %s (timeout)", client, round_number)
+            rows.append(self._row(round_number, client, None, None, "missing", 0, self._sent_bytes.get(node, 0)))
+        self.combine(round_number, results)
+        self.checkpoint(round_number, rows)
+        self.job.progress("round", round_number, self.train.rounds)
+        ok = [r for r in results]
+        return None, MetricRecord({
+            "jobs": len(ok), "failed": sum(r["status"] != "ok" for r in rows),
+            "loss": float(np.mean([r.loss for r in ok])) if ok else 0.0,
+        })
+
+    def _row(self, round_number: int, client: int, job: Job | None, result: JobResult | None, status: str,
+             bytes_up: int, bytes_down: int) -> dict[str, Any]:
+        return {
+            "round": round_number, "client": client, "job": job.name if job else "", "tag": job.tag if job else "",
+            "status": status, "samples": result.samples if result else 0,
+            "loss": result.loss if result else float("nan"),
+            "first_loss": result.first_loss if result else float("nan"),
+            "last_loss": result.last_loss if result else float("nan"),
+            "train_seconds": result.seconds if result else 0.0,
+            "bytes_up": bytes_up, "bytes_down": bytes_down,
+        }
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return []  # evaluation is its own stage (`fedrouter evaluate`)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return None
+
+    def summary(self) -> None:
+        log.info("%s: %d rounds, %d local steps, batch %d", self.name, self.train.rounds,
+                 self.train.local_steps, self.train.batch_size)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def round_dir(self, round_number: int) -> Path:
+        return self.job.out_dir / "rounds" / f"r{round_number:04d}"
+
+    def last_completed_round(self) -> int:
+        done = sorted(self.job.out_dir.glob("rounds/r*/state.json"))
+        return int(done[-1].parent.name[1:]) if done else 0
+
+    def checkpoint(self, round_number: int, rows: list[dict[str, Any]]) -> None:
+        """Save adapters, state and metrics of a round; the round counts once its folder is in place."""
+        metrics_path = self.job.out_dir / "metrics.parquet"
+        table = pa.Table.from_pylist(rows) if rows else None
+        if metrics_path.exists():
+            old = pq.read_table(metrics_path)
+            old = old.filter(pa.compute.less(old["round"], round_number))  # a redone round replaces its rows
+            table = pa.concat_tables([old, table]) if table is not None else old
+        if table is not None:
+            write_table(metrics_path, table)
+        with atomic_dir(self.round_dir(round_number)) as tmp:
+            for name, adapter in self.adapters.items():
+                save_adapter(tmp / "adapters" / name, adapter, self.train, self.config.model.model)
+            write_json(tmp / "state.json", {"round": round_number, "algorithm": self.name,
+                                            "adapters": sorted(self.adapters), "extra": self.extra_state()})
+        self.job.rounds_done.append({"round": round_number, "rows": rows})
+
+    # -- inference (used by `evaluate`) ------------------------------------------------------
+    @staticmethod
+    def route(inputs: "InferenceInput") -> "Routing":
+        raise NotImplementedError
+
+    @staticmethod
+    def adapter_tasks(state: dict[str, Any], local_tasks: dict[int, list[str]]) -> dict[str, str]:
+        """Majority task of the data behind each adapter, where the method knows it (for routing accuracy)."""
+        return {}

@@ -1,0 +1,103 @@
+"""FedRouter: one adapter per global task cluster, routed to clients by their local clusters.
+
+Round 0 (setup): every client sends its local centroids; the server clusters them (K-Means,
+`--global-clusters N|auto`) into global clusters and keeps one adapter per global cluster.
+Each round, each client trains one of its local clusters (round-robin) on the adapter of that
+cluster's global cluster; FedRouter* (`--variant star`) trains all of them. The server averages
+returned adapters per global cluster, weighted by samples; an untrained cluster keeps its adapter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fedrouter_cli.clustering import best_k, kmeans, silhouette_curve
+from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
+from fedrouter_cli.federation.strategies.base import AdapterStrategy, Job, JobResult
+from fedrouter_cli.model.lora import average
+from fedrouter_cli.router import nearest
+
+
+def adapter_name(global_cluster: int) -> str:
+    return f"g{global_cluster:02d}"
+
+
+class FedRouter(AdapterStrategy):
+    name = "fedrouter"
+
+    def __init__(self, job) -> None:
+        super().__init__(job)
+        # client -> global cluster of each of its local clusters
+        self.routes: dict[int, list[int]] = {}
+        self.global_centroids = np.zeros((0, 0), dtype=np.float32)
+
+    def cluster_globally(self) -> None:
+        clients = sorted(self.local_centroids)
+        stacked = np.concatenate([self.local_centroids[c] for c in clients])
+        wanted = self.train.global_clusters
+        if wanted == "auto":
+            k = best_k(silhouette_curve(stacked, self.config.cluster.k_min, self.config.cluster.k_max,
+                                        self.train.seed), threshold=-1.0)
+        else:
+            k = min(int(wanted), len(stacked))
+        self.global_centroids, labels = kmeans(stacked, k, self.train.seed)
+        start = 0
+        for client in clients:
+            count = len(self.local_centroids[client])
+            self.routes[client] = labels[start:start + count].tolist()
+            start += count
+
+    def initialize(self) -> None:
+        self.cluster_globally()
+        self.adapters = {adapter_name(g): self.job.initial_adapter(self.train.seed + g)
+                         for g in range(len(self.global_centroids))}
+
+    def plan(self, round_number: int, client: int) -> list[Job]:
+        routes = self.routes.get(client)
+        if not routes:
+            return []
+        if self.train.variant == "star":
+            chosen = range(len(routes))
+        else:
+            chosen = [(round_number - 1) % len(routes)]
+        return [Job(name=f"l{local}", cluster=local, adapter=self.adapters[adapter_name(routes[local])],
+                    tag=adapter_name(routes[local])) for local in chosen]
+
+    def combine(self, round_number: int, results: list[JobResult]) -> None:
+        for tag, group in self.weighted_groups(results).items():
+            self.adapters[tag] = average([r.adapter for r in group], [r.samples for r in group])
+
+    @staticmethod
+    def route(inputs: InferenceInput) -> Routing:
+        """Local mode: the nearest of the client's own local centroids, then that cluster's global
+        adapter. Global mode: the nearest of all global centroids, which reaches tasks the client
+        never trained on."""
+        state = inputs.state["extra"]
+        if inputs.mode == "local":
+            routes = state["routes"][str(inputs.client)]
+            chosen = [routes[i] for i in nearest(inputs.embeddings, inputs.local_centroids)]
+        else:
+            chosen = nearest(inputs.embeddings, np.asarray(state["global_centroids"], dtype=np.float32)).tolist()
+        names = [adapter_name(g) for g in chosen]
+        return Routing(names=names, build={n: load_named(inputs.adapters_dir, n) for n in set(names)},
+                       routed_tasks=[inputs.global_tasks.get(n, "") for n in names])
+
+    @staticmethod
+    def adapter_tasks(state: dict[str, Any], local_tasks: dict[int, list[str]]) -> dict[str, str]:
+        """Each global adapter's majority task over the local clusters routed to it."""
+        votes: dict[str, list[str]] = {}
+        for client, routes in state["extra"]["routes"].items():
+            for local, g in enumerate(routes):
+                votes.setdefault(adapter_name(g), []).append(local_tasks[int(client)][local])
+        return {name: max(set(v), key=v.count) for name, v in votes.items()}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"routes": {str(c): r for c, r in self.routes.items()},
+                "global_centroids": self.global_centroids.tolist()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.routes = {int(c): r for c, r in state["routes"].items()}
+        self.global_centroids = np.asarray(state["global_centroids"], dtype=np.float32)
+

@@ -1,0 +1,107 @@
+"""LoRA adapters as plain arrays: build the PEFT model once, then swap weights in and out.
+
+Only LoRA weights ever move between server and clients; they are keyed the way PEFT saves them
+(`...q_proj.lora_A.weight`), so any saved set loads with `PeftModel.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from fedrouter_cli.config import TrainConfig
+from fedrouter_cli.errors import CorruptArtifactError
+from fedrouter_cli.model.loading import load_causal_lm
+
+Adapter = dict[str, np.ndarray]
+
+
+def lora_config(train: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
+                      target_modules=list(train.target_modules), bias="none", task_type="CAUSAL_LM")
+
+
+def lora_key(train: TrainConfig) -> tuple:
+    return (train.lora_r, train.lora_alpha, train.lora_dropout, tuple(train.target_modules))
+
+
+@functools.lru_cache(maxsize=2)
+def _peft_model(model_name: str, load_in_4bit: bool, key: tuple):
+    from peft import get_peft_model
+
+    r, alpha, dropout, targets = key
+    base, tokenizer = load_causal_lm(model_name, load_in_4bit)
+    train = TrainConfig(lora_r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    return get_peft_model(base, lora_config(train)), tokenizer
+
+
+def peft_model(model_name: str, train: TrainConfig, load_in_4bit: bool = False):
+    """The process's one PEFT-wrapped base model (adapter 'default'), and its tokenizer."""
+    return _peft_model(model_name, load_in_4bit, lora_key(train))
+
+
+def get_adapter(model, adapter_name: str = "default") -> Adapter:
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    return {k: v.detach().cpu().float().numpy().copy() for k, v in state.items()}
+
+
+def set_adapter_weights(model, adapter: Adapter, adapter_name: str = "default") -> None:
+    from peft import set_peft_model_state_dict
+
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in adapter.items()}
+    result = set_peft_model_state_dict(model, state, adapter_name=adapter_name)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if [k for k in unexpected if "lora_" in k]:
+        raise ValueError(f"adapter keys do not fit the model: {unexpected[:3]}")
+
+
+def initial_adapter(model_name: str, train: TrainConfig, seed: int) -> Adapter:
+    """A freshly initialised adapter (lora_A random, lora_B zero), reproducible from `seed`."""
+    model, _ = peft_model(model_name, train)
+    generator = torch.Generator().manual_seed(seed)
+    adapter = get_adapter(model)
+    for key, value in adapter.items():
+        if "lora_A" in key:
+            # Kaiming-uniform bound as PEFT uses, drawn from our own seeded generator.
+            bound = 1.0 / np.sqrt(value.shape[1])
+            adapter[key] = ((torch.rand(value.shape, generator=generator) * 2 - 1) * bound).numpy()
+        else:
+            adapter[key] = np.zeros_like(value)
+    return adapter
+
+
+def average(adapters: list[Adapter], weights: list[float]) -> Adapter:
+    """Weighted mean of adapters with the same keys."""
+    total = float(sum(weights))
+    return {key: (sum(w * a[key].astype(np.float64) for a, w in zip(adapters, weights)) / total).astype(np.float32)
+            for key in adapters[0]}
+
+
+def save_adapter(folder: Path, adapter: Adapter, train: TrainConfig, base_model: str) -> None:
+    """A PEFT-loadable adapter folder: adapter_model.safetensors + adapter_config.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in adapter.items()},
+              str(folder / "adapter_model.safetensors"))
+    config = lora_config(train).to_dict()
+    config["base_model_name_or_path"] = base_model
+    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str))
+
+
+def load_adapter(folder: Path) -> Adapter:
+    path = folder / "adapter_model.safetensors"
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CorruptArtifactError(f"{path} is missing; rerun `fedrouter simulate`.") from None
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise CorruptArtifactError(f"{path} cannot be read ({exc.__class__.__name__}); rerun `fedrouter simulate --force`.") from None

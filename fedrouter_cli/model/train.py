@@ -1,0 +1,81 @@
+"""The local training loop: a few LoRA steps on one client's rows, loss on the response tokens only."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from fedrouter_cli.data.prompts import format_prompt
+
+
+@dataclass
+class TrainOutcome:
+    loss: float          # mean loss over the steps
+    first_loss: float
+    last_loss: float
+    samples: int         # samples trained on (steps x batch, counting repeats)
+    seconds: float
+
+
+def encode(tokenizer, instruction: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 on the prompt) for one example, truncated to max_length.
+
+    The prompt is cut from the left of the instruction if needed so the response survives.
+    """
+    prompt_ids = tokenizer(format_prompt(instruction), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(response.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer_ids = answer_ids[: max(1, max_length // 2)]
+    prompt_ids = prompt_ids[-(max_length - len(answer_ids)):]
+    return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(examples):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+
+
+def train_steps(model, tokenizer, rows: list[tuple[str, str]], steps: int, batch_size: int, lr: float,
+                max_length: int, seed: int, trainable: str = "all") -> TrainOutcome:
+    """Run `steps` AdamW steps on batches drawn (seeded, without replacement per pass) from `rows`.
+
+    trainable: 'all' LoRA weights, or 'lora_B' only (lora_A frozen, as FFA-LoRA does).
+    """
+    import time
+
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    encoded = [encode(tokenizer, q, a, max_length) for q, a in rows]
+    params = []
+    for name, param in model.named_parameters():
+        wanted = "lora_" in name and (trainable == "all" or trainable in name)
+        param.requires_grad_(wanted)
+        if wanted:
+            params.append(param)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    model.train()
+    order: list[int] = []
+    losses = []
+    for _ in range(steps):
+        batch = []
+        while len(batch) < batch_size:
+            if not order:
+                order = rng.sample(range(len(encoded)), len(encoded))
+            batch.append(encoded[order.pop()])
+        loss = model(**collate(batch, tokenizer.pad_token_id)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    model.eval()
+    return TrainOutcome(loss=sum(losses) / len(losses), first_loss=losses[0], last_loss=losses[-1],
+                        samples=steps * batch_size, seconds=time.perf_counter() - started)

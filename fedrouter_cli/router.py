@@ -1,0 +1,18 @@
+"""The evaluation router: send each sample to the adapter of its nearest centroid (Euclidean)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedrouter_cli.errors import FedrouterError
+
+
+def nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid for each point."""
+    if points.shape[1] != centroids.shape[1]:
+        raise FedrouterError(
+            f"Test embeddings have dimension {points.shape[1]} but the centroids {centroids.shape[1]}; "
+            "they come from different embedders: rerun `fedrouter embed` and `fedrouter simulate` with one embedder."
+        )
+    distances = ((points[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)
+    return distances.argmin(1)

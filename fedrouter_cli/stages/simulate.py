@@ -1,0 +1,136 @@
+"""Stage `simulate`: run an algorithm on Flower's simulation engine, one virtual node per client."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from fedrouter_cli.config import Config
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.federation.node import NODE_FILES
+from fedrouter_cli.federation.strategies import STRATEGIES
+from fedrouter_cli.federation.strategies.base import FederationJob
+from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_json, write_json
+from fedrouter_cli.stages.cluster_local import cluster_fingerprint
+from fedrouter_cli.stages.common import Progress, StageResult, manifest, no_progress, cache_hit
+
+
+def simulate_fingerprint(config: Config) -> str:
+    return fingerprint("simulate", cluster_fingerprint(config), asdict(config.train), asdict(config.model))
+
+
+def prepare_nodes(run: RunDir, clients: list[str]) -> None:
+    """Give each client its own folder: the only files its Flower node reads."""
+    for client in clients:
+        folder = run.client_dir(client)
+        folder.mkdir(parents=True, exist_ok=True)
+        sources = {"train.parquet": run.partition_file(client, "train"),
+                   "assignments.parquet": run.assignments_file(client),
+                   "centroids.parquet": run.centroids_file(client)}
+        for name in NODE_FILES:
+            shutil.copyfile(sources[name], folder / name)
+
+
+def global_purity(run: RunDir, clients: list[str], routes: dict[str, list[int]]) -> float | None:
+    """Share of local centroids whose global cluster is mostly made of their own task."""
+    tasks, labels = [], []
+    for index, client in enumerate(clients):
+        majority = pq.read_table(run.centroids_file(client)).column("majority_task").to_pylist()
+        tasks.extend(majority)
+        labels.extend(routes.get(str(index), [-1] * len(majority)))
+    if not tasks or "" in tasks:
+        return None
+    by_global: dict[int, list[str]] = {}
+    for label, task in zip(labels, tasks):
+        by_global.setdefault(label, []).append(task)
+    major = {g: max(set(ts), key=ts.count) for g, ts in by_global.items()}
+    return float(np.mean([major[g] == t for g, t in zip(labels, tasks)]))
+
+
+def _quiet_flower() -> None:
+    for name in ("flwr", "ray"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress,
+                 cpus: int | None = None) -> StageResult:
+    cluster = run.require("cluster-local")
+    alg = config.train.alg
+    if alg not in STRATEGIES:
+        raise FedrouterError(f"Unknown algorithm {alg!r} for --alg; choose one of {', '.join(STRATEGIES)}.")
+    fp = simulate_fingerprint(config)
+    if hit := cache_hit(run, "simulate", fp, force, alg):
+        return hit
+    from flwr.simulation import run_simulation
+
+    from fedrouter_cli.federation.client_app import app as client_app
+    from fedrouter_cli.federation.server_app import build_server_app
+    from fedrouter_cli.model.lora import initial_adapter, peft_model
+
+    started = time.perf_counter()
+    out = run.simulate_dir(alg)
+    clients = [client_name(i) for i in range(len(run.require("partition")["summary"]["clients"]))]
+    previous = read_json(out / "run.json")["fingerprint"] if (out / "run.json").exists() else None
+    if force or previous != fp:  # a different run: start over; the same one resumes its rounds
+        run.invalidate("simulate", alg)
+        shutil.rmtree(out, ignore_errors=True)
+        for client in clients:
+            shutil.rmtree(run.client_dir(client) / "state" / alg, ignore_errors=True)
+    write_json(out / "run.json", {"fingerprint": fp})
+    prepare_nodes(run, clients)
+    peft_model(config.model.model, config.train)  # load (and convert) the base model before workers start
+    cpus = cpus or os.cpu_count() or 1
+    job = FederationJob(config=config, out_dir=out, num_nodes=len(clients),
+                        initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
+                        progress=progress)
+    errors: list[BaseException] = []
+    os.environ["FEDROUTER_NODES_ROOT"] = str(run.stage_dir("nodes"))
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    _quiet_flower()
+    run_simulation(
+        server_app=build_server_app(job, STRATEGIES[alg], errors),
+        client_app=client_app,
+        num_supernodes=len(clients),
+        backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
+                        "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False}},
+    )
+    if errors:
+        raise errors[0]
+    state_files = sorted(out.glob("rounds/r*/state.json"))
+    completed = int(state_files[-1].parent.name[1:]) if state_files else 0
+    if completed < config.train.rounds:
+        raise RuntimeError(f"the federation stopped after {completed} of {config.train.rounds} rounds")
+    state = read_json(state_files[-1])
+    metrics = pq.read_table(out / "metrics.parquet").to_pylist()
+    seconds = time.perf_counter() - started
+    summary = {
+        "alg": alg, "variant": config.train.variant, "rounds_completed": completed,
+        "global_clusters": len(state["extra"].get("global_centroids", [])) or len(state["adapters"]),
+        "global_purity": global_purity(run, clients, state["extra"].get("routes", {})),
+        "bytes_up": int(sum(r["bytes_up"] for r in metrics)),
+        "bytes_down": int(sum(r["bytes_down"] for r in metrics)),
+        "failed_jobs": int(sum(r["status"] != "ok" for r in metrics)),
+        "train_seconds": round(float(sum(r["train_seconds"] for r in metrics)), 3),
+        "loss_by_round": _loss_by_round(metrics),
+        "adapters_dir": str(state_files[-1].parent / "adapters"),
+        "metrics_path": str(out / "metrics.parquet"),
+    }
+    run.write_manifest("simulate", manifest("simulate", fp, asdict(config.train),
+                                            {"cluster-local": cluster["fingerprint"]}, seconds, summary, []), alg)
+    return StageResult("simulate", False, seconds, summary)
+
+
+def _loss_by_round(metrics: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean training loss per adapter (tag) and round, for the summary table."""
+    sums: dict[str, dict[int, list[float]]] = {}
+    for row in metrics:
+        if row["status"] == "ok":
+            sums.setdefault(row["tag"], {}).setdefault(row["round"], []).append(row["loss"])
+    return {tag: {str(r): round(float(np.mean(v)), 4) for r, v in sorted(rounds.items())}
+            for tag, rounds in sorted(sums.items())}
