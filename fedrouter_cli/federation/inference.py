@@ -21,6 +21,7 @@ class InferenceInput:
     state: dict[str, Any]           # state.json of the evaluated round
     adapters_dir: Path              # that round's adapters/<name>/ folders
     node_dir: Path                  # the client's own folder (its kept state)
+    train_embeddings: np.ndarray    # the client's train embeddings (for similarity-based mixing)
     local_centroids: np.ndarray     # the client's local centroids
     local_tasks: list[str]          # majority task of each local cluster
     global_tasks: dict[str, str]    # adapter name -> majority task of the clients' clusters it serves
@@ -29,7 +30,9 @@ class InferenceInput:
 @dataclass
 class Routing:
     names: list[str]                # adapter name per sample ('__base__' = no adapter)
-    build: dict[str, Any]           # adapter name -> callable returning its weights
+    build: dict[str, Any]           # adapter name -> callable returning its weights (PEFT keys, no
+                                    # adapter name); its rank may differ from --lora-r (e.g. a
+                                    # concatenation of two adapters), the scale alpha/r is kept
     routed_tasks: list[str] | None  # majority task of the adapter chosen, for routing accuracy
 
 

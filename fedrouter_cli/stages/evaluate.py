@@ -61,6 +61,7 @@ def _routings(config: Config, run: RunDir, alg: str, round_number: int, clients:
     for c, (_, vectors) in enumerate(tests):
         inputs = InferenceInput(client=c, mode=config.eval.mode, embeddings=vectors, state=state,
                                 adapters_dir=round_dir / "adapters", node_dir=run.client_dir(client_name(c)),
+                                train_embeddings=read_embeddings(run.embedding_file(client_name(c), "train"))[1],
                                 local_centroids=local[c][0], local_tasks=local[c][2], global_tasks=adapter_tasks)
         routings.append(strategy.route(inputs))
     return routings
@@ -109,6 +110,14 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
     return StageResult("evaluate", False, seconds, summary)
 
 
+def _with_rank(train, weights) -> Any:
+    """LoRA settings for weights whose rank may differ from --lora-r, keeping the scale alpha/r."""
+    from dataclasses import replace
+
+    rank = next(v.shape[0] for k, v in weights.items() if "lora_A" in k)
+    return replace(train, lora_r=rank, lora_alpha=round(train.lora_alpha * rank / train.lora_r))
+
+
 def _generate_all(config: Config, tests, routings: list[Routing], progress: Progress) -> tuple[list[list[str]], float]:
     """Generate every client's answers in one stream, so batches mix clients and adapters."""
     from fedrouter_cli.model.lora import lora_config, peft_model, set_adapter_weights
@@ -119,8 +128,9 @@ def _generate_all(config: Config, tests, routings: list[Routing], progress: Prog
     for c, ((rows, _), routing) in enumerate(zip(tests, routings)):
         for name, build in routing.build.items():  # names are unique across clients
             if name not in loaded:
-                model.add_adapter(name, lora_config(config.train))
-                set_adapter_weights(model, build(), adapter_name=name)
+                weights = build()
+                model.add_adapter(name, lora_config(_with_rank(config.train, weights)))
+                set_adapter_weights(model, weights, adapter_name=name)
                 loaded.append(name)
         prompts += rows.column("instruction").to_pylist()
         names += routing.names
