@@ -24,3 +24,27 @@ def prepare(config: Config, run: RunDir, upto: str, force: bool = False,
     for stage in UPSTREAM[: UPSTREAM.index(upto) + 1]:
         results.append(steps[stage](force and stage == upto))
     return results
+
+
+def run_all(config: Config, run: RunDir, progress: Progress = no_progress,
+            algs: tuple[str, ...] = ("fedrouter",)) -> dict:
+    """The whole pipeline: data stages, silhouette curves, federation, evaluation (+ base model row)."""
+    from dataclasses import replace
+
+    from fedrouter_cli.stages.evaluate import BASE_ALG, run_evaluate
+    from fedrouter_cli.stages.select_k import run_select_k
+    from fedrouter_cli.stages.simulate import run_simulate
+
+    stages = prepare(config, run, "cluster-local", progress=progress)
+    report: dict = {name.replace("-", "_"): r.to_json() for name, r in zip(UPSTREAM, stages)}
+    report["select_k"] = {level: run_select_k(config, run, level).to_json() for level in ("local", "global")}
+    report["simulate"], report["evaluate"] = {}, {}
+    for alg in algs:
+        cfg = replace(config, train=replace(config.train, alg=alg))
+        report["simulate"][alg] = run_simulate(cfg, run, progress=progress).to_json()
+        modes = ("local", "global") if alg == "fedrouter" else ("local",)
+        for mode in modes:
+            cfg_mode = replace(cfg, eval=replace(cfg.eval, mode=mode))
+            report["evaluate"][f"{alg}/{mode}"] = run_evaluate(cfg_mode, run, alg, progress=progress).to_json()
+    report["evaluate"][f"{BASE_ALG}/local"] = run_evaluate(config, run, BASE_ALG, progress=progress).to_json()
+    return report

@@ -6,22 +6,34 @@ import typer
 
 from fedrouter_cli.cli.cluster_local import cluster_local
 from fedrouter_cli.cli.embed import embed
+from fedrouter_cli.cli.evaluate import evaluate
 from fedrouter_cli.cli.partition import partition
+from fedrouter_cli.cli.run import run
 from fedrouter_cli.cli.select_k import select_k
+from fedrouter_cli.cli.serve import export, generate
+from fedrouter_cli.cli.simulate import simulate
 
 app = typer.Typer(
     name="fedrouter",
     help="Task-centric personalized federated fine-tuning of language models (FedRouter) on Flower.\n\n"
          "Stages persist their outputs in a run directory and are cached; each command runs the "
-         "stages it needs first.",
+         "stages it needs first. Start with `fedrouter run`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command("partition")(partition)
-app.command("embed")(embed)
-app.command("cluster-local")(cluster_local)
-app.command("select-k")(select_k)
+for name, command in {
+    "run": run,
+    "partition": partition,
+    "embed": embed,
+    "cluster-local": cluster_local,
+    "select-k": select_k,
+    "simulate": simulate,
+    "evaluate": evaluate,
+    "generate": generate,
+    "export": export,
+}.items():
+    app.command(name)(command)
 
 
 def main() -> None:

@@ -55,3 +55,39 @@ def data_overrides(source=None, tasks=None, scenario=None, clients=None, train_p
     return {"source": source, "tasks": split_tasks(tasks), "scenario": scenario, "clients": clients,
             "train_per_client": train_per_client, "test_per_client": test_per_client,
             "test_tasks": test_tasks, "seed": seed}
+
+# simulate
+AlgOpt = Annotated[Optional[str], typer.Option(
+    "--alg", help="Algorithm: fedrouter, or a baseline (fedit, local, fedcluster, fedsa, ffa-lora, feddpa).")]
+VariantOpt = Annotated[Optional[str], typer.Option(
+    "--variant", help="FedRouter variant: standard (one local cluster per round, round-robin) or star (all every round).")]
+RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", help="Federated rounds (paper: 25).")]
+LocalStepsOpt = Annotated[Optional[int], typer.Option("--local-steps", help="Optimizer steps per adapter per round (paper: 10).")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (paper: 16).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate, cosine over rounds down to 1e-5 (paper: 5e-4).")]
+LoraROpt = Annotated[Optional[int], typer.Option("--lora-r", help="LoRA rank (paper: 8).")]
+LoraAlphaOpt = Annotated[Optional[int], typer.Option("--lora-alpha", help="LoRA alpha (paper: 16).")]
+LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", help="LoRA dropout (paper: 0.05).")]
+MaxLengthOpt = Annotated[Optional[int], typer.Option("--max-length", help="Max tokens per training example (paper: 1024).")]
+GlobalClustersOpt = Annotated[Optional[str], typer.Option(
+    "--global-clusters", "--clusters",
+    help="Server-side clusters: FedRouter's global task clusters / FedCluster's client groups; a number or 'auto' (silhouette).")]
+RoundTimeoutOpt = Annotated[Optional[float], typer.Option("--round-timeout", help="Seconds the server waits for replies each round.")]
+
+# evaluate
+ModeOpt = Annotated[Optional[str], typer.Option(
+    "--mode", help="Router mode: local (the client's own clusters, personalization) or global (all global clusters, generalization).")]
+RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Round whose adapters to evaluate (default: the last).")]
+MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens generated per answer (CPU default 32; the paper allowed 512).")]
+GenerationOpt = Annotated[Optional[str], typer.Option(
+    "--generation", help="mixed (different adapters in one batch; fastest), grouped (a batch per adapter) or per-sample.")]
+EvalBatchOpt = Annotated[Optional[int], typer.Option("--eval-batch-size", help="Prompts per generation batch.")]
+
+
+def train_overrides(alg=None, variant=None, rounds=None, local_steps=None, batch_size=None, lr=None, lora_r=None,
+                    lora_alpha=None, lora_dropout=None, max_length=None, global_clusters=None, seed=None,
+                    round_timeout=None) -> dict:
+    return {"alg": alg, "variant": variant, "rounds": rounds, "local_steps": local_steps, "batch_size": batch_size,
+            "lr": lr, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+            "max_length": max_length, "global_clusters": global_clusters, "seed": seed,
+            "round_timeout": round_timeout}

@@ -17,6 +17,8 @@ SYNTHETIC_TASKS: tuple[str, ...] = ("paraphrase", "triples_to_text", "dialogue_s
 TASK_CATEGORIES: dict[str, str] = {"paraphrase": "paraphrase", "triples_to_text": "structure_to_text",
                                    "dialogue_summary": "summarization", "headline": "summarization"}
 SPLITS: tuple[str, ...] = ("train", "test")
+# Bumped whenever the generated text changes, so cached partitions are rebuilt.
+GENERATOR_VERSION = 2
 
 _CV: tuple[str, ...] = tuple(c + v for c in "bdfgklmnprstvz" for v in "aeiou")
 _ONSETS: tuple[tuple[str, ...], tuple[str, ...]] = (_CV[0::2], _CV[1::2])  # train / test halves
@@ -92,7 +94,7 @@ _FRAMES: tuple[tuple[str, ...], ...] = (
      "How can I get good at {skill} within {n} months at {school}?",
      "At {school}, what is the fastest way to master {skill} in {n} months?"),
     ("How do I get a job as {role} at {company}?", "What does it take to be hired as {role} by {company}?",
-     "What is the hiring process for {role} positions at {company}?"),
+     "What is the hiring process for the job of {role} at {company}?"),
     ("Is the {product} worth buying for {price} dollars?", "Should I pay {price} dollars for the {product}?",
      "Is {price} dollars a fair price for the {product}?"),
     ("Why did {person} leave {company} in {year}?", "What made {person} quit {company} in {year}?",
@@ -104,16 +106,21 @@ _FRAMES: tuple[tuple[str, ...], ...] = (
     ("Who founded {company}, and in which year?", "When was {company} started and by whom?",
      "Which person created {company}, and when did that happen?"),
 )
-_PARA_PROMPTS = (
-    "Do these two questions ask the same thing? Answer yes or no.\nQ1: {a}\nQ2: {b}",
-    "Are the following questions paraphrases of each other?\nQuestion 1: {a}\nQuestion 2: {b}\nReply yes or no.",
-    "Question A: {a}\nQuestion B: {b}\nWould an answer to Question A also answer Question B? Yes or no?",
-    "Decide whether the two questions below are duplicates with the same meaning (yes/no).\n1. {a}\n2. {b}",
+# Every task wraps its input in one fixed task frame (a title line, one of a few intro phrasings,
+# labelled fields and a closing cue), so the frame, not the topic, dominates the text; and every
+# instance mixes several topics (two question frames, two linked entities, two dialogue scenes,
+# several news events), so the topics do not split a task into separate groups.
+_PARA_INTROS = (
+    "Do these two questions ask the same thing?",
+    "Are the following questions paraphrases of each other, asking the same thing?",
+    "Would an answer to Question 1 also answer Question 2?",
+    "Decide whether the two questions below are duplicates that ask the same thing.",
 )
+_PARA_CUES = ("Answer yes or no.", "Reply with yes or no.", "Answer with yes or no only.")
 
 
-def _fill_slots(g: _Gen, text: str) -> dict[str, str]:
-    slots: dict[str, str] = {}
+def _fill_slots(g: _Gen, text: str, slots: dict[str, str] | None = None) -> dict[str, str]:
+    slots = {} if slots is None else slots
     for _, name, _, _ in string.Formatter().parse(text):
         if name and name not in slots:
             value = _SLOTS[name](g)
@@ -122,59 +129,72 @@ def _fill_slots(g: _Gen, text: str) -> dict[str, str]:
 
 
 def _paraphrase(g: _Gen) -> tuple[str, str]:
-    frame = g.pick(_FRAMES)
-    slots = _fill_slots(g, frame[0])
+    frames = g.rng.sample(_FRAMES, 2)  # a two-part question: two topics per instance
+    slots: dict[str, str] = {}
+    for frame in frames:
+        _fill_slots(g, frame[0], slots)
     same = g.rng.random() < 0.5
     if same:
-        w1, w2 = g.rng.sample(frame, 2)
+        pairs = [g.rng.sample(frame, 2) for frame in frames]
         other = slots
     else:
-        w1, w2 = g.pick(frame), g.pick(frame)
+        pairs = [(g.pick(frame), g.pick(frame)) for frame in frames]
         other = dict(slots)
         key = g.pick(sorted(slots))
         while other[key] == slots[key]:
             other[key] = _fill_slots(g, "{" + key + "}")[key]
-    a, b = w1.format(**slots), w2.format(**other)
+    joiner = g.pick((" ", " Also, ", " And "))
+
+    def two_part(texts: list[str], values: dict[str, str]) -> str:
+        first, second = (t.format(**values) for t in texts)
+        return first + joiner + (second if joiner == " " else second[0].lower() + second[1:])
+
+    a, b = two_part([p[0] for p in pairs], slots), two_part([p[1] for p in pairs], other)
     if g.rng.random() < 0.5:
         a, b = b, a
-    return g.pick(_PARA_PROMPTS).format(a=a, b=b), "yes" if same else "no"
+    text = (f"Task: duplicate question detection.\n{g.pick(_PARA_INTROS)}\n"
+            f"Question 1: {a}\nQuestion 2: {b}\n{g.pick(_PARA_CUES)}")
+    return text, "yes" if same else "no"
 
 
 # ---------------------------------------------------------------- triples_to_text (WebNLG-like)
 _Rel = tuple[str, Callable[[_Gen], str], str]
-_ENTITY_TYPES: tuple[tuple[str, Callable[[_Gen], str], tuple[_Rel, ...]], ...] = (
-    ("person", _Gen.person, (
+_ENTITY_TYPES: dict[str, tuple[Callable[[_Gen], str], tuple[_Rel, ...]]] = {
+    "person": (_Gen.person, (
         ("birthPlace", _Gen.city, "was born in {o}"),
         ("occupation", lambda g: g.pick(_ROLES), "works as {a}"),
         ("employer", _Gen.company, "is employed by {o}"),
         ("birthYear", lambda g: g.num(1940, 2004), "was born in the year {o}"),
         ("almaMater", _Gen.school, "studied at {o}"),
         ("spouse", _Gen.person, "is married to {o}"))),
-    ("company", _Gen.company, (
+    "company": (_Gen.company, (
         ("foundingYear", lambda g: g.num(1890, 2022), "was founded in {o}"),
         ("location", _Gen.city, "is headquartered in {o}"),
         ("founder", _Gen.person, "was started by {o}"),
         ("industry", lambda g: g.pick(_INDUSTRIES), "operates in the {o} industry"),
         ("numberOfEmployees", lambda g: g.num(12, 90000), "employs {o} people"),
         ("product", _Gen.product, "makes the {o}"))),
-    ("city", _Gen.city, (
+    "city": (_Gen.city, (
         ("country", lambda g: g.coin() + g.pick(("ia", "land", "stan", "a")), "is located in {o}"),
         ("populationTotal", lambda g: g.num(900, 3_000_000), "has a population of {o}"),
         ("leaderName", _Gen.person, "is led by {o}"),
         ("river", lambda g: g.coin() + " River", "lies on the {o}"),
         ("elevation", lambda g: g.num(2, 3400), "sits at an elevation of {o} metres"))),
-    ("album", lambda g: "The " + g.coin() + g.pick((" Sessions", " Tapes", "", " Nights")), (
+    "album": (lambda g: "The " + g.coin() + g.pick((" Sessions", " Tapes", "", " Nights")), (
         ("artist", _Gen.person, "was recorded by {o}"),
         ("releaseYear", lambda g: g.num(1962, 2024), "was released in {o}"),
         ("genre", lambda g: g.pick(_GENRES), "is {a} album"),
         ("recordLabel", _Gen.company, "came out on the {o} label"),
         ("runtime", lambda g: g.num(21, 79), "runs for {o} minutes"))),
-)
-_TRIPLE_PROMPTS = (
-    "Turn these facts into fluent English text:\n{t}",
-    "Write a sentence that expresses all of the following data triples.\n{t}",
-    "Data: {t}\nDescribe this data in natural language.",
-    "Verbalize the knowledge-graph triples below as one or two sentences:\n{t}",
+}
+# relations whose object is itself an entity with triples of its own
+_LINKS: dict[str, str] = {"birthPlace": "city", "employer": "company", "spouse": "person", "location": "city",
+                          "founder": "person", "leaderName": "person", "artist": "person", "recordLabel": "company"}
+_TRIPLE_INTROS = (
+    "Turn these facts into fluent English text.",
+    "Write a sentence that expresses all of the following data triples.",
+    "Describe this data in natural language.",
+    "Verbalize the knowledge-graph triples below as one or two sentences.",
 )
 
 
@@ -182,23 +202,34 @@ def _join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _triples(g: _Gen) -> tuple[str, str]:
-    kind, make_subject, rels = g.rng.choice(_ENTITY_TYPES)
-    subject = make_subject(g)
-    chosen = g.rng.sample(rels, g.rng.randint(2, min(5, len(rels))))
-    triples, frags = [], []
-    for name, make_obj, frag in chosen:
-        obj = make_obj(g)
-        triples.append(f"{subject} | {name} | {obj}")
+def _facts(g: _Gen, subject: str, rels: list[_Rel], fixed: dict[str, str]) -> tuple[list[str], list[str], dict]:
+    triples, frags, objects = [], [], {}
+    for name, make_obj, frag in rels:
+        obj = fixed.get(name) or make_obj(g)
+        objects[name] = obj
+        triples.append(f"({subject} | {name} | {obj})")
         frags.append(frag.format(o=obj, a=_article(obj)))
-    prompt = g.pick(_TRIPLE_PROMPTS)
-    inline = prompt.startswith("Data")
-    text = " ; ".join(triples) if inline else "\n".join(f"({t})" for t in triples)
-    if len(frags) <= 3:
-        return prompt.format(t=text), f"{subject} {_join(frags)}."
-    again = subject.split()[-1] if kind == "person" else f"the {kind}"
-    half = len(frags) // 2
-    return prompt.format(t=text), f"{subject} {_join(frags[:half])}. In addition, {again} {_join(frags[half:])}."
+    return triples, frags, objects
+
+
+def _triples(g: _Gen) -> tuple[str, str]:
+    kind = g.pick(sorted(_ENTITY_TYPES))
+    make_subject, rels = _ENTITY_TYPES[kind]
+    subject = make_subject(g)
+    links = [r for r in rels if r[0] in _LINKS]
+    link = g.pick(links)  # every instance links two entities of different kinds
+    rest = [r for r in rels if r is not link]
+    chosen = [link] + g.rng.sample(rest, g.rng.randint(1, min(3, len(rest))))
+    g.rng.shuffle(chosen)
+    if chosen[0] is link and g.rng.random() < 0.5:
+        chosen = chosen[1:] + chosen[:1]
+    triples, frags, objects = _facts(g, subject, chosen, {})
+    second = objects[link[0]]
+    other_rels = [r for r in _ENTITY_TYPES[_LINKS[link[0]]][1] if r[0] != "spouse"]
+    triples2, frags2, _ = _facts(g, second, g.rng.sample(other_rels, g.rng.randint(1, 2)), {})
+    body = "\n".join(triples + triples2)
+    text = f"Task: data-to-text generation.\n{g.pick(_TRIPLE_INTROS)}\nTriples:\n{body}\nText:"
+    return text, f"{subject} {_join(frags)}. {second} {_join(frags2)}."
 
 
 # ---------------------------------------------------------------- dialogue_summary (SAMSum-like)
@@ -266,81 +297,103 @@ def _deadline(g: _Gen, n: list[str]) -> tuple[_Turns, str]:
 
 
 _SCENES = (_meet, _borrow, _late, _buy, _deadline)
-_DIALOGUE_PROMPTS = (
-    "Summarize this conversation in one or two sentences.\n{d}",
-    "{d}\n\nWhat happened in the chat above? Write a brief summary.",
-    "Read the dialogue between friends and write a short summary of it.\n{d}",
-    "Briefly sum up who agreed to what in the following chat:\n{d}",
+_DIALOGUE_INTROS = (
+    "Summarize this conversation in one or two sentences.",
+    "What happened in the chat below? Write a brief summary.",
+    "Read the dialogue between friends and write a short summary of it.",
+    "Briefly sum up who agreed to what in the following chat.",
 )
 
 
 def _dialogue(g: _Gen) -> tuple[str, str]:
     names = g.rng.sample(_FIRST_BY_PART[g.part], g.rng.choice((2, 2, 3)))
-    turns, summary = g.pick(_SCENES)(g, names)
-    if len(turns) < 6 and g.rng.random() < 0.5:  # unrelated small talk the summary must ignore
+    first, second = g.rng.sample(_SCENES, 2)  # two topics per chat
+    turns, summary = first(g, names)
+    order = list(range(len(names)))
+    if g.rng.random() < 0.5:  # either friend may open the second topic
+        order[0], order[1] = 1, 0
+    more, summary2 = second(g, [names[i] for i in order])
+    turns += [(order[s], text) for s, text in more]
+    summary = f"{summary} {summary2}"
+    if g.rng.random() < 0.3:  # unrelated small talk the summary must ignore
         turns = [(0, g.pick((f"How was {g.coin()} Fest on the weekend?", "Did you watch the game yesterday?"))),
-                 (1, f"{g.pick(('Loved it', 'Not bad', 'Too crowded'))}, I went with {g.first()} and some "
-                     f"friends from {g.city()}, we stayed until {g.pick(_TIMES)}. Anyway.")] + turns
-    if len(turns) < 7 and g.rng.random() < 0.5:
+                 (1, f"{g.pick(('Loved it', 'Not bad', 'Too crowded'))}, I went with {g.first()}. Anyway.")] + turns
+    if g.rng.random() < 0.5:
         turns = [(0, g.pick((f"Hey {names[1]}!", "hi", "Hello!"))), (1, g.pick(("Hey, what's up?", "Hi :)")))] + turns
-    if len(names) == 3 and len(turns) < 8 and g.rng.random() < 0.5:
+    if len(names) == 3 and g.rng.random() < 0.5:
         turns.append((2, g.pick(("haha", "Good luck with that!", "Say hi from me!"))))
-    while len(turns) < 3 or (len(turns) < 8 and g.rng.random() < 0.3):
+    while g.rng.random() < 0.3:
         speaker = 1 - turns[-1][0] if turns[-1][0] < 2 else 0
         turns.append((speaker, g.pick(("Cool.", "See you!", "np", "Thanks!", "Great."))))
     chat = "\n".join(f"{names[s]}: {text}" for s, text in turns)
-    return g.pick(_DIALOGUE_PROMPTS).format(d=chat), summary
+    return f"Task: dialogue summarization.\n{g.pick(_DIALOGUE_INTROS)}\nChat:\n{chat}\nSummary:", summary
 
 
 # ---------------------------------------------------------------- headline (Gigaword-like)
-def _news(g: _Gen) -> tuple[str, str]:
-    day, city, co, co2 = g.pick(_DAYS), g.city(), g.company(), g.company()
-    pct, kind = g.num(2, 61), g.rng.randrange(6)
+def _event(g: _Gen, kind: int, day: str, city: str) -> tuple[str, str, str]:
+    """(lead sentence, headline, a shorter side-note sentence) of one news event of `kind`."""
+    co, co2, pct = g.company(), g.company(), g.num(2, 61)
     if kind == 0:
         amt, ind = g.num(15, 950), g.pick(_INDUSTRIES)
         lead = g.pick((f"{co}, the {city}-based {ind} company, said on {day} it had agreed to buy rival {co2} "
                        f"for {amt} million dollars.",
                        f"{ind.capitalize()} firm {co} agreed on {day} to acquire {co2} in a deal worth {amt} "
                        f"million dollars, the {city}-based company said."))
-        head = f"{co} to buy {co2} for {amt} mln dlrs"
-    elif kind == 1:
+        return lead, f"{co} to buy {co2} for {amt} mln dlrs", f"{co} also agreed to buy {co2} for {amt} million dollars."
+    if kind == 1:
         up, q = g.rng.random() < 0.5, g.pick(("first-quarter", "second-quarter", "third-quarter", "annual"))
         cause = g.pick(("strong demand in Asia", "higher fuel costs", "a weaker currency", "cost cuts"))
-        lead = (f"{co} said on {day} its {q} net profit {'rose' if up else 'fell'} {pct} percent "
-                f"from a year earlier, citing {cause}.")
-        head = f"{co} {q} profit {'up' if up else 'down'} {pct} pct"
-    elif kind == 2:
+        move = "rose" if up else "fell"
+        lead = f"{co} said on {day} its {q} net profit {move} {pct} percent from a year earlier, citing {cause}."
+        return lead, f"{co} {q} profit {'up' if up else 'down'} {pct} pct", f"{co} said its profit {move} {pct} percent."
+    if kind == 2:
         who, rival = g.person(), g.person()
         lead = (f"{who} was elected mayor of {city} on {day}, defeating incumbent {rival} with "
                 f"{g.num(51, 78)} percent of the vote.")
-        head = f"{who.split()[-1]} wins {city} mayoral race"
-    elif kind == 3:
+        return lead, f"{who.split()[-1]} wins {city} mayoral race", f"{who} was elected mayor of {city} on {day}."
+    if kind == 3:
         ev, short = g.rng.choice((("A strong earthquake", "quake"), ("Flash floods", "floods"),
                                   ("A tropical storm", "storm")))
         dead = g.num(3, 240)
         lead = (f"{ev} struck the {city} region on {day}, killing at least {dead} people and "
                 f"destroying {g.num(20, 4000)} homes, officials said.")
-        head = f"{short} kills {dead} in {city}"
-    elif kind == 4:
+        return lead, f"{short} kills {dead} in {city}", f"{ev} hit the {city} region, killing {dead} people."
+    if kind == 4:
         cup, s1, s2 = g.coin(), g.num(2, 6), g.num(0, 1)
         lead = (f"{city} United beat {g.city()} Rovers {s1}-{s2} on {day} to win the {cup} Cup "
                 f"for the first time in {g.num(3, 60)} years.")
-        head = f"{city} United win {cup} Cup"
-    else:
-        lead = (f"Thousands of workers at {co}'s {city} plant walked off the job on {day}, demanding a "
-                f"{pct} percent pay rise, a union spokesman said.")
-        head = f"{co} workers strike in {city} over pay"
-    extras = (f"{g.person()}, a spokesperson for {co2}, declined to comment further.",
-              f"Analysts at {g.company()} said the news had been widely expected, although {g.person()} "
-              f"warned that the full impact would not be clear for another {g.num(2, 9)} months.",
+        return lead, f"{city} United win {cup} Cup", f"{city} United won the {cup} Cup on {day}."
+    lead = (f"Thousands of workers at {co}'s {city} plant walked off the job on {day}, demanding a "
+            f"{pct} percent pay rise, a union spokesman said.")
+    return lead, f"{co} workers strike in {city} over pay", f"Workers at {co}'s {city} plant went on strike on {day}."
+
+
+_NEWS_INTROS = (
+    "Write a short headline for this news article.",
+    "Give this news story a concise title.",
+    "Generate a headline for the news report below.",
+    "What would be a good headline for the following news article?",
+)
+
+
+def _news(g: _Gen) -> tuple[str, str]:
+    day, city = g.pick(_DAYS), g.city()
+    kinds = g.rng.sample(range(6), 3)  # the headline event plus other events in the same report
+    lead, head, _ = _event(g, kinds[0], day, city)
+    asides = [_event(g, k, day, city)[2] for k in kinds[1:1 + g.rng.randint(1, 2)]]
+    link = g.pick(("In other news,", "Separately,", "Also on", "Earlier,"))
+    first = asides[0]
+    if first.split()[0] in ("A", "Flash", "Workers"):
+        first = first[0].lower() + first[1:]
+    side = " ".join([f"{link} {day}, {first}" if link == "Also on" else f"{link} {first}"] + asides[1:])
+    extras = (f"{g.person()}, a spokesperson, declined to comment further.",
+              f"Analysts at {g.company()} said the news had been widely expected.",
               "Further details were not immediately available.",
-              f"It came {g.num(2, 9)} weeks after a similar event in {g.city()}, which drew attention "
-              f"from regulators and local residents alike.",
               f"Local media in {city} reported the news first, citing people familiar with the matter.")
-    story = " ".join([lead] + g.rng.sample(extras, g.rng.randint(0, 3)))
-    prompt = g.pick(("Write a short headline for this news article:\n{s}", "{s}\n\nGive this news story a concise title.",
-                     "Generate a headline for the news report below.\n{s}", "News: {s}\nWhat would be a good headline?"))
-    return prompt.format(s=story), head
+    story = " ".join([lead] + g.rng.sample(extras, g.rng.randint(0, 2)) + [side])
+    text = (f"Task: headline generation.\n{g.pick(_NEWS_INTROS)}\n"
+            f"Article: {city.upper()}, {day} (Newswire) - {story}\nHeadline:")
+    return text, head
 
 
 # ---------------------------------------------------------------- public API

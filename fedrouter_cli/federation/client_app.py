@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -77,6 +78,8 @@ def train(msg: Message, context: Context) -> Message:
         kept = latest_state(node.folder, alg, name, round_number) if keep != "none" else None
         if kept:
             adapter.update(kept)
+        for k, v in get_adapter(model).items():  # a part neither sent nor kept yet starts at zeros
+            adapter.setdefault(k, np.zeros_like(v))  # (LoRA's initial B), never at a previous job's weights
         set_adapter_weights(model, adapter)
         outcome = train_steps(model, tokenizer, node.rows(int(cluster)), int(cfg["local-steps"]),
                               int(cfg["batch-size"]), float(cfg["lr"]), int(cfg["max-length"]),

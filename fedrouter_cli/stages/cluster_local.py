@@ -8,7 +8,7 @@ from dataclasses import asdict
 import numpy as np
 import pyarrow as pa
 
-from fedrouter_cli.clustering import best_k, kmeans, majority, purity, silhouette_curve
+from fedrouter_cli.clustering import K_TOLERANCE, best_k, kmeans, majority, purity, silhouette_curve
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_table, write_json, write_table
@@ -49,7 +49,8 @@ def client_train(run: RunDir, client: str) -> tuple[list[str], list[str], np.nda
 def choose_k(points: np.ndarray, config: Config, client: str) -> int:
     wanted = config.cluster.n_clusters
     if wanted == "auto":
-        return best_k(silhouette_curve(points, config.cluster.k_min, config.cluster.k_max, config.cluster.seed))
+        scores = silhouette_curve(points, config.cluster.k_min, config.cluster.k_max, config.cluster.seed)
+        return best_k(scores, tolerance=K_TOLERANCE)
     if wanted > len(points):
         raise FedrouterError(
             f"--n-clusters {wanted} is larger than client {client}'s {len(points)} train samples; "

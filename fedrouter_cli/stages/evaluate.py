@@ -81,9 +81,15 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
     if alg != BASE_ALG and alg not in STRATEGIES:
         raise FedrouterError(f"Unknown algorithm {alg!r}; choose one of {', '.join([BASE_ALG, *STRATEGIES])}.")
     partition = run.require("partition")
-    run.require("embed")
+    embed = run.require("embed")
+    if embed["fingerprint"] != embed_fingerprint(config):
+        raise FedrouterError("The run's embeddings were made with other data or embedder settings than asked; "
+                             "run `fedrouter embed` with these settings first.")
     if alg != BASE_ALG:
-        run.require("simulate", alg, hint=f"run `fedrouter simulate --alg {alg}` first")
+        simulated = run.require("simulate", alg, hint=f"run `fedrouter simulate --alg {alg}` first")
+        if simulated["fingerprint"] != simulate_fingerprint(config):
+            raise FedrouterError(f"The run's {alg} simulation used other settings than asked; "
+                                 f"rerun `fedrouter simulate --alg {alg}` with them, or drop the changed options.")
     round_number = 0 if alg == BASE_ALG else pick_round(run, alg, config.eval.round)
     fp = evaluate_fingerprint(config, alg, round_number)
     sub = (alg, config.eval.mode)

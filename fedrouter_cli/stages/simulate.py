@@ -54,8 +54,12 @@ def global_purity(run: RunDir, clients: list[str], routes: dict[str, list[int]])
 
 
 def _quiet_flower() -> None:
+    """Flower logs every round at INFO and warns that run_simulation is deprecated (it still is
+    the offline way to use the simulation engine); keep the terminal for our own progress."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     for name in ("flwr", "ray"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress,
@@ -91,7 +95,6 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
                         progress=progress)
     errors: list[BaseException] = []
     os.environ["FEDROUTER_NODES_ROOT"] = str(run.stage_dir("nodes"))
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     _quiet_flower()
     run_simulation(
         server_app=build_server_app(job, STRATEGIES[alg], errors),

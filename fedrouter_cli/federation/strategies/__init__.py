@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from fedrouter_cli.federation.strategies.base import AdapterStrategy
+from fedrouter_cli.federation.strategies.fedcluster import FedCluster
+from fedrouter_cli.federation.strategies.feddpa import FedDPA
+from fedrouter_cli.federation.strategies.fedit import FedIT
 from fedrouter_cli.federation.strategies.fedrouter import FedRouter
+from fedrouter_cli.federation.strategies.fedsa import FedSA
+from fedrouter_cli.federation.strategies.ffa_lora import FFALoRA
+from fedrouter_cli.federation.strategies.local import Local
 
 STRATEGIES: dict[str, type[AdapterStrategy]] = {
     "fedrouter": FedRouter,
+    "fedit": FedIT,
+    "local": Local,
+    "fedcluster": FedCluster,
+    "fedsa": FedSA,
+    "ffa-lora": FFALoRA,
+    "feddpa": FedDPA,
 }

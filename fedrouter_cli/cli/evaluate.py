@@ -1,0 +1,53 @@
+"""`fedrouter evaluate`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from fedrouter_cli.cli import options as o
+from fedrouter_cli.cli.common import execute, simple_table
+
+
+def render_scores(payload: dict[str, Any], console: Console) -> None:
+    rows = [[task, score] for task, score in payload["per_task"].items()]
+    console.print(simple_table(f"{payload['alg']} ({payload['mode']} router, round {payload['round']}): ROUGE-1 per task",
+                               ["task", "ROUGE-1"], rows))
+    acc = payload.get("routing_accuracy")
+    state = "cached" if payload.get("cache_hit") else f"{payload['seconds']:.1f}s"
+    console.print(f"[bold]evaluate[/bold] {state}: {payload['samples']} samples, ROUGE-1 {payload['rouge1']:.4f}, "
+                  f"ROUGE-2 {payload['rouge2']:.4f}, ROUGE-L {payload['rougeL']:.4f}"
+                  + (f", routing accuracy {acc:.3f}" if acc is not None else ""), highlight=False)
+
+
+def evaluate(
+    run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
+    alg: o.AlgOpt = None,
+    mode: o.ModeOpt = None,
+    round: o.RoundOpt = None,
+    test_tasks: o.TestTasksOpt = None,
+    max_new_tokens: o.MaxNewTokensOpt = None,
+    generation: o.GenerationOpt = None,
+    eval_batch_size: o.EvalBatchOpt = None,
+    preset: o.PresetOpt = None,
+    force: o.ForceOpt = False,
+    json_out: o.JsonOpt = False,
+    debug: o.DebugOpt = False,
+) -> None:
+    """Route each test sample to an adapter, generate greedily and score ROUGE-1/2/L F1.
+
+    --alg base evaluates the base model with no adapter, the same way. Needs `simulate` first
+    (for any other --alg); settings not given come from the run directory's config.
+    """
+    overrides = {"data": {"test_tasks": test_tasks}, "train": {"alg": alg if alg != "base" else None},
+                 "eval": {"mode": mode, "round": round, "max_new_tokens": max_new_tokens,
+                          "generation": generation, "batch_size": eval_batch_size}}
+
+    def action(cfg, run, progress):
+        from fedrouter_cli.stages.evaluate import run_evaluate
+
+        return run_evaluate(cfg, run, alg, force, progress).to_json()
+
+    execute(run_dir=run_dir, json_out=json_out, debug=debug, preset=preset, overrides=overrides,
+            action=action, render=render_scores)

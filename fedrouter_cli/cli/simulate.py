@@ -1,0 +1,87 @@
+"""`fedrouter simulate`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from fedrouter_cli.cli import options as o
+from fedrouter_cli.cli.common import execute, show_warnings, simple_table
+from fedrouter_cli.pipeline import prepare
+from fedrouter_cli.stages.simulate import run_simulate
+
+
+def render_simulate(payload: dict[str, Any], console: Console) -> None:
+    state = "cached" if payload["cache_hit"] else f"{payload['seconds']:.1f}s"
+    rows = []
+    for tag, losses in payload["loss_by_round"].items():
+        rounds = sorted(losses, key=int)
+        rows.append([tag, len(rounds), losses[rounds[0]], losses[rounds[-1]]])
+    console.print(simple_table(f"{payload['alg']} ({payload['variant']}): training loss per adapter",
+                               ["adapter", "rounds trained", "first", "last"], rows))
+    purity = payload.get("global_purity")
+    console.print(
+        f"[bold]simulate[/bold] {state}: {payload['rounds_completed']} rounds, "
+        f"{payload['global_clusters']} server-side adapters"
+        + (f", global purity {purity:.3f}" if purity is not None else "")
+        + f", {payload['bytes_up'] / 1e6:.1f} MB up / {payload['bytes_down'] / 1e6:.1f} MB down, "
+        f"{payload['failed_jobs']} failed jobs\nadapters: {payload['adapters_dir']}", highlight=False)
+    show_warnings(console, payload.get("warnings", []))
+
+
+def simulate(
+    run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
+    alg: o.AlgOpt = None,
+    variant: o.VariantOpt = None,
+    rounds: o.RoundsOpt = None,
+    local_steps: o.LocalStepsOpt = None,
+    batch_size: o.BatchSizeOpt = None,
+    lr: o.LrOpt = None,
+    lora_r: o.LoraROpt = None,
+    lora_alpha: o.LoraAlphaOpt = None,
+    lora_dropout: o.LoraDropoutOpt = None,
+    max_length: o.MaxLengthOpt = None,
+    global_clusters: o.GlobalClustersOpt = None,
+    round_timeout: o.RoundTimeoutOpt = None,
+    model: o.ModelOpt = None,
+    load_in_4bit: o.Load4bitOpt = None,
+    embedder: o.EmbedderOpt = None,
+    n_clusters: o.NClustersOpt = None,
+    source: o.SourceOpt = None,
+    tasks: o.TasksOpt = None,
+    scenario: o.ScenarioOpt = None,
+    clients: o.ClientsOpt = None,
+    train_per_client: o.TrainPerClientOpt = None,
+    test_per_client: o.TestPerClientOpt = None,
+    seed: o.SeedOpt = None,
+    preset: o.PresetOpt = None,
+    force: o.ForceOpt = False,
+    json_out: o.JsonOpt = False,
+    debug: o.DebugOpt = False,
+) -> None:
+    """Run federated fine-tuning on Flower's simulation engine, one virtual node per client.
+
+    Runs partition, embed and cluster-local first when needed. Each round's adapters (PEFT
+    folders), server state and metrics are saved; a killed run continues from its last round.
+    """
+    overrides = {
+        "data": o.data_overrides(source, tasks, scenario, clients, train_per_client, test_per_client, None, seed),
+        "model": {"model": model, "load_in_4bit": load_in_4bit},
+        "embed": {"embedder": embedder},
+        "cluster": {"n_clusters": n_clusters},
+        "train": o.train_overrides(alg, variant, rounds, local_steps, batch_size, lr, lora_r, lora_alpha,
+                                   lora_dropout, max_length, global_clusters, seed, round_timeout),
+    }
+
+    def action(cfg, run, progress):
+        if cfg.model.load_in_4bit:
+            from fedrouter_cli.model.loading import check_4bit
+
+            check_4bit()
+        results = prepare(cfg, run, "cluster-local", False, progress)
+        result = run_simulate(cfg, run, force, progress)
+        return {**result.to_json(), "warnings": [w for r in results for w in r.warnings]}
+
+    execute(run_dir=run_dir, json_out=json_out, debug=debug, preset=preset, overrides=overrides,
+            action=action, render=render_simulate)

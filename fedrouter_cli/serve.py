@@ -1,0 +1,95 @@
+"""Using a trained run: answer one prompt with the routed adapter, and export adapters + router."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from fedrouter_cli.config import Config
+from fedrouter_cli.embed import embed_texts
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.model.generate import generate
+from fedrouter_cli.model.loading import load_encoder, resolve_embedder
+from fedrouter_cli.rundir import RunDir, atomic_dir, read_json, write_json, write_table
+from fedrouter_cli.stages.embed import embed_settings
+from fedrouter_cli.stages.evaluate import pick_round
+
+
+@dataclass
+class Answer:
+    adapter: str
+    distances: dict[str, float]
+    answer: str
+
+
+def _global_router(run: RunDir, config: Config) -> tuple[int, np.ndarray, Path]:
+    if config.train.alg != "fedrouter":
+        raise FedrouterError("Routing a prompt needs a FedRouter run; run `fedrouter simulate --alg fedrouter` first.")
+    run.require("simulate", "fedrouter", hint="run `fedrouter simulate` first")
+    round_number = pick_round(run, "fedrouter", config.eval.round)
+    round_dir = run.round_dir("fedrouter", round_number)
+    centroids = np.asarray(read_json(round_dir / "state.json")["extra"]["global_centroids"], dtype=np.float32)
+    return round_number, centroids, round_dir / "adapters"
+
+
+def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
+    """Embed the prompt, pick the nearest global centroid's adapter, and generate with it."""
+    from fedrouter_cli.federation.strategies.fedrouter import adapter_name
+    from fedrouter_cli.model.lora import load_adapter, lora_config, peft_model, set_adapter_weights
+
+    if not prompt.strip():
+        raise FedrouterError("The prompt is empty; pass the text to answer.")
+    _, centroids, adapters_dir = _global_router(run, config)
+    encoder, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model))
+    vector = embed_texts(encoder, tokenizer, [prompt], normalize=embed_settings(config)["normalize"])
+    if vector.shape[1] != centroids.shape[1]:
+        raise FedrouterError("The run's centroids come from another embedder; use the run's own --embedder.")
+    distances = np.sqrt(((centroids - vector) ** 2).sum(1))
+    name = adapter_name(int(distances.argmin()))
+    model, lm_tokenizer = peft_model(config.model.model, config.train)
+    model.add_adapter(name, lora_config(config.train))
+    set_adapter_weights(model, load_adapter(adapters_dir / name), adapter_name=name)
+    model.eval()
+    try:
+        text = generate(model, lm_tokenizer, [prompt], [name], max_new_tokens=config.eval.max_new_tokens)[0]
+    finally:
+        model.delete_adapter(name)
+    return Answer(name, {adapter_name(g): round(float(d), 4) for g, d in enumerate(distances)}, text)
+
+
+EXPORT_README = """# FedRouter export
+
+- `adapters/gNN/`: one LoRA adapter per global task cluster, in PEFT format
+  (`PeftModel.from_pretrained(base_model, "adapters/g00")`).
+- `router/centroids.parquet`: the global centroids (`adapter`, `centroid`), in the embedding space of
+  `router/router.json["embedder"]` (mean-pooled last hidden layer; L2-normalised when `normalize` is true).
+- To route a prompt: embed its raw instruction the same way, take the adapter of the nearest centroid
+  (Euclidean distance), and generate with the prompt template in `router/router.json["prompt_template"]`.
+"""
+
+
+def export_run(config: Config, run: RunDir, out: Path) -> dict:
+    from fedrouter_cli.data.prompts import PROMPT_TEMPLATE
+    from fedrouter_cli.federation.strategies.fedrouter import adapter_name
+
+    round_number, centroids, adapters_dir = _global_router(run, config)
+    out = Path(out).expanduser().resolve()
+    if out == run.root or run.root in out.parents:
+        raise FedrouterError(f"--out {out} is inside the run dir; export to a folder outside it.")
+    if out.exists() and any(out.iterdir()):
+        raise FedrouterError(f"--out {out} exists and is not empty; pass a new or empty folder.")
+    names = [adapter_name(g) for g in range(len(centroids))]
+    with atomic_dir(out) as tmp:
+        shutil.copytree(adapters_dir, tmp / "adapters")
+        flat = pa.array(centroids.ravel(), type=pa.float32())
+        write_table(tmp / "router" / "centroids.parquet",
+                    pa.table({"adapter": names, "centroid": pa.FixedSizeListArray.from_arrays(flat, centroids.shape[1])}))
+        write_json(tmp / "router" / "router.json", {
+            **embed_settings(config), "base_model": config.model.model, "round": round_number,
+            "adapters": names, "distance": "euclidean", "prompt_template": PROMPT_TEMPLATE})
+        (tmp / "README.md").write_text(EXPORT_README)
+    return {"out": str(out), "adapters": names, "round": round_number}
