@@ -87,6 +87,7 @@ class EmbedConfig:
     embedder: str = field(default=DEFAULT_EMBEDDER, metadata={"help": "minilm, base (the base model), or a sentence-embedding model id/folder"})
     batch_size: int = 32
     max_length: int = 256
+    text_cache: bool = field(default=True, metadata={"help": "reuse embeddings of texts seen before (content-hash cache)"})
 
     def __post_init__(self) -> None:
         _check_positive("embed", batch_size=self.batch_size, max_length=self.max_length)

@@ -44,3 +44,18 @@ def smoke_copy(smoke_data: Path, tmp_path: Path) -> Path:
     target = tmp_path / "run"
     shutil.copytree(smoke_data, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def smoke_simulated(smoke_data: Path, tmp_path_factory) -> tuple[Path, dict]:
+    """The smoke run dir after `fedrouter simulate --preset smoke` (2 rounds of FedRouter)."""
+    import json
+    import subprocess
+    import sys
+
+    target = tmp_path_factory.mktemp("simulated") / "run"
+    shutil.copytree(smoke_data, target)
+    result = subprocess.run([sys.executable, "-m", "fedrouter_cli", "simulate", "--run-dir", str(target),
+                             "--preset", "smoke", "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return target, json.loads(result.stdout)

@@ -269,10 +269,10 @@ def test_feddpa_plan_and_route(tmp_path: Path) -> None:
                             local_centroids=np.zeros((1, 8)), local_tasks=["t"], global_tasks={})
     routing = FedDPA.route(inputs)
     assert len(routing.names) == len(tests) and set(routing.names) == set(routing.build)
-    assert all(re.fullmatch(r"c02-mix[01]\.\d", n) for n in routing.names)
+    assert all(re.fullmatch(r"c02-mix[01]_\d", n) for n in routing.names)
     assert len(routing.build) <= 11
     for name, build in routing.build.items():
-        w_local = float(name.split("mix")[1])
+        w_local = float(name.split("mix")[1].replace("_", "."))
         mix = build()
         k = key(1, "lora_A")
         expected = (1 - w_local) * fake_initial(1)[key(1, "lora_B")] @ fake_initial(1)[k] \
@@ -283,8 +283,11 @@ def test_feddpa_plan_and_route(tmp_path: Path) -> None:
 # -- end to end through Flower ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """Data stages once; each method's simulate + evaluate on first use, shared by the tests below."""
+def smoke(smoke_data, tmp_path_factory):
+    """A copy of the prepared smoke run dir (conftest); each method's simulate + evaluate on first
+    use, shared by the tests below (each method writes its own simulate/<alg>/)."""
+    import shutil
+
     from fedrouter_cli.config import resolve_config
     from fedrouter_cli.pipeline import prepare
     from fedrouter_cli.rundir import RunDir
@@ -296,22 +299,23 @@ def smoke(tmp_path_factory):
         env.setenv("HF_HUB_OFFLINE", "1")
         env.delenv("FEDROUTER_CACHE", raising=False)
         env.setenv("RAY_TMPDIR", "/tmp/ray_tests")
-        run = RunDir(tmp_path_factory.mktemp("baselines"))
+        run = RunDir(tmp_path_factory.mktemp("baselines") / "run")
+        shutil.copytree(smoke_data, run.root)
 
         def config(alg: str):
             return resolve_config(run.config_path, "smoke", {"train": {"alg": alg}})
 
-        prepare(config("fedit"), run, "cluster-local")
+        prepare(config("fedit"), run, "cluster-local")  # reuses the copied stages
         done: dict[str, dict] = {}
 
         def outcome(alg: str) -> dict:
             if alg not in done:
                 started = time.perf_counter()
                 sim = run_simulate(config(alg), run).summary
+                middle = time.perf_counter()
                 evaluated = run_evaluate(config(alg), run).summary
-                done[alg] = {"simulate": sim, "evaluate": evaluated, "config": config(alg), "run": run,
-                             "seconds": time.perf_counter() - started}
-                print(f"{alg}: simulate+evaluate {done[alg]['seconds']:.1f}s")
+                done[alg] = {"simulate": sim, "evaluate": evaluated, "config": config(alg), "run": run}
+                print(f"\n{alg}: simulate {middle - started:.1f}s, evaluate {time.perf_counter() - middle:.1f}s")
             return done[alg]
 
         yield outcome
@@ -319,7 +323,7 @@ def smoke(tmp_path_factory):
 
 ADAPTER_NAMES = {
     "fedit": r"global", "ffa-lora": r"global", "local": r"c{c:02d}-local", "fedsa": r"c{c:02d}-fedsa",
-    "fedcluster": r"k\d\d", "feddpa": r"c{c:02d}-mix[01]\.\d",
+    "fedcluster": r"k\d\d", "feddpa": r"c{c:02d}-mix[01]_\d",
 }
 
 

@@ -32,6 +32,8 @@ PROMPT_MARKERS: dict[str, tuple[str, ...]] = {
 def test_public_constants() -> None:
     assert SYNTHETIC_TASKS == ("paraphrase", "triples_to_text", "dialogue_summary", "headline")
     assert set(TASK_CATEGORIES) == set(SYNTHETIC_TASKS)
+    # the partition stage fingerprints this; v2 is the first version with task frames
+    assert isinstance(synthetic.GENERATOR_VERSION, int) and synthetic.GENERATOR_VERSION >= 2
 
 
 @pytest.mark.parametrize("task", SYNTHETIC_TASKS)
@@ -84,6 +86,29 @@ def test_several_instruction_phrasings(task: str) -> None:
     for r in rows:
         assert any(m in r["instruction"] for m in PROMPT_MARKERS[task])
         assert not any(m in r["instruction"] for m in others)
+
+
+@pytest.mark.parametrize("task", SYNTHETIC_TASKS)
+def test_one_task_frame_per_task(task: str) -> None:
+    # every row of a task opens with the same task line, which no other task uses, so the
+    # task (not the topic of the row) dominates its embedding
+    heads = {t: {r["instruction"].splitlines()[0] for r in generate_rows(t, "train", 100)} for t in SYNTHETIC_TASKS}
+    assert len(heads[task]) == 1
+    assert all(not heads[task] & heads[t] for t in SYNTHETIC_TASKS if t != task)
+
+
+def test_rows_mix_topics() -> None:
+    # topics are mixed within a row, so they do not form separate sub-clusters of a task
+    for r in generate_rows("paraphrase", "train", 100):
+        q1, q2 = (line for line in r["instruction"].splitlines() if line.startswith("Question "))
+        assert q1.count("?") >= 2 and q2.count("?") >= 2
+    for r in generate_rows("triples_to_text", "train", 100):
+        subjects = {line[1:].split(" | ")[0] for line in r["instruction"].splitlines() if line.startswith("(")}
+        assert len(subjects) == 2
+    for r in generate_rows("dialogue_summary", "train", 100):
+        assert r["response"].count(". ") >= 1
+    for r in generate_rows("headline", "train", 100):
+        assert any(w in r["instruction"] for w in ("In other news,", "Separately,", "Meanwhile,", "Earlier,"))
 
 
 @pytest.mark.parametrize("task", SYNTHETIC_TASKS)

@@ -4,6 +4,10 @@ Row ``i`` is produced by its own RNG, seeded with a stable hash of (seed, task, 
 so generation is deterministic and prefix-stable. Every row mentions at least one
 partitioned name (a made-up word whose first syllable, or a first name, comes from the
 split's half of the name space), so train and test rows can never share the same text.
+
+Each task wraps its input in one fixed frame (a "Task: ..." line, one of a few intro phrasings,
+labelled fields, a closing cue) and every row mixes several topics, so that in a sentence
+embedding each task forms one compact group instead of one group per topic template.
 """
 
 from __future__ import annotations
@@ -202,10 +206,10 @@ def _join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _facts(g: _Gen, subject: str, rels: list[_Rel], fixed: dict[str, str]) -> tuple[list[str], list[str], dict]:
+def _facts(g: _Gen, subject: str, rels: list[_Rel]) -> tuple[list[str], list[str], dict[str, str]]:
     triples, frags, objects = [], [], {}
     for name, make_obj, frag in rels:
-        obj = fixed.get(name) or make_obj(g)
+        obj = make_obj(g)
         objects[name] = obj
         triples.append(f"({subject} | {name} | {obj})")
         frags.append(frag.format(o=obj, a=_article(obj)))
@@ -217,16 +221,16 @@ def _triples(g: _Gen) -> tuple[str, str]:
     make_subject, rels = _ENTITY_TYPES[kind]
     subject = make_subject(g)
     links = [r for r in rels if r[0] in _LINKS]
-    link = g.pick(links)  # every instance links two entities of different kinds
+    link = g.pick(links)  # every row also states facts about a second, linked entity
     rest = [r for r in rels if r is not link]
     chosen = [link] + g.rng.sample(rest, g.rng.randint(1, min(3, len(rest))))
     g.rng.shuffle(chosen)
     if chosen[0] is link and g.rng.random() < 0.5:
         chosen = chosen[1:] + chosen[:1]
-    triples, frags, objects = _facts(g, subject, chosen, {})
+    triples, frags, objects = _facts(g, subject, chosen)
     second = objects[link[0]]
     other_rels = [r for r in _ENTITY_TYPES[_LINKS[link[0]]][1] if r[0] != "spouse"]
-    triples2, frags2, _ = _facts(g, second, g.rng.sample(other_rels, g.rng.randint(1, 2)), {})
+    triples2, frags2, _ = _facts(g, second, g.rng.sample(other_rels, g.rng.randint(1, 2)))
     body = "\n".join(triples + triples2)
     text = f"Task: data-to-text generation.\n{g.pick(_TRIPLE_INTROS)}\nTriples:\n{body}\nText:"
     return text, f"{subject} {_join(frags)}. {second} {_join(frags2)}."
@@ -381,11 +385,11 @@ def _news(g: _Gen) -> tuple[str, str]:
     kinds = g.rng.sample(range(6), 3)  # the headline event plus other events in the same report
     lead, head, _ = _event(g, kinds[0], day, city)
     asides = [_event(g, k, day, city)[2] for k in kinds[1:1 + g.rng.randint(1, 2)]]
-    link = g.pick(("In other news,", "Separately,", "Also on", "Earlier,"))
+    link = g.pick(("In other news,", "Separately,", "Meanwhile,", "Earlier,"))
     first = asides[0]
     if first.split()[0] in ("A", "Flash", "Workers"):
         first = first[0].lower() + first[1:]
-    side = " ".join([f"{link} {day}, {first}" if link == "Also on" else f"{link} {first}"] + asides[1:])
+    side = " ".join([f"{link} {first}"] + asides[1:])
     extras = (f"{g.person()}, a spokesperson, declined to comment further.",
               f"Analysts at {g.company()} said the news had been widely expected.",
               "Further details were not immediately available.",

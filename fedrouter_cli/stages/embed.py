@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pyarrow as pa
 
 from fedrouter_cli.config import Config
 from fedrouter_cli.embed import embed_texts
+from fedrouter_cli.embed_cache import EmbeddingCache
 from fedrouter_cli.errors import CorruptArtifactError
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
 from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_table, write_json, write_table
@@ -58,12 +60,20 @@ def run_embed(config: Config, run: RunDir, force: bool = False, progress: Progre
     # Clients share test rows and some train rows, so each distinct text is embedded once.
     unique = sorted({t for table in tables.values() for t in table.column("instruction").to_pylist()})
     settings = embed_settings(config)
-    model, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model))
-    load_seconds = time.perf_counter() - started
+    load_seconds = 0.0
+
+    def compute(texts: list[str]) -> np.ndarray:
+        nonlocal load_seconds
+        loading = time.perf_counter()
+        model, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model))
+        load_seconds = time.perf_counter() - loading
+        return embed_texts(model, tokenizer, texts, config.embed.batch_size, config.embed.max_length,
+                           settings["normalize"], progress)
+
     embed_started = time.perf_counter()
-    vectors = embed_texts(model, tokenizer, unique, config.embed.batch_size, config.embed.max_length,
-                          settings["normalize"], progress)
-    embed_seconds = time.perf_counter() - embed_started
+    cache = EmbeddingCache(json.dumps(settings, sort_keys=True))
+    vectors, computed = cache.embed(unique, compute) if config.embed.text_cache else (compute(unique), len(unique))
+    embed_seconds = time.perf_counter() - embed_started - load_seconds
     row_of = {text: i for i, text in enumerate(unique)}
     rows = 0
     with staged_outputs(run, "embed") as at:
@@ -73,10 +83,10 @@ def run_embed(config: Config, run: RunDir, force: bool = False, progress: Progre
             write_table(at(run.embedding_file(client, split)), embeddings_table(table.column("id").to_pylist(), picked))
             rows += len(texts)
         seconds = time.perf_counter() - started
-        summary = {"rows": rows, "unique_texts": len(unique), "dim": int(vectors.shape[1]),
+        summary = {"rows": rows, "unique_texts": len(unique), "computed_texts": computed, "dim": int(vectors.shape[1]),
                    "embedder": settings["embedder"], "normalized": settings["normalize"],
                    "load_seconds": round(load_seconds, 3), "embed_seconds": round(embed_seconds, 3),
-                   "texts_per_second": round(len(unique) / max(embed_seconds, 1e-9), 2),
+                   "texts_per_second": round(computed / max(embed_seconds, 1e-9), 2) if computed else None,
                    "embed_dir": str(run.stage_dir("embed"))}
         write_json(at(run.manifest_path("embed")),
                    manifest("embed", fp, settings, {"partition": partition["fingerprint"]}, seconds, summary, []))

@@ -15,7 +15,8 @@ The mixture is one adapter of rank 2r:
     B_mix = concat([w_global*B_global, w_local*B_local], dim 1)   (out x 2r)
 so B_mix @ A_mix = w_global*B_global@A_global + w_local*B_local@A_local; the evaluate stage keeps
 the scale alpha/r (it loads a rank-2r adapter with alpha*2). Rounding w_local to 0.1 bounds the
-adapters to at most 11 per client, named 'cNN-mix0.7' etc. A client with no local adapter (it
+adapters to at most 11 per client, named 'cNN-mix0_7' for w_local = 0.7 (PEFT adapter names
+cannot contain '.'). A client with no local adapter (it
 never completed a round) uses the global adapter ('global') for every instance.
 """
 
@@ -70,7 +71,7 @@ def mix_adapter(global_adapter: Adapter, local_adapter: Adapter, w_local: float)
 
 
 def mix_name(client: int, step: int) -> str:
-    return client_adapter(client, f"mix{step / STEPS:.1f}")
+    return client_adapter(client, f"mix{step // STEPS}_{step % STEPS}")  # no "." in PEFT adapter names
 
 
 class FedDPA(BaselineStrategy):

@@ -1,0 +1,82 @@
+"""embed, cluster-local and select-k through the real MiniLM encoder and scikit-learn."""
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedrouter_cli.clustering import best_k, purity
+from fedrouter_cli.config import build_config, resolve_config
+from fedrouter_cli.errors import FedrouterError, MissingInputError
+from fedrouter_cli.pipeline import prepare
+from fedrouter_cli.rundir import RunDir
+from fedrouter_cli.stages.cluster_local import run_cluster_local
+from fedrouter_cli.stages.embed import read_embeddings, run_embed
+from fedrouter_cli.stages.select_k import run_select_k
+
+from conftest import FLAN_TASKS, SHARED_FLAN, needs_flan
+
+
+def test_best_k_rule() -> None:
+    assert best_k({2: 0.30, 3: 0.295, 4: 0.2}, tolerance=0.01) == 3   # largest K within tolerance
+    assert best_k({2: 0.30, 3: 0.295, 4: 0.2}) == 2
+    assert best_k({2: 0.03, 3: 0.02}) == 1                           # nothing splits
+    assert purity(np.array([0, 0, 1, 1]), ["a", "a", "b", "a"]) == 0.75
+
+
+def test_stages_need_their_inputs(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    config = resolve_config(run.config_path, "smoke", {})
+    with pytest.raises(MissingInputError, match="no completed 'partition' stage"):
+        run_embed(config, run)
+    with pytest.raises(MissingInputError, match="'embed'"):
+        run_cluster_local(config, run)
+    assert not run.root.exists()
+
+
+def test_embed_is_cached_and_reruns_on_change(smoke_copy: Path) -> None:
+    run = RunDir(smoke_copy)
+    config = resolve_config(run.config_path, None, {})
+    started = time.perf_counter()
+    again = run_embed(config, run)
+    assert again.cache_hit and time.perf_counter() - started < 3
+    ids, vectors = read_embeddings(run.embedding_file("c00", "train"))
+    assert vectors.dtype == np.float32 and vectors.shape == (len(ids), 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    changed = build_config(config, {"data": {"train_per_client": 20}})
+    prepare(changed, run, "partition")
+    assert not run_embed(changed, run).cache_hit
+
+
+def test_unknown_model_leaves_run_dir_alone(smoke_copy: Path) -> None:
+    run = RunDir(smoke_copy)
+    config = build_config(resolve_config(run.config_path, None, {}),
+                          {"embed": {"embedder": "base"}, "model": {"model": "no-such-org/no-such-model"}})
+    before = sorted(p.relative_to(smoke_copy) for p in smoke_copy.rglob("*"))
+    with pytest.raises(FedrouterError, match="Could not load model"):
+        run_embed(config, run)
+    assert sorted(p.relative_to(smoke_copy) for p in smoke_copy.rglob("*")) == before
+
+
+@pytest.mark.parametrize("scenario, true_k", [("dual", 2), ("all", 4)])
+def test_synthetic_clusters_are_tasks(tmp_path: Path, scenario: str, true_k: int) -> None:
+    run = RunDir(tmp_path / "run")
+    config = resolve_config(run.config_path, None, {"data": {"scenario": scenario, "train_per_client": 80,
+                                                             "test_per_client": 4}})
+    clusters = prepare(config, run, "cluster-local")[-1]
+    assert clusters.summary["purity"] >= 0.99
+    assert run_select_k(config, run, "local").summary["best_k"] == true_k
+    assert run_select_k(config, run, "global").summary["best_k"] == 4
+
+
+@needs_flan()
+@pytest.mark.parametrize("scenario", ["dual", "all"])
+def test_flan_purity(tmp_path: Path, scenario: str) -> None:
+    run = RunDir(tmp_path / "run")
+    config = resolve_config(run.config_path, None, {"data": {
+        "source": str(SHARED_FLAN), "tasks": FLAN_TASKS, "scenario": scenario, "clients": 8,
+        "train_per_client": 150, "test_per_client": 100}})
+    clusters = prepare(config, run, "cluster-local")[-1]
+    assert clusters.summary["purity"] >= 0.97
