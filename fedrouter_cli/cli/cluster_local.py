@@ -8,7 +8,6 @@ from rich.console import Console
 
 from fedrouter_cli.cli import options as o
 from fedrouter_cli.cli.common import execute, show_warnings, simple_table, stage_line
-from fedrouter_cli.pipeline import prepare
 from fedrouter_cli.stages.common import StageResult
 
 
@@ -46,6 +45,8 @@ def cluster_local(
                  "cluster": {"n_clusters": n_clusters, "k_min": k_min, "k_max": k_max}}
 
     def action(cfg, run, progress):
+        from fedrouter_cli.pipeline import prepare
+
         results = prepare(cfg, run, "cluster-local", force, progress)
         return {**results[-1].to_json(), "warnings": [w for r in results for w in r.warnings]}
 

@@ -8,7 +8,6 @@ from rich.console import Console
 
 from fedrouter_cli.cli import options as o
 from fedrouter_cli.cli.common import execute, show_warnings
-from fedrouter_cli.pipeline import prepare
 
 
 def render_embed(payload: dict[str, Any], console: Console) -> None:
@@ -47,6 +46,8 @@ def embed(
                  "model": {"model": model}, "embed": {"embedder": embedder, "batch_size": embed_batch_size}}
 
     def action(cfg, run, progress):
+        from fedrouter_cli.pipeline import prepare
+
         results = prepare(cfg, run, "embed", force, progress)
         return {**results[-1].to_json(), "warnings": [w for r in results for w in r.warnings]}
 

@@ -9,8 +9,6 @@ from rich.console import Console
 
 from fedrouter_cli.cli import options as o
 from fedrouter_cli.cli.common import execute, simple_table
-from fedrouter_cli.pipeline import prepare
-from fedrouter_cli.stages.select_k import run_select_k
 
 LevelOpt = Annotated[str, typer.Option(
     "--level", help="local: per client on its train embeddings; global: over all clients' local centroids.")]
@@ -53,6 +51,9 @@ def select_k(
                  "cluster": {"n_clusters": n_clusters, "k_min": k_min, "k_max": k_max}}
 
     def action(cfg, run, progress):
+        from fedrouter_cli.pipeline import prepare
+        from fedrouter_cli.stages.select_k import run_select_k
+
         prepare(cfg, run, "embed" if level == "local" else "cluster-local", False, progress)
         return run_select_k(cfg, run, level, force).to_json()
 

@@ -8,8 +8,6 @@ from rich.console import Console
 
 from fedrouter_cli.cli import options as o
 from fedrouter_cli.cli.common import execute, show_warnings, simple_table
-from fedrouter_cli.pipeline import prepare
-from fedrouter_cli.stages.simulate import run_simulate
 
 
 def render_simulate(payload: dict[str, Any], console: Console) -> None:
@@ -75,6 +73,9 @@ def simulate(
     }
 
     def action(cfg, run, progress):
+        from fedrouter_cli.pipeline import prepare
+        from fedrouter_cli.stages.simulate import run_simulate
+
         if cfg.model.load_in_4bit:
             from fedrouter_cli.model.loading import check_4bit
 

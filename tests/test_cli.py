@@ -1,0 +1,119 @@
+"""The command line as users drive it: help, --json, caching, and bad input (exit 2, run dir unchanged)."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FEDROUTER = [sys.executable, "-m", "fedrouter_cli"]
+STAGES = ["run", "partition", "embed", "cluster-local", "select-k", "simulate", "evaluate", "generate", "export"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*FEDROUTER, *args], capture_output=True, text=True)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_help_lists_stages_and_explains_options() -> None:
+    top = cli("--help")
+    assert top.returncode == 0
+    for stage in STAGES:
+        assert stage in top.stdout
+    assert "--run-dir" in cli("simulate", "--help").stdout
+    import click
+    import typer
+
+    from fedrouter_cli.cli.app import app
+
+    group = typer.main.get_command(app)
+    for stage in STAGES:
+        command = group.commands[stage]
+        assert command.help, f"{stage} has no description"
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name != "help":
+                assert param.help, f"{stage} {param.opts} has no help text"
+
+
+def test_partition_json_is_one_object(tmp_path: Path) -> None:
+    result = cli("partition", "--run-dir", str(tmp_path / "r"), "--clients", "3", "--train-per-client", "6",
+                 "--test-per-client", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["cache_hit"] is False and len(payload["clients"]) == 3
+    again = json.loads(cli("partition", "--run-dir", str(tmp_path / "r"), "--json").stdout)
+    assert again["cache_hit"] is True  # settings come back from the run's config.toml
+
+
+def _jsonl(path: Path, lines: list[str] | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(lines if isinstance(lines, bytes) else ("\n".join(lines) + "\n").encode())
+
+
+def _good_source(root: Path) -> Path:
+    for task in ("a", "b"):
+        for split in ("train", "test"):
+            _jsonl(root / task / f"{split}.jsonl",
+                   [json.dumps({"instruction": f"{task} {split} {i}", "response": "ok"}) for i in range(6)])
+    return root
+
+
+BAD_CASES = {
+    "malformed jsonl": (lambda src: _jsonl(src / "a" / "train.jsonl", ['{"instruction": "x", "response": "y"}', "{oops"]),
+                        [], "line 2 is not valid JSON"),
+    "missing jsonl": (lambda src: (src / "a" / "test.jsonl").unlink(), [], "test.jsonl is missing"),
+    "row without instruction": (lambda src: _jsonl(src / "a" / "train.jsonl", ['{"response": "y"}']), [],
+                                "has no text 'instruction'"),
+    "non-utf8": (lambda src: _jsonl(src / "a" / "train.jsonl", b"\xff\xfe\x00bad"), [], "not UTF-8"),
+    "unknown task": (lambda src: None, ["--tasks", "a,zzz"], "Unknown task(s) zzz"),
+    "negative clients": (lambda src: None, ["--clients", "-3"], "must be positive"),
+    "bad scenario": (lambda src: None, ["--scenario", "triple"], "--scenario must be one of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_partition_input(tmp_path: Path, case: str) -> None:
+    spoil, extra, message = BAD_CASES[case]
+    source = _good_source(tmp_path / "src")
+    run_dir = tmp_path / "run"
+    ok = cli("partition", "--run-dir", str(run_dir), "--source", str(source), "--clients", "2",
+             "--train-per-client", "4", "--test-per-client", "2")
+    assert ok.returncode == 0, ok.stderr
+    before = snapshot(run_dir)
+    spoil(source)
+    result = cli("partition", "--run-dir", str(run_dir), "--source", str(source), "--force", *extra)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert snapshot(run_dir) == before
+
+
+def test_later_stages_report_missing_or_corrupt_inputs(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    missing = cli("evaluate", "--run-dir", str(run_dir))
+    assert missing.returncode == 2 and "partition" in missing.stderr
+    ok = cli("partition", "--run-dir", str(run_dir), "--clients", "2", "--train-per-client", "6", "--test-per-client", "2")
+    assert ok.returncode == 0
+    (run_dir / "partition" / "clients" / "c00" / "train.parquet").write_bytes(b"PAR1 not really parquet")
+    before = snapshot(run_dir)
+    corrupt = cli("cluster-local", "--run-dir", str(run_dir))
+    assert corrupt.returncode == 2 and "not a readable Parquet file" in corrupt.stderr
+    assert "Traceback" not in corrupt.stderr and snapshot(run_dir) == before
+
+
+def test_too_many_clusters_and_unknown_model(smoke_copy: Path) -> None:
+    before = snapshot(smoke_copy)
+    too_many = cli("cluster-local", "--run-dir", str(smoke_copy), "--n-clusters", "500")
+    assert too_many.returncode == 2 and "larger than client c00's" in too_many.stderr
+    unknown = cli("embed", "--run-dir", str(smoke_copy), "--model", "no-such-org/no-such-model")
+    assert unknown.returncode == 2 and "Could not load model" in unknown.stderr
+    four_bit = cli("simulate", "--run-dir", str(smoke_copy), "--load-in-4bit")
+    assert four_bit.returncode == 2 and "needs a CUDA GPU" in four_bit.stderr
+    assert snapshot(smoke_copy) == before
