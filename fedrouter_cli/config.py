@@ -195,7 +195,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "cpu": {
         "data": {"clients": 8, "train_per_client": 150, "test_per_client": 25},
-        "train": {"rounds": 5, "local_steps": 4, "batch_size": 4, "lr": 5e-4, "max_length": 192},
+        "train": {"rounds": 5, "local_steps": 4, "batch_size": 4, "lr": 5e-4, "max_length": 128},
         "eval": {"max_new_tokens": 32, "batch_size": 16},
     },
     "smoke": {
