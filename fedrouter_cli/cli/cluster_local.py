@@ -19,30 +19,14 @@ def render_clusters(payload: dict[str, Any], console: Console) -> None:
     show_warnings(console, payload.get("warnings", []))
 
 
-def cluster_local(
-    run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
-    n_clusters: o.NClustersOpt = None,
-    k_min: o.KMinOpt = None,
-    k_max: o.KMaxOpt = None,
-    model: o.ModelOpt = None,
-    embedder: o.EmbedderOpt = None,
-    source: o.SourceOpt = None,
-    tasks: o.TasksOpt = None,
-    scenario: o.ScenarioOpt = None,
-    clients: o.ClientsOpt = None,
-    train_per_client: o.TrainPerClientOpt = None,
-    test_per_client: o.TestPerClientOpt = None,
-    seed: o.SeedOpt = None,
-    preset: o.PresetOpt = None,
-    force: o.ForceOpt = False,
-    json_out: o.JsonOpt = False,
-    debug: o.DebugOpt = False,
-) -> None:
-    """K-Means per client on its train embeddings; writes centroids and assignments, reports purity."""
-    overrides = {"data": o.data_overrides(source, tasks, scenario, clients, train_per_client, test_per_client,
-                                          None, seed),
-                 "model": {"model": model}, "embed": {"embedder": embedder},
-                 "cluster": {"n_clusters": n_clusters, "k_min": k_min, "k_max": k_max}}
+@o.with_options(o.CLUSTER_OPTIONS, o.EMBED_OPTIONS, o.DATA_OPTIONS, o.COMMON_OPTIONS)
+def cluster_local(run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR, *, shared: dict[str, Any]) -> None:
+    """K-Means per client on its train embeddings; writes centroids and assignments, reports purity.
+
+    --n-clusters auto: the largest K within 0.01 of the best silhouette (K=1 when the best is
+    below 0.05). Runs partition and embed first when needed.
+    """
+    force = shared["force"]
 
     def action(cfg, run, progress):
         from fedrouter_cli.pipeline import prepare
@@ -50,5 +34,5 @@ def cluster_local(
         results = prepare(cfg, run, "cluster-local", force, progress)
         return {**results[-1].to_json(), "warnings": [w for r in results for w in r.warnings]}
 
-    execute(run_dir=run_dir, json_out=json_out, debug=debug, preset=preset, overrides=overrides,
-            action=action, render=render_clusters)
+    execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=shared["preset"],
+            overrides=o.upstream_overrides(shared), action=action, render=render_clusters)

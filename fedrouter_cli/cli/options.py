@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -91,3 +91,53 @@ def train_overrides(alg=None, variant=None, rounds=None, local_steps=None, batch
             "lr": lr, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
             "max_length": max_length, "global_clusters": global_clusters, "seed": seed,
             "round_timeout": round_timeout}
+
+
+# -- the options of upstream stages, shared by every command that chains them ----------------
+import functools  # noqa: E402
+import inspect  # noqa: E402
+
+DATA_OPTIONS: dict[str, Any] = {
+    "source": SourceOpt, "tasks": TasksOpt, "scenario": ScenarioOpt, "clients": ClientsOpt,
+    "train_per_client": TrainPerClientOpt, "test_per_client": TestPerClientOpt, "seed": SeedOpt,
+}
+EMBED_OPTIONS: dict[str, Any] = {"model": ModelOpt, "embedder": EmbedderOpt}
+CLUSTER_OPTIONS: dict[str, Any] = {"n_clusters": NClustersOpt, "k_min": KMinOpt, "k_max": KMaxOpt}
+COMMON_OPTIONS: dict[str, Any] = {"preset": PresetOpt, "force": ForceOpt, "json_out": JsonOpt, "debug": DebugOpt}
+
+
+def with_options(*groups: dict[str, Any]):
+    """Add groups of shared options to a command's signature (Typer reads `__signature__`).
+
+    The wrapped function receives them in one dict, `shared`, so commands list only their own
+    options and still accept those of every stage they chain.
+    """
+    def decorate(command):
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "shared"]
+        names = {p.name for p in own}
+        extra = {name: annotation for group in groups for name, annotation in group.items() if name not in names}
+        defaults = {"force": False, "json_out": False, "debug": False}
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name),
+                                   annotation=annotation) for name, annotation in extra.items()]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            shared = {name: kwargs.pop(name) for name in extra}
+            return command(**kwargs, shared=shared)
+
+        wrapper.__signature__ = inspect.Signature([*own, *added])
+        return wrapper
+
+    return decorate
+
+
+def upstream_overrides(shared: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Config overrides from the shared upstream options a command received."""
+    get = shared.get
+    return {
+        "data": data_overrides(get("source"), get("tasks"), get("scenario"), get("clients"),
+                               get("train_per_client"), get("test_per_client"), None, get("seed")),
+        "model": {"model": get("model")},
+        "embed": {"embedder": get("embedder")},
+        "cluster": {"n_clusters": get("n_clusters"), "k_min": get("k_min"), "k_max": get("k_max")},
+    }

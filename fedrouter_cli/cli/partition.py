@@ -25,24 +25,12 @@ def render_partition(payload: dict[str, Any], console: Console) -> None:
     show_warnings(console, payload.get("warnings", []))
 
 
-def partition(
-    run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
-    source: o.SourceOpt = None,
-    tasks: o.TasksOpt = None,
-    scenario: o.ScenarioOpt = None,
-    clients: o.ClientsOpt = None,
-    train_per_client: o.TrainPerClientOpt = None,
-    test_per_client: o.TestPerClientOpt = None,
-    test_tasks: o.TestTasksOpt = None,
-    seed: o.SeedOpt = None,
-    preset: o.PresetOpt = None,
-    force: o.ForceOpt = False,
-    json_out: o.JsonOpt = False,
-    debug: o.DebugOpt = False,
-) -> None:
+@o.with_options(o.DATA_OPTIONS, o.COMMON_OPTIONS)
+def partition(run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR, test_tasks: o.TestTasksOpt = None, *,
+              shared: dict[str, Any]) -> None:
     """Split task data over clients by scenario; one Parquet per client and split (train, test, test_all)."""
-    overrides = {"data": o.data_overrides(source, tasks, scenario, clients, train_per_client,
-                                          test_per_client, test_tasks, seed)}
-    execute(run_dir=run_dir, json_out=json_out, debug=debug, preset=preset, overrides=overrides,
-            action=lambda cfg, run, progress: run_partition(cfg, run, force).to_json(),
+    overrides = {"data": o.upstream_overrides(shared)["data"] | {"test_tasks": test_tasks}}
+    execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=shared["preset"],
+            overrides=overrides,
+            action=lambda cfg, run, progress: run_partition(cfg, run, shared["force"]).to_json(),
             render=render_partition)

@@ -32,6 +32,7 @@ def render_run(report: dict[str, Any], console: Console) -> None:
     console.print(simple_table("Summary (mean over clients)", ["method/mode", "ROUGE-1", "ROUGE-2", "ROUGE-L", "routing acc."], rows))
 
 
+@o.with_options(o.EMBED_OPTIONS, o.DATA_OPTIONS, {"json_out": o.JsonOpt, "debug": o.DebugOpt})
 def run(
     run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
     preset: o.PresetOpt = "cpu",
@@ -39,33 +40,22 @@ def run(
     variant: o.VariantOpt = None,
     rounds: o.RoundsOpt = None,
     local_steps: o.LocalStepsOpt = None,
-    model: o.ModelOpt = None,
-    embedder: o.EmbedderOpt = None,
-    source: o.SourceOpt = None,
-    tasks: o.TasksOpt = None,
-    scenario: o.ScenarioOpt = None,
-    clients: o.ClientsOpt = None,
-    train_per_client: o.TrainPerClientOpt = None,
-    test_per_client: o.TestPerClientOpt = None,
-    seed: o.SeedOpt = None,
-    json_out: o.JsonOpt = False,
-    debug: o.DebugOpt = False,
+    *,
+    shared: dict[str, Any],
 ) -> None:
     """Run the whole pipeline: partition, embed, cluster-local, select-k, simulate, evaluate.
 
     Defaults to the cpu preset on the built-in synthetic data and the offline model, about 15
     minutes on 2 CPU cores. Every stage is cached: rerunning continues where it stopped.
     """
-    overrides = {
-        "data": o.data_overrides(source, tasks, scenario, clients, train_per_client, test_per_client, None, seed),
-        "model": {"model": model}, "embed": {"embedder": embedder},
-        "train": o.train_overrides(alg=alg, variant=variant, rounds=rounds, local_steps=local_steps, seed=seed),
-    }
+    overrides = o.upstream_overrides(shared)
+    overrides["train"] = o.train_overrides(alg=alg, variant=variant, rounds=rounds, local_steps=local_steps,
+                                           seed=shared["seed"])
 
     def action(cfg, rundir, progress):
         from fedrouter_cli.pipeline import run_all
 
         return run_all(cfg, rundir, progress, algs=(cfg.train.alg,))
 
-    execute(run_dir=run_dir, json_out=json_out, debug=debug, preset=preset, overrides=overrides,
+    execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset, overrides=overrides,
             action=action, render=render_run)

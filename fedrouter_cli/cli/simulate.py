@@ -28,6 +28,7 @@ def render_simulate(payload: dict[str, Any], console: Console) -> None:
     show_warnings(console, payload.get("warnings", []))
 
 
+@o.with_options(o.EMBED_OPTIONS, o.CLUSTER_OPTIONS, o.DATA_OPTIONS, o.COMMON_OPTIONS)
 def simulate(
     run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
     alg: o.AlgOpt = None,
@@ -42,35 +43,20 @@ def simulate(
     max_length: o.MaxLengthOpt = None,
     global_clusters: o.GlobalClustersOpt = None,
     round_timeout: o.RoundTimeoutOpt = None,
-    model: o.ModelOpt = None,
     load_in_4bit: o.Load4bitOpt = None,
-    embedder: o.EmbedderOpt = None,
-    n_clusters: o.NClustersOpt = None,
-    source: o.SourceOpt = None,
-    tasks: o.TasksOpt = None,
-    scenario: o.ScenarioOpt = None,
-    clients: o.ClientsOpt = None,
-    train_per_client: o.TrainPerClientOpt = None,
-    test_per_client: o.TestPerClientOpt = None,
-    seed: o.SeedOpt = None,
-    preset: o.PresetOpt = None,
-    force: o.ForceOpt = False,
-    json_out: o.JsonOpt = False,
-    debug: o.DebugOpt = False,
+    *,
+    shared: dict[str, Any],
 ) -> None:
     """Run federated fine-tuning on Flower's simulation engine, one virtual node per client.
 
     Runs partition, embed and cluster-local first when needed. Each round's adapters (PEFT
     folders), server state and metrics are saved; a killed run continues from its last round.
     """
-    overrides = {
-        "data": o.data_overrides(source, tasks, scenario, clients, train_per_client, test_per_client, None, seed),
-        "model": {"model": model, "load_in_4bit": load_in_4bit},
-        "embed": {"embedder": embedder},
-        "cluster": {"n_clusters": n_clusters},
-        "train": o.train_overrides(alg, variant, rounds, local_steps, batch_size, lr, lora_r, lora_alpha,
-                                   lora_dropout, max_length, global_clusters, seed, round_timeout),
-    }
+    overrides = o.upstream_overrides(shared)
+    overrides["model"]["load_in_4bit"] = load_in_4bit
+    overrides["train"] = o.train_overrides(alg, variant, rounds, local_steps, batch_size, lr, lora_r, lora_alpha,
+                                           lora_dropout, max_length, global_clusters, shared["seed"], round_timeout)
+    force = shared["force"]
 
     def action(cfg, run, progress):
         from fedrouter_cli.pipeline import prepare
@@ -84,5 +70,5 @@ def simulate(
         result = run_simulate(cfg, run, force, progress)
         return {**result.to_json(), "warnings": [w for r in results for w in r.warnings]}
 
-    execute(run_dir=run_dir, json_out=json_out, debug=debug, preset=preset, overrides=overrides,
-            action=action, render=render_simulate)
+    execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=shared["preset"],
+            overrides=overrides, action=action, render=render_simulate)
