@@ -22,7 +22,7 @@ def silhouette_plot(path: Path, curves: dict[str, dict[int, float]], title: str)
     if len(curves) <= 12:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -34,5 +34,5 @@ def bar_chart(path: Path, labels: list[str], means: list[float], stds: list[floa
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

@@ -67,6 +67,13 @@ def test_base_model_row_and_generate_and_export(evaluated: Path, tmp_path: Path)
     assert len(pq.read_table(tmp_path / "export" / "router" / "centroids.parquet")) == len(json.loads(exported.stdout)["adapters"])
     again = cli("export", "--run-dir", str(evaluated), "--out", str(tmp_path / "export"))
     assert again.returncode == 2 and "not empty" in again.stderr
+    report = cli("report", "--run-dir", str(evaluated), "--run-dir", str(evaluated), "--json")
+    assert report.returncode == 0, report.stderr[-2000:]
+    table = {(e["method"], e["mode"]): e for e in json.loads(report.stdout)["table"]}
+    assert table[("base", "-")]["rouge1"] == base["rouge1"] and table[("base", "-")]["seeds"] == 2
+    assert table[("base", "-")]["rouge1_std"] == 0.0
+    assert (evaluated / "report" / "rouge1.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| base |" in (evaluated / "report" / "report.md").read_text()
 
 
 def test_generation_strategies_agree(evaluated: Path) -> None:

@@ -8,6 +8,7 @@ from fedrouter_cli.cli.cluster_local import cluster_local
 from fedrouter_cli.cli.embed import embed
 from fedrouter_cli.cli.evaluate import evaluate
 from fedrouter_cli.cli.partition import partition
+from fedrouter_cli.cli.report import report
 from fedrouter_cli.cli.run import run
 from fedrouter_cli.cli.select_k import select_k
 from fedrouter_cli.cli.serve import export, generate
@@ -32,6 +33,7 @@ for name, command in {
     "evaluate": evaluate,
     "generate": generate,
     "export": export,
+    "report": report,
 }.items():
     app.command(name)(command)
 

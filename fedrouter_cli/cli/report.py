@@ -1,0 +1,42 @@
+"""`fedrouter report`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from fedrouter_cli.cli import options as o
+from fedrouter_cli.cli.common import execute, simple_table
+
+RunDirsOpt = Annotated[list[Path], typer.Option(
+    "--run-dir", "-r", help="Run directory; repeat it for several seeds of the same setting (mean ± std).")]
+
+
+def render_report(payload: dict[str, Any], console: Console) -> None:
+    def fmt(entry: dict, metric: str) -> str:
+        if entry[metric] is None:
+            return "-"
+        return f"{entry[metric]:.4f}" + (f" ± {entry[metric + '_std']:.4f}" if entry["seeds"] > 1 else "")
+
+    rows = [[e["method"], e["mode"], e["test_tasks"], e["seeds"], fmt(e, "rouge1"), fmt(e, "rouge2"),
+             fmt(e, "rougeL"), fmt(e, "routing_accuracy"), f"{(e['bytes'] or 0) / 1e6:.1f}"] for e in payload["table"]]
+    console.print(simple_table("Methods", ["method", "router", "test set", "seeds", "ROUGE-1", "ROUGE-2", "ROUGE-L",
+                                           "routing acc.", "MB sent"], rows))
+    console.print(f"Markdown: {payload['markdown_path']}\nJSON: {payload['json_path']}\nplot: {payload['plot_path']}",
+                  highlight=False)
+
+
+def report(run_dir: RunDirsOpt = [o.DEFAULT_RUN_DIR], json_out: o.JsonOpt = False,  # noqa: B006
+           debug: o.DebugOpt = False) -> None:
+    """One table of every method evaluated in the run(s): terminal, Markdown, JSON and a bar chart PNG."""
+    def action(cfg, run, progress):
+        from fedrouter_cli.rundir import RunDir
+        from fedrouter_cli.stages.report import run_report
+
+        return run_report([run, *[RunDir(p) for p in run_dir[1:]]])
+
+    execute(run_dir=run_dir[0], json_out=json_out, debug=debug, preset=None, overrides={},
+            action=action, render=render_report)

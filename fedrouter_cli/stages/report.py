@@ -1,0 +1,85 @@
+"""Stage `report`: one table of every method evaluated in one or more runs (seeds), as JSON,
+Markdown and a bar chart."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.plots import bar_chart
+from fedrouter_cli.rundir import RunDir, atomic_path, read_json, write_json
+
+METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
+
+
+def collect(runs: list[RunDir]) -> list[dict[str, Any]]:
+    """Every evaluate/<alg>/<mode>/scores.json of the runs, with the run's communication cost."""
+    found = []
+    for run in runs:
+        for scores_path in sorted(run.root.glob("evaluate/*/*/scores.json")):
+            scores = read_json(scores_path)
+            simulated = run.manifest("simulate", scores["alg"]) or {}
+            summary = simulated.get("summary", {})
+            found.append({**scores, "run": str(run.root),
+                          "bytes": summary.get("bytes_up", 0) + summary.get("bytes_down", 0),
+                          "simulate_seconds": simulated.get("seconds")})
+    return found
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std over runs (seeds) of each (method, router mode, test set)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        mode = "-" if row["alg"] == "base" else row["mode"]  # the base model has no router
+        groups.setdefault((row["alg"], mode, row.get("test_tasks", "scenario")), []).append(row)
+    table = []
+    for (alg, mode, test_tasks), members in sorted(groups.items()):
+        entry: dict[str, Any] = {"method": alg, "mode": mode, "test_tasks": test_tasks, "seeds": len(members)}
+        for metric in (*METRICS, "bytes", "simulate_seconds"):
+            mean, std = _mean_std([m.get(metric) for m in members])
+            entry[metric] = None if mean is None else round(mean, 4)
+            entry[f"{metric}_std"] = None if std is None else round(std, 4)
+        table.append(entry)
+    return table
+
+
+def markdown(table: list[dict[str, Any]]) -> str:
+    def cell(entry: dict, metric: str) -> str:
+        if entry[metric] is None:
+            return "–"
+        return f"{entry[metric]:.4f} ± {entry[f'{metric}_std']:.4f}" if entry["seeds"] > 1 else f"{entry[metric]:.4f}"
+
+    lines = ["| method | router | test set | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L | routing acc. | MB sent | simulate s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in table:
+        megabytes = "–" if not e["bytes"] else f"{e['bytes'] / 1e6:.1f}"
+        seconds = "–" if e["simulate_seconds"] is None else f"{e['simulate_seconds']:.0f}"
+        lines.append(f"| {e['method']} | {e['mode']} | {e['test_tasks']} | {e['seeds']} | {cell(e, 'rouge1')} | "
+                     f"{cell(e, 'rouge2')} | {cell(e, 'rougeL')} | {cell(e, 'routing_accuracy')} | {megabytes} | {seconds} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_report(runs: list[RunDir]) -> dict[str, Any]:
+    rows = collect(runs)
+    if not rows:
+        raise FedrouterError("No evaluated methods in the run dir(s); run `fedrouter evaluate` first.")
+    table = summarize(rows)
+    out = runs[0].stage_dir("report")
+    write_json(out / "report.json", {"runs": [str(r.root) for r in runs], "table": table})
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(markdown(table))
+    with atomic_path(out / "rouge1.png") as tmp:
+        bar_chart(tmp, [f"{e['method']}/{e['mode']}" for e in table], [e["rouge1"] for e in table],
+                  [e["rouge1_std"] for e in table], "ROUGE-1 (mean over clients)")
+    return {"table": table, "markdown_path": str(out / "report.md"), "json_path": str(out / "report.json"),
+            "plot_path": str(out / "rouge1.png")}
