@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -39,6 +40,8 @@ def prepare_nodes(run: RunDir, clients: list[str]) -> None:
 
 def global_purity(run: RunDir, clients: list[str], routes: dict[str, list[int]]) -> float | None:
     """Share of local centroids whose global cluster is mostly made of their own task."""
+    if not all(run.centroids_file(client).exists() for client in clients):
+        return None  # a deployment server need not hold the clients' files
     tasks, labels = [], []
     for index, client in enumerate(clients):
         majority = pq.read_table(run.centroids_file(client)).column("majority_task").to_pylist()
@@ -64,7 +67,7 @@ def _quiet_flower() -> None:
 
 def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress,
                  cpus: int | None = None) -> StageResult:
-    cluster = run.require("cluster-local")
+    run.require("cluster-local")
     alg = config.train.alg
     if alg not in STRATEGIES:
         raise FedrouterError(f"Unknown algorithm {alg!r} for --alg; choose one of {', '.join(STRATEGIES)}.")
@@ -78,15 +81,8 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     from fedrouter_cli.model.lora import initial_adapter, peft_model
 
     started = time.perf_counter()
-    out = run.simulate_dir(alg)
-    clients = [client_name(i) for i in range(len(run.require("partition")["summary"]["clients"]))]
-    previous = read_json(out / "run.json")["fingerprint"] if (out / "run.json").exists() else None
-    if force or previous != fp:  # a different run: start over; the same one resumes its rounds
-        run.invalidate("simulate", alg)
-        shutil.rmtree(out, ignore_errors=True)
-        for client in clients:
-            shutil.rmtree(run.client_dir(client) / "state" / alg, ignore_errors=True)
-    write_json(out / "run.json", {"fingerprint": fp})
+    clients = run_clients(run)
+    out = open_output(run, alg, fp, force, clients)
     prepare_nodes(run, clients)
     peft_model(config.model.model, config.train)  # load (and convert) the base model before workers start
     cpus = cpus or os.cpu_count() or 1
@@ -105,6 +101,31 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     )
     if errors:
         raise errors[0]
+    return finish_simulation(config, run, out, fp, started)
+
+
+def run_clients(run: RunDir) -> list[str]:
+    return [client_name(i) for i in range(len(run.require("partition")["summary"]["clients"]))]
+
+
+def open_output(run: RunDir, alg: str, fp: str, force: bool, clients: list[str]) -> Path:
+    """The run's output folder; a different run (or `force`) starts over, the same one resumes."""
+    out = run.simulate_dir(alg)
+    previous = read_json(out / "run.json")["fingerprint"] if (out / "run.json").exists() else None
+    if force or previous != fp:
+        run.invalidate("simulate", alg)
+        shutil.rmtree(out, ignore_errors=True)
+        for client in clients:
+            shutil.rmtree(run.client_dir(client) / "state" / alg, ignore_errors=True)
+    write_json(out / "run.json", {"fingerprint": fp})
+    return out
+
+
+def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: float) -> StageResult:
+    """Check the rounds, summarise them and write the simulate manifest (shared with deploy_app)."""
+    alg = config.train.alg
+    cluster = run.require("cluster-local")
+    clients = run_clients(run)
     state_files = sorted(out.glob("rounds/r*/state.json"))
     completed = int(state_files[-1].parent.name[1:]) if state_files else 0
     if completed < config.train.rounds:

@@ -1,0 +1,235 @@
+"""Flower deployment engine: commands to start a SuperLink, one SuperNode per client, and the run.
+
+The simulation engine (`fedrouter simulate`) runs every client inside one process tree. The
+deployment engine runs the same ClientApp on real, separate SuperNodes (one per client, each
+with its own data-dir holding only that client's files) connected to one SuperLink, which runs
+the ServerApp `fedrouter_cli.federation.deploy_app:app`. The server writes its rounds to
+<run-dir>/simulate/<alg>/ exactly like `fedrouter simulate`, so `fedrouter evaluate` works after.
+
+These are plain functions returning argv lists and environments; the caller starts the
+processes (a shell, systemd, or subprocess.Popen in tests). Every machine needs this package
+installed: apps are run from the installed package, never installed at run time.
+
+    python -m fedrouter_cli.deploy app DIR                      # write the Flower app folder
+    python -m fedrouter_cli.deploy node-dir RUN_DIR CLIENT DEST # copy one client's node files
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.federation.node import NODE_FILES
+from fedrouter_cli.rundir import RunDir
+
+SERVER_APP = "fedrouter_cli.federation.deploy_app:app"
+CLIENT_APP = "fedrouter_cli.federation.client_app:app"
+APP_NAME = "fedrouter-deploy"
+DEFAULT_SUPERLINK_PORT = 9093
+DEFAULT_SUPERNODE_PORT = 9094  # each SuperNode's local runtime API (ClientApp <-> SuperNode)
+
+# run_config keys of the app (all overridable with `flwr run -c 'key=value'`)
+RUN_CONFIG_DEFAULTS: dict[str, object] = {
+    "run-dir": "",            # the server's run directory (absolute path on the SuperLink machine)
+    "alg": "",                # algorithm; "" = the run dir's config.toml
+    "num-nodes": 0,           # SuperNodes to wait for; 0 = the run's number of clients
+    "connect-timeout": 600.0,  # seconds to wait for all SuperNodes
+    "torch-threads": 0,       # torch threads per ClientApp; 0 = torch's default
+    "force": False,           # start over even if this run already finished
+}
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """TLS files: the CA certificate (given to SuperNodes and `flwr`), the SuperLink's cert and key."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _bin(name: str) -> str:
+    """A Flower executable next to this Python (the venv's), else from PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
+
+
+def deploy_env(base: dict[str, str] | None = None, flwr_home: Path | None = None) -> dict[str, str]:
+    """Environment for every Flower process: no telemetry, no dependency install, offline hub.
+
+    PATH starts with this Python's bin folder, because the SuperLink starts `flower-superexec`
+    and the SuperNodes start `flwr-clientapp` by name.
+    """
+    env = dict(os.environ if base is None else base)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    return env
+
+
+def superlink_command(host: str = "0.0.0.0", port: int = DEFAULT_SUPERLINK_PORT,
+                      certificates: Certificates | None = None, database: Path | None = None,
+                      log_file: Path | None = None) -> list[str]:
+    """`flower-superlink`: one HTTP port serves SuperNodes (Fleet API), `flwr` (Control API) and
+    the ServerApp it starts itself (subprocess isolation). Without certificates it runs insecure."""
+    cmd = [_bin("flower-superlink"), "--host", host, "--port", str(port),
+           "--disable-runtime-dependency-installation"]
+    if certificates is None:
+        cmd.append("--insecure")
+    else:
+        cmd += ["--ssl-ca-certfile", str(certificates.ca_cert), "--ssl-certfile", str(certificates.server_cert),
+                "--ssl-keyfile", str(certificates.server_key)]
+    if database is not None:
+        cmd += ["--database", str(database)]
+    if log_file is not None:
+        cmd += ["--log-file", str(log_file)]
+    return cmd
+
+
+def supernode_command(superlink: str, data_dir: Path, ca_cert: Path | None = None,
+                      runtime_port: int = DEFAULT_SUPERNODE_PORT, max_retries: int | None = None) -> list[str]:
+    """`flower-supernode` for one client. `superlink` is HOST:PORT; `data_dir` is the folder
+    written by `prepare_node_dir` (its name ends in the client's number, e.g. .../c03).
+    `runtime_port` must differ between SuperNodes on the same machine."""
+    cmd = [_bin("flower-supernode"), "--superlink", superlink,
+           "--node-config", f"data-dir={json.dumps(str(Path(data_dir).resolve()))}",
+           "--port", str(runtime_port)]
+    cmd += ["--root-certificates", str(ca_cert)] if ca_cert is not None else ["--insecure"]
+    if max_retries is not None:
+        cmd += ["--max-retries", str(max_retries)]
+    return cmd
+
+
+def prepare_node_dir(run: RunDir, client: str, dest: Path) -> Path:
+    """Copy one client's node files (train rows, local clusters, centroids) into `dest`.
+
+    The ClientApp learns its client index from the folder name, so `dest` must end in it
+    (e.g. /data/fedrouter/c03 for client c03).
+    """
+    dest = Path(dest)
+    if re.sub(r"\D", "", dest.name) == "" or int(re.sub(r"\D", "", dest.name)) != int(re.sub(r"\D", "", client)):
+        raise FedrouterError(f"The node folder for {client} must be named after it (e.g. .../{client}), got {dest}.")
+    sources = {"train.parquet": run.partition_file(client, "train"),
+               "assignments.parquet": run.assignments_file(client),
+               "centroids.parquet": run.centroids_file(client)}
+    for name in NODE_FILES:
+        if not sources[name].exists():
+            raise FedrouterError(f"{sources[name]} is missing; run `fedrouter cluster-local` on {run.root} first.")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in NODE_FILES:
+        if sources[name].resolve() != (dest / name).resolve():
+            shutil.copyfile(sources[name], dest / name)
+    return dest
+
+
+def write_app(dest: Path) -> Path:
+    """Write the Flower app folder `flwr run` submits: only a pyproject.toml naming the installed
+    ServerApp and ClientApp (the code itself comes from this package on each machine)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    project = {
+        "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
+        "project": {"name": APP_NAME, "version": "1.0.0", "description": "FedRouter on the Flower deployment engine",
+                    "license": "Apache-2.0", "dependencies": ["fedrouter"]},
+        "tool": {"flwr": {"app": {"publisher": "fedrouter",
+                                  "components": {"serverapp": SERVER_APP, "clientapp": CLIENT_APP},
+                                  "config": dict(RUN_CONFIG_DEFAULTS)}}},
+    }
+    (dest / "pyproject.toml").write_text(tomli_w.dumps(project))
+    return dest
+
+
+def write_connection(flwr_home: Path, name: str, address: str, ca_cert: Path | None = None,
+                     default: bool = True) -> Path:
+    """Add (or replace) a SuperLink connection `name` in $FLWR_HOME/config.toml for `flwr run/ls/stop`."""
+    path = Path(flwr_home) / "config.toml"
+    data = tomllib.loads(path.read_text()) if path.exists() else {}
+    links = data.setdefault("superlink", {})
+    entry: dict[str, object] = {"address": address}
+    if ca_cert is None:
+        entry["insecure"] = True
+    else:
+        entry["root-certificates"] = str(Path(ca_cert).resolve())
+    links[name] = entry
+    if default or "default" not in links:
+        links["default"] = name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def _toml_value(value: object) -> str:
+    return tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+
+
+def run_command(app_dir: Path, connection: str, run_dir: Path, **overrides: object) -> list[str]:
+    """`flwr run` of the app against a SuperLink connection; prints JSON with the run id.
+
+    `overrides` are run_config keys with '_' for '-', e.g. num_nodes=3, torch_threads=1.
+    """
+    config = {"run-dir": str(Path(run_dir).resolve())}
+    for key, value in overrides.items():
+        name = key.replace("_", "-")
+        if name not in RUN_CONFIG_DEFAULTS:
+            raise FedrouterError(f"Unknown run config key {name!r}; known: {', '.join(RUN_CONFIG_DEFAULTS)}.")
+        config[name] = value
+    pairs = " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())
+    return [_bin("flwr"), "run", str(app_dir), connection, "--run-config", pairs, "--format", "json"]
+
+
+def status_command(connection: str, run_id: int | str) -> list[str]:
+    """`flwr ls` of one run, as JSON (status: pending, starting, running, finished:<result>)."""
+    return [_bin("flwr"), "ls", connection, "--run-id", str(run_id), "--format", "json"]
+
+
+def parse_run_id(stdout: str) -> int:
+    """The run id in `flwr run --format json` output."""
+    data = json.loads(stdout[stdout.index("{"):])
+    if not data.get("success") or not data.get("run-id"):
+        raise FedrouterError(f"flwr run did not start a run: {stdout.strip()[-500:]}")
+    return int(data["run-id"])
+
+
+def parse_status(stdout: str) -> str:
+    """The status of the (single) run in `flwr ls --run-id N --format json` output."""
+    data = json.loads(stdout[stdout.index("{"):])
+    runs = data.get("runs") or []
+    if not runs:
+        raise FedrouterError(f"flwr ls returned no run: {stdout.strip()[-500:]}")
+    return str(runs[0].get("status", ""))
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m fedrouter_cli.deploy", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    app = sub.add_parser("app", help="write the Flower app folder for `flwr run`")
+    app.add_argument("dest", type=Path)
+    node = sub.add_parser("node-dir", help="copy one client's node files into its SuperNode data-dir")
+    node.add_argument("run_dir", type=Path)
+    node.add_argument("client", help="client name, e.g. c03")
+    node.add_argument("dest", type=Path, help="folder named after the client, e.g. /data/fedrouter/c03")
+    args = parser.parse_args(argv)
+    if args.cmd == "app":
+        print(write_app(args.dest))
+    else:
+        print(prepare_node_dir(RunDir(args.run_dir), args.client, args.dest))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,77 @@
+"""The ServerApp for Flower's deployment engine (`flwr run`), the twin of `fedrouter simulate`.
+
+It reads its run directory from the run config, runs the same strategy on the SuperNodes
+that connect to the SuperLink, and writes rounds, metrics and the simulate manifest into
+<run-dir>/simulate/<alg>/ exactly as `fedrouter simulate` does, so `fedrouter evaluate
+--run-dir <run-dir>` works afterwards. Run config keys: see fedrouter_cli.deploy.RUN_CONFIG_DEFAULTS.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from flwr.app import ArrayRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedrouter_cli.config import load_config
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.federation.strategies import STRATEGIES
+from fedrouter_cli.federation.strategies.base import FederationJob
+from fedrouter_cli.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+app = ServerApp()
+
+
+def _progress(label: str, done: int, total: int) -> None:
+    log.info("fedrouter %s %d/%d", label, done, total)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    from fedrouter_cli.model.lora import initial_adapter, peft_model
+    from fedrouter_cli.stages.common import cache_hit
+    from fedrouter_cli.stages.simulate import finish_simulation, open_output, run_clients, simulate_fingerprint
+
+    logging.getLogger("fedrouter_cli").setLevel(logging.INFO)
+    rc = context.run_config
+    run_dir = str(rc.get("run-dir", ""))
+    if not run_dir or not Path(run_dir).is_absolute():
+        raise FedrouterError(f"run config 'run-dir' must be an absolute path on the SuperLink machine, got {run_dir!r}.")
+    run = RunDir(Path(run_dir))
+    config = load_config(run.config_path)
+    if rc.get("alg"):
+        config = replace(config, train=replace(config.train, alg=str(rc["alg"])))
+    alg = config.train.alg
+    if alg not in STRATEGIES:
+        raise FedrouterError(f"Unknown algorithm {alg!r}; choose one of {', '.join(STRATEGIES)}.")
+    fp = simulate_fingerprint(config)
+    force = bool(rc.get("force", False))
+    if hit := cache_hit(run, "simulate", fp, force, alg):
+        log.warning("%s in %s already finished with these settings (%s rounds); pass -c force=true to redo it.",
+                    alg, run.root, hit.summary.get("rounds_completed"))
+        return
+    started = time.perf_counter()
+    clients = run_clients(run)
+    num_nodes = int(rc.get("num-nodes", 0)) or len(clients)
+    out = open_output(run, alg, fp, force, clients)
+    peft_model(config.model.model, config.train)  # load (and convert) the base model once, up front
+    job = FederationJob(config=config, out_dir=out, num_nodes=num_nodes,
+                        initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
+                        progress=_progress, torch_threads=int(rc.get("torch-threads", 0)))
+    strategy = STRATEGIES[alg](job)
+    log.info("waiting for %d SuperNodes", num_nodes)
+    strategy.connect(grid, timeout=float(rc.get("connect-timeout", 600.0)))
+    if len(strategy.node_client) < num_nodes:
+        raise RuntimeError(f"only {len(strategy.node_client)} of {num_nodes} SuperNodes sent their centroids")
+    strategy.restore_or_initialize()
+    remaining = config.train.rounds - strategy.completed
+    if remaining > 0:
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=remaining,
+                       timeout=config.train.round_timeout)
+    result = finish_simulation(config, run, out, fp, started)
+    log.info("fedrouter %s finished: %s", alg, result.to_json())
