@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class FederationJob:
     initial_adapter: Callable[[int], Adapter]
     progress: Callable[[str, int, int], None] = lambda label, done, total: None
     torch_threads: int = 0
-    rounds_done: list[dict] = field(default_factory=list)
 
 
 class AdapterStrategy(Strategy):
@@ -207,10 +206,9 @@ class AdapterStrategy(Strategy):
         self.combine(round_number, results)
         self.checkpoint(round_number, rows)
         self.job.progress("round", round_number, self.train.rounds)
-        ok = [r for r in results]
         return None, MetricRecord({
-            "jobs": len(ok), "failed": sum(r["status"] != "ok" for r in rows),
-            "loss": float(np.mean([r.loss for r in ok])) if ok else 0.0,
+            "jobs": len(results), "failed": sum(r["status"] != "ok" for r in rows),
+            "loss": float(np.mean([r.loss for r in results])) if results else 0.0,
         })
 
     def _row(self, round_number: int, client: int, job: Job | None, result: JobResult | None, status: str,
@@ -259,7 +257,6 @@ class AdapterStrategy(Strategy):
                 save_adapter(tmp / "adapters" / name, adapter, self.train, self.config.model.model)
             write_json(tmp / "state.json", {"round": round_number, "algorithm": self.name,
                                             "adapters": sorted(self.adapters), "extra": self.extra_state()})
-        self.job.rounds_done.append({"round": round_number, "rows": rows})
 
     # -- inference (used by `evaluate`) ------------------------------------------------------
     @staticmethod
