@@ -48,19 +48,20 @@ def best_k(scores: dict[int, float], threshold: float = SPLIT_THRESHOLD, toleran
     return max(k for k, score in scores.items() if score >= top - tolerance)
 
 
+def _task_counts(labels: np.ndarray, tasks: list[str]) -> dict[int, Counter[str]]:
+    by_cluster: dict[int, Counter[str]] = {}
+    for label, task in zip(np.asarray(labels).tolist(), tasks):
+        by_cluster.setdefault(label, Counter())[task] += 1
+    return by_cluster
+
+
 def purity(labels: np.ndarray, tasks: list[str]) -> float:
     """Share of points whose cluster's majority task is their own task."""
     if len(tasks) == 0:
         return 1.0
-    by_cluster: dict[int, Counter[str]] = {}
-    for label, task in zip(labels.tolist(), tasks):
-        by_cluster.setdefault(label, Counter())[task] += 1
-    return sum(c.most_common(1)[0][1] for c in by_cluster.values()) / len(tasks)
+    return sum(c.most_common(1)[0][1] for c in _task_counts(labels, tasks).values()) / len(tasks)
 
 
 def majority(labels: np.ndarray, tasks: list[str]) -> dict[int, str]:
     """Each cluster's most common task."""
-    by_cluster: dict[int, Counter[str]] = {}
-    for label, task in zip(labels.tolist(), tasks):
-        by_cluster.setdefault(label, Counter())[task] += 1
-    return {label: c.most_common(1)[0][0] for label, c in by_cluster.items()}
+    return {label: c.most_common(1)[0][0] for label, c in _task_counts(labels, tasks).items()}

@@ -27,7 +27,8 @@ stderr = Console(stderr=True)
 def quiet_libraries() -> None:
     """Keep third-party chatter (HF warnings, Ray banners) off the user's terminal."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if os.environ.get("FEDROUTER_ONLINE") != "1" else None
+    if os.environ.get("FEDROUTER_ONLINE") != "1":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from fedrouter_cli.clustering import purity
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.federation.node import NODE_FILES
@@ -49,11 +50,7 @@ def global_purity(run: RunDir, clients: list[str], routes: dict[str, list[int]])
         labels.extend(routes.get(str(index), [-1] * len(majority)))
     if not tasks or "" in tasks:
         return None
-    by_global: dict[int, list[str]] = {}
-    for label, task in zip(labels, tasks):
-        by_global.setdefault(label, []).append(task)
-    major = {g: max(set(ts), key=ts.count) for g, ts in by_global.items()}
-    return float(np.mean([major[g] == t for g, t in zip(labels, tasks)]))
+    return purity(np.asarray(labels), tasks)  # local centroids are the points, global clusters the labels
 
 
 def _quiet_flower() -> None:
