@@ -186,7 +186,9 @@ class Config:
 
 
 # Presets: groups of settings sized for a machine. paper = the paper's settings (GPU users);
-# cpu = minutes on 2 cores; smoke = seconds, for tests.
+# cpu = minutes on 2 cores; smoke = seconds, for tests. The cpu preset trains each adapter ~50x
+# fewer samples than the paper, so its peak lr is 4x the paper's: at 5e-4 the web_nlg and gigaword
+# adapters barely moved in 5 rounds (held-out loss probe: 1.67 -> 1.48 at 5e-4, -> 1.32 at 2e-3).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "data": {"clients": 8, "train_per_client": 600, "test_per_client": 300},
@@ -195,7 +197,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "cpu": {
         "data": {"clients": 8, "train_per_client": 150, "test_per_client": 25},
-        "train": {"rounds": 5, "local_steps": 4, "batch_size": 4, "lr": 5e-4, "max_length": 128},
+        "train": {"rounds": 5, "local_steps": 4, "batch_size": 4, "lr": 2e-3, "max_length": 128},
         "eval": {"max_new_tokens": 32, "batch_size": 16},
     },
     "smoke": {

@@ -36,3 +36,40 @@ def bar_chart(path: Path, labels: list[str], means: list[float], stds: list[floa
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
+
+
+def line_chart(path: Path, curves: dict[str, dict[int, float]], xlabel: str, ylabel: str, title: str) -> None:
+    """One line per named curve of {x: y}."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in curves.items():
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def embedding_map(path: Path, xy, tasks: list[str], owners: list[str], title: str) -> None:
+    """2-D points coloured by task and marked by owner (client)."""
+    markers = "os^vD<>PXh*p"
+    colours = {task: plt.cm.tab10(i % 10) for i, task in enumerate(sorted(set(tasks)))}
+    owner_marks = {owner: markers[i % len(markers)] for i, owner in enumerate(sorted(set(owners)))}
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for owner, mark in owner_marks.items():
+        for task, colour in colours.items():
+            chosen = [i for i, (o, t) in enumerate(zip(owners, tasks)) if o == owner and t == task]
+            if chosen:
+                ax.scatter(xy[chosen, 0], xy[chosen, 1], s=14, marker=mark, color=colour, alpha=0.7)
+    for task, colour in colours.items():
+        ax.scatter([], [], color=colour, label=task)
+    for owner, mark in owner_marks.items():
+        ax.scatter([], [], color="grey", marker=mark, label=owner)
+    ax.legend(fontsize=6, ncol=2, loc="best")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)

@@ -176,5 +176,6 @@ class RunDir:
     def round_dir(self, alg: str, round_number: int) -> Path:
         return self.simulate_dir(alg) / "rounds" / f"r{round_number:04d}"
 
-    def evaluate_dir(self, alg: str, mode: str) -> Path:
-        return self.stage_dir("evaluate", alg, mode)
+    def evaluate_dir(self, alg: str, name: str) -> Path:
+        """One evaluation of `alg`; `name` comes from `evaluation_name`."""
+        return self.stage_dir("evaluate", alg, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from fedrouter_cli.cli.bench import bench
 from fedrouter_cli.cli.cluster_local import cluster_local
 from fedrouter_cli.cli.embed import embed
 from fedrouter_cli.cli.evaluate import evaluate
@@ -34,6 +35,7 @@ for name, command in {
     "generate": generate,
     "export": export,
     "report": report,
+    "bench": bench,
 }.items():
     app.command(name)(command)
 

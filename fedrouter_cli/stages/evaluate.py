@@ -67,6 +67,13 @@ def _routings(config: Config, run: RunDir, alg: str, round_number: int, clients:
     return routings
 
 
+def evaluation_name(mode: str, test_tasks: str, explicit_round: int = 0) -> str:
+    """Folder name of one evaluation, so the generalization test set and per-round evaluations
+    never overwrite the default one: 'local', 'global+all-tasks', 'local@r3'."""
+    name = mode if test_tasks == "scenario" else f"{mode}+all-tasks"
+    return f"{name}@r{explicit_round}" if explicit_round else name
+
+
 def evaluate_fingerprint(config: Config, alg: str, round_number: int) -> str:
     upstream = embed_fingerprint(config) if alg == BASE_ALG else simulate_fingerprint(config)
     settings = asdict(config.eval) | {"round": round_number, "test_tasks": config.data.test_tasks}
@@ -92,7 +99,7 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
                                  f"rerun `fedrouter simulate --alg {alg}` with them, or drop the changed options.")
     round_number = 0 if alg == BASE_ALG else pick_round(run, alg, config.eval.round)
     fp = evaluate_fingerprint(config, alg, round_number)
-    sub = (alg, config.eval.mode)
+    sub = (alg, evaluation_name(config.eval.mode, config.data.test_tasks, config.eval.round))
     if hit := cache_hit(run, "evaluate", fp, force, *sub):
         return hit
     started = time.perf_counter()

@@ -20,6 +20,8 @@ def collect(runs: list[RunDir]) -> list[dict[str, Any]]:
     found = []
     for run in runs:
         for scores_path in sorted(run.root.glob("evaluate/*/*/scores.json")):
+            if "@r" in scores_path.parent.name:
+                continue  # evaluations of earlier rounds are curves, not table rows
             scores = read_json(scores_path)
             simulated = run.manifest("simulate", scores["alg"]) or {}
             summary = simulated.get("summary", {})

@@ -1,0 +1,124 @@
+"""`fedrouter bench`: the paper's experiment matrix, resumable, with tables and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from fedrouter_cli.cli import options as o
+from fedrouter_cli.cli.common import execute, simple_table, stderr
+from fedrouter_cli.errors import FedrouterError
+
+MethodsOpt = Annotated[Optional[str], typer.Option(
+    "--methods", help="Comma-separated methods (default: fedit, local, fedcluster, fedsa, ffa-lora, feddpa, "
+                      "fedrouter, fedrouter-star). The base model is always evaluated too.")]
+ScenariosOpt = Annotated[str, typer.Option("--scenarios", help="Comma-separated scenarios.")]
+SeedsOpt = Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; tables show mean ± std over them.")]
+GeneralizationOpt = Annotated[bool, typer.Option(
+    "--generalization/--no-generalization", help="Also test the single-scenario models on every task.")]
+AblationClientsOpt = Annotated[str, typer.Option(
+    "--ablation-clients", help="Client counts for FedRouter's single-scenario ablation; 'none' to skip.")]
+FixedKOpt = Annotated[str, typer.Option(
+    "--fixed-k-scenario", help="Scenario of the silhouette-K vs fixed-K ablation; 'none' to skip.")]
+CurveScenarioOpt = Annotated[str, typer.Option(
+    "--curve-scenario", help="Scenario in which every round of --curve-methods is evaluated; 'none' to skip.")]
+CurveMethodsOpt = Annotated[str, typer.Option("--curve-methods", help="Methods with a ROUGE-1-per-round curve.")]
+ResultsDirOpt = Annotated[Optional[Path], typer.Option(
+    "--results-dir", help="Where bench.md, bench.json and the plots go (default: <run-dir>/results).")]
+
+
+def _ints(option: str, text: str) -> tuple[int, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise FedrouterError(f"{option} must be comma-separated integers (or 'none'), got {text!r}.") from None
+
+
+def _optional(text: str) -> str | None:
+    return None if text.strip().lower() == "none" else text.strip()
+
+
+def render_bench(payload: dict[str, Any], console: Console) -> None:
+    scenarios = payload["tables"]["scenarios"]
+    if scenarios:
+        methods = list(next(iter(scenarios.values())))
+        rows = [[m, *[_mean(scenarios[s][m]["rouge1"]) for s in scenarios]] for m in methods]
+        console.print(simple_table("ROUGE-1 by scenario", ["method", *scenarios], rows))
+    if general := payload["tables"]["generalization"]:
+        console.print(simple_table("Generalization (every task)", ["method", "ROUGE-1"],
+                                   [[m, _mean(r["rouge1"])] for m, r in general.items()]))
+    if payload["failed_cells"]:
+        console.print(f"[red]{len(payload['failed_cells'])} cell(s) failed[/red]: {', '.join(payload['failed_cells'])}; "
+                      "rerun the same command to retry them.", highlight=False)
+    console.print(f"{payload['cells']} cells in {payload['seconds']:.0f}s ({payload['cached_cells']} cached)\n"
+                  f"Markdown: {payload['markdown']}\nJSON: {payload['json']}\nplots: {', '.join(payload['plots'])}",
+                  highlight=False)
+
+
+def _mean(stat: dict[str, Any]) -> str:
+    return "-" if stat["mean"] is None else f"{stat['mean']:.4f}" + (f" ± {stat['std']:.4f}" if stat["n"] > 1 else "")
+
+
+@o.with_options(o.EMBED_OPTIONS, {"source": o.SourceOpt, "tasks": o.TasksOpt, "clients": o.ClientsOpt,
+                                  "train_per_client": o.TrainPerClientOpt, "test_per_client": o.TestPerClientOpt},
+                {"json_out": o.JsonOpt, "debug": o.DebugOpt})
+def bench(
+    run_dir: o.RunDirOpt = Path("artifacts/bench"),
+    preset: o.PresetOpt = "cpu",
+    methods: MethodsOpt = None,
+    scenarios: ScenariosOpt = "single,dual,all",
+    seeds: SeedsOpt = "0",
+    generalization: GeneralizationOpt = True,
+    ablation_clients: AblationClientsOpt = "4,8,16",
+    fixed_k_scenario: FixedKOpt = "all",
+    curve_scenario: CurveScenarioOpt = "dual",
+    curve_methods: CurveMethodsOpt = "fedrouter,fedit",
+    rounds: o.RoundsOpt = None,
+    local_steps: o.LocalStepsOpt = None,
+    results_dir: ResultsDirOpt = None,
+    *,
+    shared: dict[str, Any],
+) -> None:
+    """Run the paper's experiments: every method x scenario x seed, generalization, ablations.
+
+    Each cell is an ordinary run dir under <run-dir>/cells/, so finished cells are cache hits and
+    an interrupted bench continues where it stopped: just run the same command again. A failing
+    cell is reported and skipped. All methods get the same settings (the preset's).
+    """
+    overrides = o.upstream_overrides(shared)
+    overrides["train"] = o.train_overrides(rounds=rounds, local_steps=local_steps)
+
+    def action(cfg, run, progress):
+        import time
+
+        from fedrouter_cli.stages.bench import METHODS, BenchPlan, run_bench
+        from fedrouter_cli.stages.bench_results import write_results
+
+        plan = BenchPlan(
+            methods=tuple(o.split_tasks(methods) or METHODS), scenarios=tuple(o.split_tasks(scenarios) or ()),
+            seeds=_ints("--seeds", seeds), generalization=generalization,
+            ablation_clients=_ints("--ablation-clients", ablation_clients),
+            fixed_k_scenario=_optional(fixed_k_scenario), curve_scenario=_optional(curve_scenario),
+            curve_methods=tuple(o.split_tasks(curve_methods) or ()))
+        started = time.perf_counter()
+        cached = 0
+
+        def on_cell(index, total, cell, record):
+            nonlocal cached
+            cached += bool(record.get("cached"))
+            state = f"[red]failed[/red]: {record['error']}" if "error" in record else (
+                "cached" if record["cached"] else f"{record['bench_seconds']:.0f}s")
+            stderr.print(f"[{index}/{total}] {cell.name}: {state}", highlight=False, soft_wrap=True)
+
+        records = run_bench(cfg, run.root, plan, progress, on_cell)
+        written = write_results(results_dir or run.root / "results", records, plan.__dict__)
+        return {**written, "cells": len(records), "cached_cells": cached,
+                "seconds": round(time.perf_counter() - started, 1)}
+
+    execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset, overrides=overrides,
+            action=action, render=render_bench)

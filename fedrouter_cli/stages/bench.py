@@ -1,0 +1,171 @@
+"""Stage `bench`: the paper's experiment matrix as cells, each a run dir of the ordinary stages.
+
+Every cell is one method on one data setting (scenario, seed, number of clients, K rule) in its
+own run dir under `<bench dir>/cells/`, so a finished cell is a cache hit of the stages it ran and
+an interrupted one resumes from its last round. The tables and plots are rebuilt from the cells'
+outputs by `bench_results`.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fedrouter_cli.data.sources import resolve_tasks
+from fedrouter_cli.config import SCENARIOS, Config, build_config, save_config
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.rundir import RunDir
+from fedrouter_cli.stages.common import Progress, no_progress
+
+METHODS = ("fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa", "fedrouter", "fedrouter-star")
+BASE = "base"
+GROUPS = ("main", "clients", "fixed-k")
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Which parts of the matrix to run. The defaults are the paper's experiments for one seed."""
+
+    methods: tuple[str, ...] = METHODS
+    scenarios: tuple[str, ...] = SCENARIOS
+    seeds: tuple[int, ...] = (0,)
+    generalization: bool = True          # methods trained on `single`, tested on every task
+    ablation_clients: tuple[int, ...] = (4, 8, 16)  # FedRouter, single scenario; () = skip
+    fixed_k_scenario: str | None = "all"  # FedRouter with K = number of tasks vs silhouette; None = skip
+    curve_scenario: str | None = "dual"   # evaluate every round of `curve_methods` here; None = skip
+    curve_methods: tuple[str, ...] = ("fedrouter", "fedit")
+
+    def __post_init__(self) -> None:
+        for method in self.methods + self.curve_methods:
+            if method not in METHODS:
+                raise FedrouterError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
+        for scenario in (*self.scenarios, self.fixed_k_scenario, self.curve_scenario):
+            if scenario is not None and scenario not in SCENARIOS:
+                raise FedrouterError(f"Unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}.")
+        if not self.methods or not self.scenarios or not self.seeds:
+            raise FedrouterError("The bench needs at least one method, scenario and seed.")
+        if any(s < 0 for s in self.seeds) or any(n < 1 for n in self.ablation_clients):
+            raise FedrouterError("--seeds must be 0 or more and --ablation-clients positive.")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One trained (or base-model) method on one data setting, with the evaluations it needs."""
+
+    group: str
+    scenario: str
+    method: str
+    seed: int
+    clients: int
+    fixed_k: int | None = None  # global K; each client's local K is its number of tasks
+    evaluations: tuple[tuple[str, str, int], ...] = field(default=())  # (mode, test_tasks, round; 0 = last)
+
+    @property
+    def name(self) -> str:
+        setting = {"main": "", "clients": f"-c{self.clients}", "fixed-k": f"-k{self.fixed_k}"}[self.group]
+        return f"{self.scenario}{setting}-s{self.seed}/{self.method}"
+
+
+def _eval_mode(method: str, generalization: bool) -> str:
+    """FedRouter routes with the client's own clusters for personalization, with all global
+    clusters for generalization; the baselines have one router mode."""
+    return "global" if generalization and method.startswith("fedrouter") else "local"
+
+
+def plan_cells(plan: BenchPlan, config: Config) -> list[Cell]:
+    """The cells of `plan` in the order they run: main matrix first, then ablations."""
+    clients, rounds = config.data.clients, config.train.rounds
+    cells: list[Cell] = []
+    for seed in plan.seeds:
+        for scenario in plan.scenarios:
+            for method in (BASE, *plan.methods):
+                evals = [("local", "scenario", 0)]
+                if plan.generalization and scenario == "single":
+                    evals.append((_eval_mode(method, True), "all", 0))
+                if scenario == plan.curve_scenario and method in plan.curve_methods:
+                    evals += [("local", "scenario", r) for r in range(1, rounds)]
+                cells.append(Cell("main", scenario, method, seed, clients, evaluations=tuple(evals)))
+        for n in plan.ablation_clients:
+            if n != clients or "single" not in plan.scenarios:
+                cells.append(Cell("clients", "single", "fedrouter", seed, n, evaluations=(("local", "scenario", 0),)))
+        if plan.fixed_k_scenario:
+            tasks = len(resolve_tasks(config.data.source, config.data.tasks))
+            cells.append(Cell("fixed-k", plan.fixed_k_scenario, "fedrouter", seed, clients, fixed_k=tasks,
+                              evaluations=(("local", "scenario", 0),)))
+    return cells
+
+
+def cell_config(config: Config, cell: Cell) -> Config:
+    alg, variant = ("fedrouter", "star") if cell.method == "fedrouter-star" else (cell.method, "standard")
+    layer: dict[str, dict[str, Any]] = {
+        "data": {"scenario": cell.scenario, "seed": cell.seed, "clients": cell.clients, "test_tasks": "scenario"},
+        "cluster": {"seed": cell.seed},
+        "train": {"seed": cell.seed, "variant": variant, **({} if cell.method == BASE else {"alg": alg})},
+    }
+    if cell.fixed_k is not None:
+        per_client = {"single": 1, "dual": min(2, cell.fixed_k), "all": cell.fixed_k}[cell.scenario]
+        layer["cluster"]["n_clusters"] = per_client
+        layer["train"]["global_clusters"] = cell.fixed_k
+    return build_config(config, layer)
+
+
+def run_cell(config: Config, root: Path, cell: Cell, progress: Progress = no_progress) -> dict[str, Any]:
+    """Run (or reuse) one cell's stages; returns what the results tables need."""
+    from fedrouter_cli.pipeline import prepare
+    from fedrouter_cli.stages.evaluate import BASE_ALG, run_evaluate
+    from fedrouter_cli.stages.select_k import run_select_k
+    from fedrouter_cli.stages.simulate import run_simulate
+
+    cfg = cell_config(config, cell)
+    run = RunDir(root / "cells" / cell.name)
+    run.root.mkdir(parents=True, exist_ok=True)
+    save_config(run.config_path, cfg)
+    results = prepare(cfg, run, "cluster-local", progress=progress)
+    record: dict[str, Any] = {"cell": cell.name, "group": cell.group, "scenario": cell.scenario,
+                              "method": cell.method, "seed": cell.seed, "clients": cell.clients,
+                              "fixed_k": cell.fixed_k, "run_dir": str(run.root), "evaluations": []}
+    if cell.method.startswith("fedrouter"):
+        selected = {level: run_select_k(cfg, run, level) for level in ("local", "global")}
+        results += selected.values()
+        record["select_k"] = {level: result.summary for level, result in selected.items()}
+    alg = BASE_ALG if cell.method == BASE else cfg.train.alg
+    if alg != BASE_ALG:
+        results.append(run_simulate(cfg, run, progress=progress))
+        record["simulate"] = results[-1].to_json()
+    for mode, test_tasks, round_number in cell.evaluations:
+        eval_cfg = replace(cfg, data=replace(cfg.data, test_tasks=test_tasks),
+                           eval=replace(cfg.eval, mode=mode, round=round_number))
+        results.append(run_evaluate(eval_cfg, run, alg, progress=progress))
+        record["evaluations"].append(results[-1].summary)
+    record["cached"] = all(result.cache_hit for result in results)
+    return record
+
+
+def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = no_progress,
+              on_cell: Callable[[int, int, Cell, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run every cell in order. A cell that fails is recorded and the bench goes on; bad settings
+    fail before any work starts."""
+    cells = plan_cells(plan, config)
+    for cell in cells:
+        cell_config(config, cell)  # validate every cell's settings up front
+    records = []
+    for index, cell in enumerate(cells, start=1):
+        started = time.perf_counter()
+        try:
+            record = run_cell(config, root, cell, progress)
+        except FedrouterError:
+            raise
+        except Exception as exc:  # one broken cell must not cost the hours spent on the others
+            record = {"cell": cell.name, "group": cell.group, "scenario": cell.scenario, "method": cell.method,
+                      "seed": cell.seed, "clients": cell.clients, "fixed_k": cell.fixed_k,
+                      "error": f"{exc.__class__.__name__}: {exc}",
+                      "traceback": traceback.format_exc(limit=8)}
+        record["bench_seconds"] = round(time.perf_counter() - started, 3)
+        records.append(record)
+        if on_cell:
+            on_cell(index, len(cells), cell, record)
+    return records
