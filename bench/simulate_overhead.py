@@ -33,6 +33,19 @@ def tree_rss(root: psutil.Process) -> int:
     return total
 
 
+def rss_per_round(rounds_dir: Path, timeline: list[tuple[float, int]]) -> dict[str, float]:
+    """Peak tree RSS between consecutive round ends (a round ends when its state.json is written),
+    to show that memory stays flat over rounds."""
+    ends = sorted((int(p.parent.name[1:]), p.stat().st_mtime) for p in rounds_dir.glob("r*/state.json"))
+    peaks, start = {}, 0.0
+    for number, end in ends:
+        window = [rss for t, rss in timeline if start < t <= end]
+        if window:
+            peaks[str(number)] = round(max(window) / 2**30, 2)
+        start = end
+    return peaks
+
+
 def main() -> None:
     extra = sys.argv[1:]  # e.g. --source ../shared/data/flan --tasks ...
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,11 +55,13 @@ def main() -> None:
         command = [sys.executable, "-m", "fedrouter_cli", "simulate", "--run-dir", str(run_dir), "--preset", "cpu", "--json"]
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        peak, watcher = [0], psutil.Process(process.pid)
+        peak, watcher, timeline = [0], psutil.Process(process.pid), []
 
         def sample() -> None:
             while process.poll() is None:
-                peak[0] = max(peak[0], tree_rss(watcher))
+                rss = tree_rss(watcher)
+                peak[0] = max(peak[0], rss)
+                timeline.append((time.time(), rss))
                 time.sleep(0.5)
 
         thread = threading.Thread(target=sample, daemon=True)
@@ -60,6 +75,7 @@ def main() -> None:
         per_round = {}
         for m in metrics:
             per_round[m["round"]] = per_round.get(m["round"], 0.0) + m["train_seconds"]
+        peak_per_round = rss_per_round(Path(out["metrics_path"]).parent / "rounds", timeline)
     write_result("simulate_overhead", {
         "command": " ".join(["fedrouter simulate --preset cpu", *extra]),
         "wall_seconds_cli": round(wall, 1), "stage_seconds": out["seconds"],
@@ -67,7 +83,8 @@ def main() -> None:
         "ratio_cli_wall_to_training": round(wall / training, 3),
         "ratio_stage_to_training": round(out["seconds"] / training, 3),
         "training_seconds_per_round": {str(k): round(v, 1) for k, v in sorted(per_round.items())},
-        "peak_rss_gib": round(peak[0] / 2**30, 2), "rounds": out["rounds_completed"], "jobs": len(metrics),
+        "peak_rss_gib": round(peak[0] / 2**30, 2),
+        "peak_rss_gib_per_round": peak_per_round, "rounds": out["rounds_completed"], "jobs": len(metrics),
     })
 
 

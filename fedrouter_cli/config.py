@@ -7,6 +7,7 @@ values, which override the defaults here. So `fedrouter evaluate` after
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -31,6 +32,8 @@ def _fail(message: str) -> None:
 
 def _check_positive(section: str, **values: float) -> None:
     for name, value in values.items():
+        if not math.isfinite(value):
+            _fail(f"{section}.{name} must be a finite number, got {value}.")
         if value <= 0:
             _fail(f"{section}.{name} must be positive, got {value}; pass a value above 0.")
 
@@ -72,6 +75,8 @@ class DataConfig:
                         test_per_client=self.test_per_client)
         if self.clients > 1000:
             _fail(f"--clients {self.clients} is more than this tool supports (1000); pass fewer clients.")
+        if max(self.train_per_client, self.test_per_client) > 100_000:
+            _fail("--train-per-client and --test-per-client take at most 100000 samples per client; pass fewer.")
         if self.seed < 0:
             _fail(f"--seed must be 0 or more, got {self.seed}.")
 
@@ -158,6 +163,33 @@ class EvalConfig:
             _fail(f"--max-new-tokens {self.max_new_tokens} is too large; pass at most 4096.")
 
 
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy on what leaves a client; off (0) by default.
+
+    dp_epsilon: each adapter update a client sends is clipped to L2 norm dp_clip and gets
+    Gaussian noise for (dp_epsilon, dp_delta)-DP per release (local DP, Flower's DP primitives).
+    centroid_epsilon: each client's local centroids get Gaussian noise for
+    (centroid_epsilon, dp_delta)-DP of the one centroid release (embeddings have unit norm).
+    """
+
+    dp_epsilon: float = 0.0
+    dp_clip: float = 1.0
+    dp_delta: float = 1e-5
+    centroid_epsilon: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dp_epsilon < 0 or self.centroid_epsilon < 0:
+            _fail("--dp-epsilon and --centroid-epsilon must be 0 (off) or positive.")
+        _check_positive("privacy", dp_clip=self.dp_clip)
+        if not 0 < self.dp_delta < 1:
+            _fail(f"--dp-delta must be between 0 and 1, got {self.dp_delta}.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.dp_epsilon > 0 or self.centroid_epsilon > 0
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -165,6 +197,7 @@ SECTIONS: dict[str, type] = {
     "cluster": ClusterConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "privacy": PrivacyConfig,
 }
 
 
@@ -176,6 +209,7 @@ class Config:
     cluster: ClusterConfig = ClusterConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: asdict(getattr(self, name)) for name in SECTIONS}
@@ -208,13 +242,35 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _coerce(section: type, values: dict[str, Any]) -> dict[str, Any]:
-    known = {f.name for f in fields(section)}
-    unknown = set(values) - known
+def _coerce(section: type, values: dict[str, Any], name_in_toml: str) -> dict[str, Any]:
+    defaults = {f.name: f.default for f in fields(section)}
+    unknown = set(values) - set(defaults)
     if unknown:
         _fail(f"Unknown setting(s) {', '.join(sorted(unknown))} in config section of {section.__name__}; "
               "remove them from config.toml.")
+    for name, value in values.items():
+        if name not in ("n_clusters", "global_clusters"):  # 'auto' or a number: parse_k checks them
+            _check_type(name_in_toml, name, value, defaults[name])
     return values
+
+
+def _check_type(section: str, name: str, value: Any, default: Any) -> None:
+    """Values from config.toml must have their setting's type (TOML keeps 2.5 and "8" as written)."""
+    expected = type(default)
+    if expected is bool:
+        ok = isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif expected is tuple:
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        kind = {bool: "true or false", int: "an integer", float: "a number", tuple: "a list of strings",
+                str: "a string"}.get(expected, expected.__name__)
+        _fail(f"Bad value in [{section}]: {name} must be {kind}, got {value!r}; fix config.toml or the option.")
 
 
 def build_config(base: Config, *layers: dict[str, dict[str, Any]]) -> Config:
@@ -229,7 +285,7 @@ def build_config(base: Config, *layers: dict[str, dict[str, Any]]) -> Config:
                 continue
             current = getattr(config, section)
             try:
-                updated = replace(current, **_coerce(SECTIONS[section], values))
+                updated = replace(current, **_coerce(SECTIONS[section], values, section))
             except TypeError as exc:
                 raise FedrouterError(f"Bad value in [{section}]: {exc}; fix config.toml or the option.") from None
             config = replace(config, **{section: updated})

@@ -94,12 +94,25 @@ def read_table(path: Path) -> pa.Table:
     if not path.exists():
         raise MissingInputError(f"{path} does not exist; run the stage that writes it first.")
     try:
-        return pq.read_table(path)
+        table = pq.read_table(path)
+        table.validate(full=True)  # Parquet does not check that text is UTF-8; catch it here, not mid-stage
+        return table
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptArtifactError(
-            f"{path} is not a readable Parquet file ({str(exc).splitlines()[0][:80]}); "
-            "rerun its stage with --force."
+            f"{path} is not a readable Parquet file ({_reason(exc)}); rerun its stage with --force."
         ) from None
+
+
+def _reason(exc: Exception) -> str:
+    """Arrow's first sentence, without the path it repeats ("Could not open ... '<path>': ...")."""
+    first = str(exc).splitlines()[0].rsplit("': ", 1)[-1]
+    return first.split(". ")[0].rstrip(".")[:100]
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file among `folder`'s existing ancestors that would stop it from being created, if any."""
+    nearest = next((p for p in folder.parents if p.exists()), None)
+    return nearest if nearest is not None and not nearest.is_dir() else None
 
 
 @dataclass(frozen=True)
@@ -109,9 +122,15 @@ class RunDir:
     root: Path
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+        try:
+            object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+        except (RuntimeError, OSError):  # a symlink loop; Python < 3.13 raises RuntimeError
+            raise FedrouterError(f"--run-dir {self.root} is a symlink loop; pass a real folder path.") from None
         if self.root.exists() and not self.root.is_dir():
             raise FedrouterError(f"--run-dir {self.root} is a file, not a folder; pass a folder path.")
+        # A file higher up would only fail at the first write, after the stage did its work.
+        if blocker := file_in_the_way(self.root):
+            raise FedrouterError(f"--run-dir {self.root} lies inside the file {blocker}; pass a folder path.")
 
     # -- config and manifests -------------------------------------------------------------
     @property

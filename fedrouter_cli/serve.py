@@ -14,9 +14,10 @@ from fedrouter_cli.embed import embed_texts
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.model.generate import generate
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
-from fedrouter_cli.rundir import RunDir, atomic_dir, read_json, write_json, write_table
+from fedrouter_cli.rundir import RunDir, atomic_dir, file_in_the_way, read_json, write_json, write_table
 from fedrouter_cli.stages.embed import embed_settings
 from fedrouter_cli.stages.evaluate import pick_round
+from fedrouter_cli.stages.simulate import simulate_fingerprint
 
 
 @dataclass
@@ -29,7 +30,12 @@ class Answer:
 def _global_router(run: RunDir, config: Config) -> tuple[int, np.ndarray, Path]:
     if config.train.alg != "fedrouter":
         raise FedrouterError("Routing a prompt needs a FedRouter run; run `fedrouter simulate --alg fedrouter` first.")
-    run.require("simulate", "fedrouter", hint="run `fedrouter simulate` first")
+    simulated = run.require("simulate", "fedrouter", hint="run `fedrouter simulate` first")
+    # the adapters only fit the base model (and data) they were trained with; the run's config
+    # changes when a later command is given another --model, and evaluate refuses that too
+    if simulated["fingerprint"] != simulate_fingerprint(config):
+        raise FedrouterError("The run's fedrouter adapters were trained with other settings (e.g. another --model) "
+                             "than its config.toml now holds; rerun `fedrouter simulate` with the current settings.")
     round_number = pick_round(run, "fedrouter", config.eval.round)
     round_dir = run.round_dir("fedrouter", round_number)
     centroids = np.asarray(read_json(round_dir / "state.json")["extra"]["global_centroids"], dtype=np.float32)
@@ -43,6 +49,10 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
 
     if not prompt.strip():
         raise FedrouterError("The prompt is empty; pass the text to answer.")
+    try:
+        prompt.encode("utf-8")  # bytes that are not UTF-8 reach Python as lone surrogates
+    except UnicodeEncodeError:
+        raise FedrouterError("The prompt is not UTF-8 text; pass it in UTF-8 (check the terminal's locale).") from None
     _, centroids, adapters_dir = _global_router(run, config)
     encoder, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model))
     vector = embed_texts(encoder, tokenizer, [prompt], normalize=embed_settings(config)["normalize"])
@@ -76,20 +86,39 @@ def export_run(config: Config, run: RunDir, out: Path) -> dict:
     from fedrouter_cli.data.prompts import PROMPT_TEMPLATE
     from fedrouter_cli.federation.strategies.fedrouter import adapter_name
 
+    out = _export_target(run, out)  # the user's path first: a typo should not wait for the run's checks
     round_number, centroids, adapters_dir = _global_router(run, config)
-    out = Path(out).expanduser().resolve()
+    if not adapters_dir.is_dir():  # so that an OSError below can only be about --out
+        raise FedrouterError(f"{adapters_dir} is missing; rerun `fedrouter simulate --force`.")
+    names = [adapter_name(g) for g in range(len(centroids))]
+    try:
+        with atomic_dir(out) as tmp:
+            shutil.copytree(adapters_dir, tmp / "adapters")
+            flat = pa.array(centroids.ravel(), type=pa.float32())
+            vectors = pa.FixedSizeListArray.from_arrays(flat, centroids.shape[1])
+            write_table(tmp / "router" / "centroids.parquet", pa.table({"adapter": names, "centroid": vectors}))
+            write_json(tmp / "router" / "router.json", {
+                **embed_settings(config), "base_model": config.model.model, "round": round_number,
+                "adapters": names, "distance": "euclidean", "prompt_template": PROMPT_TEMPLATE})
+            (tmp / "README.md").write_text(EXPORT_README)
+    except OSError as exc:  # read-only or special file systems, a file in the way
+        raise FedrouterError(f"Could not write the export to --out {out} ({exc.strerror or exc}); "
+                             "pass a writable folder.") from None
+    return {"out": str(out), "adapters": names, "round": round_number}
+
+
+def _export_target(run: RunDir, out: Path) -> Path:
+    """`out` resolved (symlinks too, so none can lead into the run dir), checked to be a new or empty folder."""
+    try:
+        out = Path(out).expanduser().resolve()
+    except (RuntimeError, OSError):  # a symlink loop
+        raise FedrouterError(f"--out {out} is a symlink loop; pass a real folder path.") from None
     if out == run.root or run.root in out.parents:
         raise FedrouterError(f"--out {out} is inside the run dir; export to a folder outside it.")
+    if out.exists() and not out.is_dir():
+        raise FedrouterError(f"--out {out} is a file, not a folder; pass a new or empty folder.")
+    if blocker := file_in_the_way(out):
+        raise FedrouterError(f"--out {out} lies inside the file {blocker}; pass a new or empty folder.")
     if out.exists() and any(out.iterdir()):
         raise FedrouterError(f"--out {out} exists and is not empty; pass a new or empty folder.")
-    names = [adapter_name(g) for g in range(len(centroids))]
-    with atomic_dir(out) as tmp:
-        shutil.copytree(adapters_dir, tmp / "adapters")
-        flat = pa.array(centroids.ravel(), type=pa.float32())
-        write_table(tmp / "router" / "centroids.parquet",
-                    pa.table({"adapter": names, "centroid": pa.FixedSizeListArray.from_arrays(flat, centroids.shape[1])}))
-        write_json(tmp / "router" / "router.json", {
-            **embed_settings(config), "base_model": config.model.model, "round": round_number,
-            "adapters": names, "distance": "euclidean", "prompt_template": PROMPT_TEMPLATE})
-        (tmp / "README.md").write_text(EXPORT_README)
-    return {"out": str(out), "adapters": names, "round": round_number}
+    return out

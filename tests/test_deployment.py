@@ -1,95 +1,43 @@
-"""The same ClientApp on Flower's deployment engine: a SuperLink and 3 SuperNodes as processes."""
+"""The same ClientApp on Flower's deployment engine: a SuperLink and 3 SuperNodes as processes,
+insecure and with TLS; a SuperNode killed mid-round and restarted; the server killed and restarted."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from federation_harness import CLIENTS, FEDROUTER, Federation, leftovers, make_certificates
 
-from fedrouter_cli.config import load_config, resolve_config, save_config
-from fedrouter_cli.deploy import (
-    Certificates,
-    deploy_env,
-    parse_run_id,
-    parse_status,
-    prepare_node_dir,
-    run_command,
-    status_command,
-    superlink_command,
-    supernode_command,
-    write_app,
-    write_connection,
-)
+from fedrouter_cli.config import build_config, load_config, resolve_config, save_config
 from fedrouter_cli.rundir import RunDir, client_name
-
-CLIENTS = 3
-RUN_TIMEOUT = 170.0
+from fedrouter_cli.stages.cluster_local import read_centroids
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+FAULT_ROUND_TIMEOUT = 60.0
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the SuperLink exited at start-up"
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"nothing listens on port {port} after {timeout}s")
+def test_prepare_node_makes_the_servers_folder_without_the_others_data(deploy_data: Path, tmp_path: Path) -> None:
+    """What one machine makes for its client equals the server stages' files for that client."""
+    from fedrouter_cli.errors import FedrouterError
+    from fedrouter_cli.stages.prepare_node import prepare_node
 
-
-def make_certificates(folder: Path) -> Certificates:
-    """A throw-away CA and a server certificate for 127.0.0.1 / localhost signed by it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedrouter test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    server = (x509.CertificateBuilder()
-              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-              .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(start).not_valid_after(end)
-              .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                          x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                             critical=False)
-              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-              .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-              .sign(ca_key, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
-    certs = Certificates(folder / "ca.crt", folder / "server.pem", folder / "server.key")
-    certs.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    certs.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    certs.server_key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()))
-    return certs
+    run = RunDir(deploy_data)
+    config = build_config(load_config(run.config_path), {"embed": {"text_cache": False}})  # embed afresh
+    summary = prepare_node(config, 1, tmp_path / "m1" / "c01")
+    made = pq.read_table(tmp_path / "m1" / "c01" / "assignments.parquet").to_pylist()
+    server = pq.read_table(run.assignments_file("c01")).to_pylist()
+    assert [(r["id"], r["cluster"]) for r in made] == [(r["id"], r["cluster"]) for r in server]
+    assert np.allclose(read_centroids(tmp_path / "m1" / "c01" / "centroids.parquet")[0],
+                       read_centroids(run.centroids_file("c01"))[0], atol=1e-4)
+    assert summary["rows"] == len(server)
+    for client, folder in ((5, tmp_path / "c05"), (1, tmp_path / "c02")):
+        with pytest.raises(FedrouterError):
+            prepare_node(config, client, folder)
 
 
 @pytest.fixture(scope="module")
@@ -104,99 +52,16 @@ def deploy_data(tmp_path_factory) -> Path:
     return run.root
 
 
-class Federation:
-    """A SuperLink and one SuperNode per client, each in its own process group."""
-
-    def __init__(self, root: Path, run: RunDir, certificates: Certificates | None) -> None:
-        self.root, self.run, self.certificates = root, run, certificates
-        self.home = root / "flwr_home"
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.env = deploy_env({**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1"}, self.home)
-        self.processes: list[subprocess.Popen] = []
-        self.port = free_port()
-
-    def _start(self, name: str, command: list[str]) -> subprocess.Popen:
-        log = open(self.root / f"{name}.log", "w")
-        process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                   start_new_session=True)
-        log.close()
-        self.processes.append(process)
-        return process
-
-    def start(self) -> None:
-        link = self._start("superlink", superlink_command("127.0.0.1", self.port, self.certificates))
-        wait_for_port(self.port, link)
-        host = "localhost" if self.certificates else "127.0.0.1"
-        ca = self.certificates.ca_cert if self.certificates else None
-        for i in range(CLIENTS):
-            client = client_name(i)
-            data_dir = prepare_node_dir(self.run, client, self.root / f"machine{i}" / client)
-            self._start(f"supernode{i}", supernode_command(f"{host}:{self.port}", data_dir, ca,
-                                                           runtime_port=free_port()))
-        write_connection(self.home, "test", f"{host}:{self.port}", ca)
-
-    def flwr(self, command: list[str]) -> str:
-        result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=60, cwd=self.root)
-        assert result.returncode == 0, f"{command} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-        return result.stdout
-
-    def run_app(self) -> str:
-        app = write_app(self.root / "app")
-        run_id = parse_run_id(self.flwr(run_command(app, "test", self.run.root, torch_threads=1,
-                                                    connect_timeout=60.0)))
-        deadline = time.monotonic() + RUN_TIMEOUT
-        status = ""
-        while time.monotonic() < deadline:
-            status = parse_status(self.flwr(status_command("test", run_id)))
-            if status.startswith("finished"):
-                return status
-            for process in self.processes:
-                assert process.poll() is None, f"{process.args[0]} exited early:\n{self.logs()}"
-            time.sleep(2)
-        raise AssertionError(f"run still {status!r} after {RUN_TIMEOUT}s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
-
-    def stop(self) -> None:
-        """SIGTERM each process group, then SIGKILL what is left; idempotent."""
-        for process in reversed(self.processes):  # SuperNodes first, then the SuperLink
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # whatever the group started (SuperExec, ServerApp, ClientApps) goes too
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=15)
-
-
-def leftovers(groups: set[int]) -> list[int]:
-    """Live (non-zombie) processes in the given process groups: SuperLink, SuperNodes and their children."""
-    import psutil
-
-    found = []
-    for process in psutil.process_iter(["pid", "status"]):
-        try:
-            if os.getpgid(process.pid) in groups and process.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(process.pid)
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return found
-
-
 @pytest.fixture
 def federation(deploy_data: Path, tmp_path: Path, request):
     run_dir = tmp_path / "run"
     shutil.copytree(deploy_data, run_dir)
-    certificates = make_certificates(tmp_path / "certs") if request.param == "tls" else None
+    mode = getattr(request, "param", "insecure")
+    if mode == "faults":  # 3 rounds, a short round timeout and longer rounds, so a kill lands mid-round
+        run = RunDir(run_dir)
+        save_config(run.config_path, build_config(load_config(run.config_path), {
+            "train": {"rounds": 3, "round_timeout": FAULT_ROUND_TIMEOUT, "local_steps": 6}}))
+    certificates = make_certificates(tmp_path / "certs") if mode == "tls" else None
     federation = Federation(tmp_path, RunDir(run_dir), certificates)
     try:
         yield federation
@@ -211,6 +76,15 @@ def federation(deploy_data: Path, tmp_path: Path, request):
 @pytest.mark.parametrize("federation", ["insecure", "tls"], indirect=True)
 def test_deployment_engine_runs_fedrouter(federation: Federation) -> None:
     started = time.monotonic()
+    if not federation.certificates:  # insecure variant: each "machine" makes its own folder from the source
+        for i in range(CLIENTS):
+            done = subprocess.run([*FEDROUTER, "deploy", "prepare-node", "--client", str(i), "--node-dir",
+                                   str(federation.node_dir(i)), "--preset", "smoke", "--clients", str(CLIENTS),
+                                   "--json"], capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-2000:]
+            made = read_centroids(federation.node_dir(i) / "centroids.parquet")[0]
+            server = read_centroids(federation.run.centroids_file(client_name(i)))[0]
+            assert made.shape == server.shape and np.allclose(made, server, atol=1e-4)
     federation.start()
     status = federation.run_app()
     assert status == "finished:completed", f"run ended {status}:\n{federation.logs()}"
@@ -238,3 +112,66 @@ def test_deployment_engine_runs_fedrouter(federation: Federation) -> None:
     assert set(scores.summary["per_client"]) == {client_name(i) for i in range(CLIENTS)}
     print(f"deployment federation ({'tls' if federation.certificates else 'insecure'}): run {seconds:.1f}s, "
           f"evaluate {time.monotonic() - started - seconds:.1f}s")
+
+
+def _clientapp_pids(node) -> set[int]:
+    import psutil
+
+    try:
+        return {c.pid for c in psutil.Process(node.pid).children(recursive=True)
+                if "clientapp" in " ".join(c.cmdline())}
+    except psutil.Error:
+        return set()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+@pytest.mark.parametrize("federation", ["faults"], indirect=True)
+def test_supernode_killed_mid_round_then_restarted_takes_part_again(federation: Federation) -> None:
+    victim = 2
+    federation.start()
+    run_id = federation.submit()
+    seen: set[int] = set()
+
+    def training_started() -> bool:  # the node's first ClientApp answers the centroid query, the second trains
+        seen.update(_clientapp_pids(federation.nodes[victim]))
+        return len(seen) >= 2
+
+    federation.wait(run_id, timeout=150, until=training_started)
+    round_one = federation.run.round_dir("fedrouter", 1) / "state.json"
+    assert not round_one.exists(), "the kill came after round 1 ended; the test needs it mid-round"
+    federation.kill(federation.nodes[victim])
+    killed_at = time.time()
+    federation.start_node(victim)  # same machine folder, new process, new Flower node id
+    status = federation.wait(run_id, timeout=360)
+    assert status == "finished:completed", f"run ended {status}:\n{federation.logs()}"
+    assert round_one.stat().st_mtime - killed_at < FAULT_ROUND_TIMEOUT + 20  # round 1 ended within its timeout
+    metrics = pq.read_table(federation.run.simulate_dir("fedrouter") / "metrics.parquet").to_pylist()
+    status_of = {(m["round"], m["client"]): m["status"] for m in metrics}
+    assert status_of[(1, victim)] in ("missing", "failed")
+    assert status_of[(1, 0)] == status_of[(1, 1)] == "ok"  # the others' work in round 1 was kept
+    assert any(status_of.get((r, victim)) == "ok" for r in (2, 3)), metrics  # the restarted node came back
+    summary = federation.run.require("simulate", "fedrouter")["summary"]
+    assert summary["rounds_completed"] == 3 and summary["failed_jobs"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+@pytest.mark.parametrize("federation", ["faults"], indirect=True)
+def test_server_killed_then_restarted_resumes_from_last_round(federation: Federation) -> None:
+    federation.start()
+    run_id = federation.submit()
+    round_one = federation.run.round_dir("fedrouter", 1) / "state.json"
+    federation.wait(run_id, timeout=200, until=round_one.exists)
+    federation.kill(federation.link)  # the SuperLink with the ServerApp it started
+    assert not leftovers({federation.link.pid})
+    written = round_one.stat().st_mtime_ns
+    assert not federation.run.round_dir("fedrouter", 3).exists()
+    federation.start_link()  # same address; the SuperNodes reconnect on their own
+    status = federation.wait(federation.submit(), timeout=360)
+    assert status == "finished:completed", f"run ended {status}:\n{federation.logs()}"
+    assert round_one.stat().st_mtime_ns == written  # round 1 was not redone
+    summary = federation.run.require("simulate", "fedrouter")["summary"]
+    assert summary["rounds_completed"] == 3
+    metrics = pq.read_table(federation.run.simulate_dir("fedrouter") / "metrics.parquet").to_pylist()
+    assert {m["round"] for m in metrics} == {1, 2, 3}

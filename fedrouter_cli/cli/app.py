@@ -6,6 +6,8 @@ import typer
 
 from fedrouter_cli.cli.bench import bench
 from fedrouter_cli.cli.cluster_local import cluster_local
+from fedrouter_cli.cli.common import PlainErrorsGroup
+from fedrouter_cli.cli.deploy import deploy_app
 from fedrouter_cli.cli.embed import embed
 from fedrouter_cli.cli.evaluate import evaluate
 from fedrouter_cli.cli.partition import partition
@@ -22,7 +24,9 @@ app = typer.Typer(
          "stages it needs first. Start with `fedrouter run`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstring paragraphs reflow instead of keeping source line breaks
     add_completion=False,
+    cls=PlainErrorsGroup,
 )
 for name, command in {
     "run": run,
@@ -38,6 +42,7 @@ for name, command in {
     "bench": bench,
 }.items():
     app.command(name)(command)
+app.add_typer(deploy_app, name="deploy")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fedrouter_cli.cli import options as o
 from fedrouter_cli.cli.common import execute, simple_table, stderr
@@ -27,7 +28,7 @@ CurveScenarioOpt = Annotated[str, typer.Option(
     "--curve-scenario", help="Scenario in which every round of --curve-methods is evaluated; 'none' to skip.")]
 CurveMethodsOpt = Annotated[str, typer.Option("--curve-methods", help="Methods with a ROUGE-1-per-round curve.")]
 ResultsDirOpt = Annotated[Optional[Path], typer.Option(
-    "--results-dir", help="Where bench.md, bench.json and the plots go (default: <run-dir>/results).")]
+    "--results-dir", help="Where bench.md, bench.json and the plots go (default: RUN_DIR/results).")]
 
 
 def _ints(option: str, text: str) -> tuple[int, ...]:
@@ -53,7 +54,7 @@ def render_bench(payload: dict[str, Any], console: Console) -> None:
         console.print(simple_table("Generalization (every task)", ["method", "ROUGE-1"],
                                    [[m, _mean(r["rouge1"])] for m, r in general.items()]))
     if payload["failed_cells"]:
-        console.print(f"[red]{len(payload['failed_cells'])} cell(s) failed[/red]: {', '.join(payload['failed_cells'])}; "
+        console.print(f"[red]{len(payload['failed_cells'])} cell(s) failed[/red]: {escape(', '.join(payload['failed_cells']))}; "
                       "rerun the same command to retry them.", highlight=False)
     console.print(f"{payload['cells']} cells in {payload['seconds']:.0f}s ({payload['cached_cells']} cached)\n"
                   f"Markdown: {payload['markdown']}\nJSON: {payload['json']}\nplots: {', '.join(payload['plots'])}",
@@ -86,7 +87,7 @@ def bench(
 ) -> None:
     """Run the paper's experiments: every method x scenario x seed, generalization, ablations.
 
-    Each cell is an ordinary run dir under <run-dir>/cells/, so finished cells are cache hits and
+    Each cell is an ordinary run dir under RUN_DIR/cells/, so finished cells are cache hits and
     an interrupted bench continues where it stopped: just run the same command again. A failing
     cell is reported and skipped. All methods get the same settings (the preset's).
     """
@@ -111,7 +112,7 @@ def bench(
         def on_cell(index, total, cell, record):
             nonlocal cached
             cached += bool(record.get("cached"))
-            state = f"[red]failed[/red]: {record['error']}" if "error" in record else (
+            state = f"[red]failed[/red]: {escape(record['error'])}" if "error" in record else (
                 "cached" if record["cached"] else f"{record['bench_seconds']:.0f}s")
             stderr.print(f"[{index}/{total}] {cell.name}: {state}", highlight=False, soft_wrap=True)
 

@@ -11,10 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape  # messages quote config sections like [data], which Rich would eat as markup
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from fedrouter_cli.config import Config, resolve_config, save_config
 from fedrouter_cli.errors import FedrouterError
@@ -71,7 +74,7 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
     except FedrouterError as exc:
         if debug:
             raise
-        stderr.print(f"[red]Error:[/red] {exc}", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         stderr.print("Interrupted; completed stages and rounds are kept, rerun to continue.")
@@ -79,13 +82,38 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
     except Exception as exc:  # a bug, not bad input: say so plainly
         if debug:
             raise
-        stderr.print(f"[red]Internal error:[/red] {exc.__class__.__name__}: {exc}. "
+        stderr.print(f"[red]Internal error:[/red] {exc.__class__.__name__}: {escape(str(exc))}. "
                      "Rerun with --debug for the traceback and report it.", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if json_out:
         sys.stdout.write(json.dumps(payload, default=str) + "\n")
     else:
         render(payload, out)
+
+
+@contextmanager
+def guarded(debug: bool) -> Iterator[None]:
+    """For commands without a run dir: bad input becomes one sentence and exit 2."""
+    quiet_libraries()
+    try:
+        yield
+    except FedrouterError as exc:
+        if debug:
+            raise
+        stderr.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+class PlainErrorsGroup(TyperGroup):
+    """Prints usage errors (a bad option value, an unknown option) as click's plain `Error: ...`
+    line, like the tool's own errors, instead of Typer's box, which wraps long messages."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            exc.show()
+            raise click.exceptions.Exit(exc.exit_code) from None
 
 
 def stage_line(result: StageResult) -> str:
@@ -95,7 +123,7 @@ def stage_line(result: StageResult) -> str:
 
 def show_warnings(console: Console, warnings: list[str]) -> None:
     for warning in warnings:
-        console.print(f"[yellow]Warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]Warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def simple_table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

@@ -18,7 +18,7 @@ PresetOpt = Annotated[Optional[str], typer.Option(
 
 # partition
 SourceOpt = Annotated[Optional[str], typer.Option(
-    "--source", help="'synthetic' (built-in generator), 'hf' (the paper's data sets, online) or a folder of <task>/{train,test}.jsonl.")]
+    "--source", help="'synthetic' (built-in generator), 'hf' (the paper's data sets, online) or a folder of TASK/{train,test}.jsonl.")]
 TasksOpt = Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks to use (default: all of the source).")]
 ScenarioOpt = Annotated[Optional[str], typer.Option(
     "--scenario", help="single: one task per client group; dual: two tasks per client; all: every task everywhere.")]
@@ -73,6 +73,16 @@ GlobalClustersOpt = Annotated[Optional[str], typer.Option(
     "--global-clusters", "--clusters",
     help="Server-side clusters: FedRouter's global task clusters / FedCluster's client groups; a number or 'auto' (silhouette).")]
 RoundTimeoutOpt = Annotated[Optional[float], typer.Option("--round-timeout", help="Seconds the server waits for replies each round.")]
+
+# privacy (simulate)
+DpEpsilonOpt = Annotated[Optional[float], typer.Option(
+    "--dp-epsilon", help="Local DP on adapter updates: (epsilon, delta) per update a client sends; 0 = off (default).")]
+DpClipOpt = Annotated[Optional[float], typer.Option("--dp-clip", help="L2 norm each adapter update is clipped to under DP (default 1.0).")]
+DpDeltaOpt = Annotated[Optional[float], typer.Option("--dp-delta", help="DP delta for updates and centroids (default 1e-5).")]
+CentroidEpsilonOpt = Annotated[Optional[float], typer.Option(
+    "--centroid-epsilon", help="Gaussian noise on the local centroids clients send, (epsilon, delta)-DP; 0 = off (default).")]
+PRIVACY_OPTIONS: dict[str, Any] = {"dp_epsilon": DpEpsilonOpt, "dp_clip": DpClipOpt, "dp_delta": DpDeltaOpt,
+                                   "centroid_epsilon": CentroidEpsilonOpt}
 
 # evaluate
 ModeOpt = Annotated[Optional[str], typer.Option(
@@ -140,4 +150,5 @@ def upstream_overrides(shared: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "model": {"model": get("model")},
         "embed": {"embedder": get("embedder")},
         "cluster": {"n_clusters": get("n_clusters"), "k_min": get("k_min"), "k_max": get("k_max")},
+        "privacy": {name: get(name) for name in PRIVACY_OPTIONS},
     }

@@ -8,6 +8,7 @@ from rich.console import Console
 
 from fedrouter_cli.cli import options as o
 from fedrouter_cli.cli.common import execute, show_warnings, simple_table
+from fedrouter_cli.errors import FedrouterError
 
 
 def render_simulate(payload: dict[str, Any], console: Console) -> None:
@@ -28,7 +29,7 @@ def render_simulate(payload: dict[str, Any], console: Console) -> None:
     show_warnings(console, payload.get("warnings", []))
 
 
-@o.with_options(o.EMBED_OPTIONS, o.CLUSTER_OPTIONS, o.DATA_OPTIONS, o.COMMON_OPTIONS)
+@o.with_options(o.EMBED_OPTIONS, o.CLUSTER_OPTIONS, o.DATA_OPTIONS, o.PRIVACY_OPTIONS, o.COMMON_OPTIONS)
 def simulate(
     run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
     alg: o.AlgOpt = None,
@@ -59,9 +60,13 @@ def simulate(
     force = shared["force"]
 
     def action(cfg, run, progress):
+        from fedrouter_cli.federation.strategies import STRATEGIES
         from fedrouter_cli.pipeline import prepare
-        from fedrouter_cli.stages.simulate import run_simulate
+        from fedrouter_cli.stages.simulate import check_privacy, run_simulate
 
+        if cfg.train.alg not in STRATEGIES:  # before the data stages, so a typo changes nothing
+            raise FedrouterError(f"Unknown algorithm {cfg.train.alg!r} for --alg; choose one of {', '.join(STRATEGIES)}.")
+        check_privacy(cfg)
         if cfg.model.load_in_4bit:
             from fedrouter_cli.model.loading import check_4bit
 

@@ -10,6 +10,7 @@ Only arrays and numbers leave the client.
 from __future__ import annotations
 
 import os
+import resource
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from flwr.clientapp import ClientApp
 
 from fedrouter_cli.config import TrainConfig
 from fedrouter_cli.federation.node import NodeData, latest_state, node_folder, save_state
+from fedrouter_cli.federation.privacy import privatize_centroids, privatize_update
 from fedrouter_cli.federation.wire import from_record, select, to_record
 from fedrouter_cli.model.lora import get_adapter, peft_model, set_adapter_weights
 from fedrouter_cli.model.train import train_steps
@@ -46,10 +48,14 @@ def _injected_failure(client: int, round_number: int) -> None:
 @app.query("centroids")
 def centroids(msg: Message, context: Context) -> Message:
     node = _node(context)
-    content = RecordDict({
-        "centroids": to_record({"centroids": node.centroids, "sizes": node.sizes}),
-        "metrics": MetricRecord({"client": node.client}),
-    })
+    cfg = msg.content["config"]
+    epsilon = float(cfg.get("centroid-epsilon", 0.0))
+    if epsilon > 0:
+        sent = {"centroids": privatize_centroids(node.centroids, node.sizes, epsilon, float(cfg["dp-delta"]),
+                                                 seed=int(cfg.get("seed", 0)) + 7 * node.client)}
+    else:
+        sent = {"centroids": node.centroids, "sizes": node.sizes}
+    content = RecordDict({"centroids": to_record(sent), "metrics": MetricRecord({"client": node.client})})
     return Message(content=content, reply_to=msg)
 
 
@@ -81,14 +87,17 @@ def train(msg: Message, context: Context) -> Message:
         for k, v in get_adapter(model).items():  # a part neither sent nor kept yet starts at zeros
             adapter.setdefault(k, np.zeros_like(v))  # (LoRA's initial B), never at a previous job's weights
         set_adapter_weights(model, adapter)
+        seed = int(cfg["seed"]) + 7919 * round_number + 104729 * node.client + i
         outcome = train_steps(model, tokenizer, node.rows(int(cluster)), int(cfg["local-steps"]),
                               int(cfg["batch-size"]), float(cfg["lr"]), int(cfg["max-length"]),
-                              seed=int(cfg["seed"]) + 7919 * round_number + 104729 * node.client + i,
-                              trainable=str(cfg["job-trainable"][i]))
+                              seed=seed, trainable=str(cfg["job-trainable"][i]))
         trained = get_adapter(model)
         if keep != "none":
             save_state(node.folder, alg, name, round_number, select(trained, keep))
         sent = select(trained, str(cfg["job-send"][i])) if cfg["job-send"][i] != "none" else {}
+        if sent and float(cfg.get("dp-epsilon", 0.0)) > 0:
+            sent = privatize_update(sent, adapter, float(cfg["dp-clip"]), float(cfg["dp-epsilon"]),
+                                    float(cfg["dp-delta"]), seed)
         reply[key] = to_record(sent)
         losses.append(outcome.loss)
         first.append(outcome.first_loss)
@@ -98,5 +107,7 @@ def train(msg: Message, context: Context) -> Message:
     reply["metrics"] = MetricRecord({
         "client": node.client, "loss": losses, "first-loss": first, "last-loss": last,
         "samples": samples, "train-seconds": seconds,
+        # the worker's peak resident memory so far: flat over rounds means nothing accumulates
+        "peak-rss-mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })
     return Message(content=reply, reply_to=msg)

@@ -49,6 +49,27 @@ def read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
     return table.column("id").to_pylist(), vectors
 
 
+def embed_unique(config: Config, texts: list[str], progress: Progress = no_progress
+                 ) -> tuple[np.ndarray, int, float, float]:
+    """Vectors of distinct `texts` (through the text cache when on): vectors, texts computed,
+    seconds loading the encoder, seconds embedding."""
+    settings = embed_settings(config)
+    load_seconds = 0.0
+
+    def compute(batch: list[str]) -> np.ndarray:
+        nonlocal load_seconds
+        loading = time.perf_counter()
+        model, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model))
+        load_seconds = time.perf_counter() - loading
+        return embed_texts(model, tokenizer, batch, config.embed.batch_size, config.embed.max_length,
+                           settings["normalize"], progress)
+
+    started = time.perf_counter()
+    cache = EmbeddingCache(json.dumps(settings, sort_keys=True))
+    vectors, computed = cache.embed(texts, compute) if config.embed.text_cache else (compute(texts), len(texts))
+    return vectors, computed, load_seconds, time.perf_counter() - started - load_seconds
+
+
 def run_embed(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress) -> StageResult:
     partition = run.require("partition")
     fp = embed_fingerprint(config)
@@ -59,21 +80,8 @@ def run_embed(config: Config, run: RunDir, force: bool = False, progress: Progre
     tables = {(c, s): read_table(run.partition_file(c, s)) for c in clients for s in EMBED_SPLITS}
     # Clients share test rows and some train rows, so each distinct text is embedded once.
     unique = sorted({t for table in tables.values() for t in table.column("instruction").to_pylist()})
+    vectors, computed, load_seconds, embed_seconds = embed_unique(config, unique, progress)
     settings = embed_settings(config)
-    load_seconds = 0.0
-
-    def compute(texts: list[str]) -> np.ndarray:
-        nonlocal load_seconds
-        loading = time.perf_counter()
-        model, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model))
-        load_seconds = time.perf_counter() - loading
-        return embed_texts(model, tokenizer, texts, config.embed.batch_size, config.embed.max_length,
-                           settings["normalize"], progress)
-
-    embed_started = time.perf_counter()
-    cache = EmbeddingCache(json.dumps(settings, sort_keys=True))
-    vectors, computed = cache.embed(unique, compute) if config.embed.text_cache else (compute(unique), len(unique))
-    embed_seconds = time.perf_counter() - embed_started - load_seconds
     row_of = {text: i for i, text in enumerate(unique)}
     rows = 0
     with staged_outputs(run, "embed") as at:

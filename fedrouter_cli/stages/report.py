@@ -72,6 +72,10 @@ def markdown(table: list[dict[str, Any]]) -> str:
 
 
 def run_report(runs: list[RunDir]) -> dict[str, Any]:
+    # a mistyped second --run-dir would otherwise just drop that seed from the mean
+    missing = [run.root for run in runs if not run.root.is_dir()]
+    if missing:
+        raise FedrouterError(f"--run-dir {missing[0]} does not exist; pass the run dirs `fedrouter evaluate` wrote to.")
     rows = collect(runs)
     if not rows:
         raise FedrouterError("No evaluated methods in the run dir(s); run `fedrouter evaluate` first.")

@@ -24,7 +24,15 @@ from fedrouter_cli.stages.common import Progress, StageResult, manifest, no_prog
 
 
 def simulate_fingerprint(config: Config) -> str:
-    return fingerprint("simulate", cluster_fingerprint(config), asdict(config.train), asdict(config.model))
+    # privacy joins the fingerprint only when on, so runs made before it existed stay cached
+    privacy = (asdict(config.privacy),) if config.privacy.enabled else ()
+    return fingerprint("simulate", cluster_fingerprint(config), asdict(config.train), asdict(config.model), *privacy)
+
+
+def check_privacy(config: Config) -> None:
+    if config.privacy.centroid_epsilon and config.embed.embedder == "base":
+        raise FedrouterError("--centroid-epsilon needs unit-norm embeddings to bound their sensitivity, and "
+                             "--embedder base is not normalized; use --embedder minilm (the default).")
 
 
 def prepare_nodes(run: RunDir, clients: list[str]) -> None:
@@ -68,6 +76,7 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     alg = config.train.alg
     if alg not in STRATEGIES:
         raise FedrouterError(f"Unknown algorithm {alg!r} for --alg; choose one of {', '.join(STRATEGIES)}.")
+    check_privacy(config)
     fp = simulate_fingerprint(config)
     if hit := cache_hit(run, "simulate", fp, force, alg):
         return hit
@@ -139,6 +148,7 @@ def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: 
         "failed_jobs": int(sum(r["status"] != "ok" for r in metrics)),
         "train_seconds": round(float(sum(r["train_seconds"] for r in metrics)), 3),
         "loss_by_round": _loss_by_round(metrics),
+        "client_peak_rss_mb_by_round": _peak_rss_by_round(metrics),
         "adapters_dir": str(state_files[-1].parent / "adapters"),
         "metrics_path": str(out / "metrics.parquet"),
     }
@@ -155,3 +165,13 @@ def _loss_by_round(metrics: list[dict]) -> dict[str, dict[str, float]]:
             sums.setdefault(row["tag"], {}).setdefault(row["round"], []).append(row["loss"])
     return {tag: {str(r): round(float(np.mean(v)), 4) for r, v in sorted(rounds.items())}
             for tag, rounds in sorted(sums.items())}
+
+
+def _peak_rss_by_round(metrics: list[dict]) -> dict[str, float]:
+    """Largest client worker peak RSS reported in each round (flat = memory does not grow)."""
+    peaks: dict[int, float] = {}
+    for row in metrics:
+        value = row.get("client_peak_rss_mb")
+        if value is not None and value == value:  # skip missing and NaN (failed jobs)
+            peaks[row["round"]] = max(peaks.get(row["round"], 0.0), float(value))
+    return {str(r): round(v, 1) for r, v in sorted(peaks.items())}

@@ -55,6 +55,7 @@ class JobResult:
     first_loss: float
     last_loss: float
     seconds: float
+    peak_rss_mb: float = 0.0
 
 
 @dataclass
@@ -82,6 +83,7 @@ class AdapterStrategy(Strategy):
         self.completed = 0
         self._sent_bytes: dict[int, int] = {}
         self._plans: dict[int, list[Job]] = {}
+        self._silent: set[int] = set()  # nodes that never introduced themselves
 
     # -- hooks for subclasses ------------------------------------------------------------
     def initialize(self) -> None:
@@ -123,15 +125,36 @@ class AdapterStrategy(Strategy):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {len(nodes)} of {self.job.num_nodes} nodes connected")
             time.sleep(0.2)
-        query = [Message(content=RecordDict({"config": ConfigRecord({"round": 0})}), dst_node_id=node,
-                         message_type="query.centroids") for node in nodes]
+        self._introduce(grid, nodes, timeout)
+
+    def _introduce(self, grid: Grid, nodes: list[int], timeout: float) -> None:
+        """Ask nodes who they are (their client index) and for their local centroids."""
+        privacy = self.config.privacy
+        config = ConfigRecord({"round": 0, "seed": self.train.seed, "centroid-epsilon": privacy.centroid_epsilon,
+                               "dp-delta": privacy.dp_delta})
+        query = [Message(content=RecordDict({"config": config}), dst_node_id=node, message_type="query.centroids")
+                 for node in nodes]
+        answered = set()
         for reply in grid.send_and_receive(query, timeout=timeout):
+            answered.add(reply.metadata.src_node_id)
             if reply.has_error():
                 log.warning("node %s did not send centroids: %s", reply.metadata.src_node_id, reply.error.reason)
+                self._silent.add(reply.metadata.src_node_id)
                 continue
             client = int(reply.content["metrics"]["client"])
+            for old in [n for n, c in self.node_client.items() if c == client]:
+                del self.node_client[old]  # a restarted SuperNode returns under a new node id
             self.node_client[reply.metadata.src_node_id] = client
-            self.local_centroids[client] = reply.content["centroids"]["centroids"].numpy()
+            self.local_centroids.setdefault(client, reply.content["centroids"]["centroids"].numpy())
+        self._silent |= set(nodes) - answered  # not asked again: a dead node must not cost every round a wait
+
+    def refresh_nodes(self, grid: Grid) -> None:
+        """Before a round: introduce nodes that joined since (a SuperNode restarted after a crash),
+        so its client takes part again; a node that vanished simply misses its replies."""
+        new = sorted(set(grid.get_node_ids()) - set(self.node_client) - self._silent)
+        if new:
+            log.info("%d node(s) joined; asking who they are", len(new))
+            self._introduce(grid, new, timeout=min(120.0, self.train.round_timeout))
 
     def restore_or_initialize(self) -> None:
         last = self.last_completed_round()
@@ -147,6 +170,7 @@ class AdapterStrategy(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         round_number = self.completed + server_round
+        self.refresh_nodes(grid)
         messages = []
         self._plans, self._sent_bytes = {}, {}
         for node, client in sorted(self.node_client.items(), key=lambda item: item[1]):
@@ -174,6 +198,8 @@ class AdapterStrategy(Strategy):
             "job-name": [j.name for j in jobs], "job-cluster": [j.cluster for j in jobs],
             "job-trainable": [j.trainable for j in jobs], "job-send": [j.send for j in jobs],
             "job-keep": [j.keep for j in jobs],
+            "dp-epsilon": self.config.privacy.dp_epsilon, "dp-clip": self.config.privacy.dp_clip,
+            "dp-delta": self.config.privacy.dp_delta,
         })
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -195,7 +221,7 @@ class AdapterStrategy(Strategy):
                 adapter = from_record(reply.content[key]) if key in reply.content else {}
                 result = JobResult(client, job, adapter, int(metrics["samples"][i]), float(metrics["loss"][i]),
                                    float(metrics["first-loss"][i]), float(metrics["last-loss"][i]),
-                                   float(metrics["train-seconds"][i]))
+                                   float(metrics["train-seconds"][i]), float(metrics.get("peak-rss-mb", 0.0)))
                 results.append(result)
                 rows.append(self._row(round_number, client, job, result, "ok", nbytes(adapter),
                                       nbytes(job.adapter)))
@@ -220,6 +246,7 @@ class AdapterStrategy(Strategy):
             "first_loss": result.first_loss if result else float("nan"),
             "last_loss": result.last_loss if result else float("nan"),
             "train_seconds": result.seconds if result else 0.0,
+            "client_peak_rss_mb": result.peak_rss_mb if result else float("nan"),
             "bytes_up": bytes_up, "bytes_down": bytes_down,
         }
 
@@ -249,7 +276,8 @@ class AdapterStrategy(Strategy):
         if metrics_path.exists():
             old = pq.read_table(metrics_path)
             old = old.filter(pa.compute.less(old["round"], round_number))  # a redone round replaces its rows
-            table = pa.concat_tables([old, table]) if table is not None else old
+            # promote: metrics written by an older version may lack newer columns
+            table = pa.concat_tables([old, table], promote_options="default") if table is not None else old
         if table is not None:
             write_table(metrics_path, table)
         with atomic_dir(self.round_dir(round_number)) as tmp:

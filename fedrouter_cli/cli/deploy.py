@@ -1,0 +1,152 @@
+"""`fedrouter deploy ...`: Flower's deployment engine, one SuperLink and a SuperNode per client.
+
+    fedrouter deploy prepare-node --client 3 --node-dir /data/fedrouter/c03 ...   # on client machine 3
+    fedrouter deploy supernode --superlink SERVER:9093 --node-dir /data/fedrouter/c03
+    fedrouter deploy superlink                                                      # on the server
+    fedrouter deploy submit --run-dir /abs/RUN --superlink SERVER:9093 --wait       # from anywhere
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from fedrouter_cli.cli import options as o
+from fedrouter_cli.cli.common import execute, guarded
+from fedrouter_cli.errors import FedrouterError
+
+deploy_app = typer.Typer(help="Run across machines on Flower's deployment engine (SuperLink + one SuperNode per client).",
+                         no_args_is_help=True, add_completion=False, rich_markup_mode="markdown")
+
+ClientOpt = Annotated[int, typer.Option("--client", help="This machine's client number (0-based).")]
+NodeDirOpt = Annotated[Path, typer.Option("--node-dir", help="The SuperNode's data folder; its name ends in the "
+                                                             "client number, e.g. /data/fedrouter/c03.")]
+SuperlinkOpt = Annotated[str, typer.Option("--superlink", help="The SuperLink's HOST:PORT.")]
+CaCertOpt = Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate for TLS; omit for insecure (trusted networks only).")]
+CertOpt = Annotated[Optional[Path], typer.Option("--cert", help="The SuperLink's TLS certificate (with --ca-cert and --key).")]
+KeyOpt = Annotated[Optional[Path], typer.Option("--key", help="The SuperLink's TLS private key.")]
+
+
+def _existing(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None and not Path(path).is_file():
+            raise FedrouterError(f"{path} does not exist or is not a file; pass the right path.")
+
+
+def _exec(command: list[str]) -> None:
+    """Become the Flower process (signals and exit code are then the Flower process's own)."""
+    from fedrouter_cli.deploy import deploy_env
+
+    sys.stdout.flush()
+    os.execvpe(command[0], command, deploy_env())
+
+
+@deploy_app.command("prepare-node")
+@o.with_options(o.EMBED_OPTIONS, o.CLUSTER_OPTIONS, o.DATA_OPTIONS, {"json_out": o.JsonOpt, "debug": o.DebugOpt})
+def prepare_node(client: ClientOpt, node_dir: NodeDirOpt, preset: o.PresetOpt = None, *,
+                 shared: dict[str, Any]) -> None:
+    """Make this client's SuperNode folder on its own machine (its partition share, embeddings of
+    its train rows, local clusters), with the same settings and seed as the server's run."""
+    def action(cfg, run, progress):
+        from fedrouter_cli.stages.prepare_node import prepare_node as make
+
+        return make(cfg, client, node_dir, progress)
+
+    def render(payload: dict[str, Any], console: Console) -> None:
+        console.print(f"{payload['client']}: {payload['rows']} rows, K={payload['k']} (sizes {payload['sizes']}), "
+                      f"purity {payload['purity']} -> {payload['node_dir']}", highlight=False)
+
+    execute(run_dir=node_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset,
+            overrides=o.upstream_overrides(shared), action=action, render=render)
+
+
+@deploy_app.command("node-dir")
+def node_dir_command(run_dir: o.RunDirOpt, client: ClientOpt, node_dir: NodeDirOpt, debug: o.DebugOpt = False) -> None:
+    """Copy one client's node files from a server run dir (when the server prepared all clients)."""
+    from fedrouter_cli.deploy import prepare_node_dir
+    from fedrouter_cli.rundir import RunDir, client_name
+
+    with guarded(debug):
+        print(prepare_node_dir(RunDir(run_dir), client_name(client), node_dir))
+
+
+@deploy_app.command("superlink")
+def superlink(host: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+              port: Annotated[int, typer.Option(help="Port for SuperNodes, `flwr` and the ServerApp.")] = 9093,
+              ca_cert: CaCertOpt = None, cert: CertOpt = None, key: KeyOpt = None,
+              database: Annotated[Optional[Path], typer.Option(help="SQLite file for the SuperLink's state.")] = None,
+              debug: o.DebugOpt = False) -> None:
+    """Start the SuperLink (runs the FedRouter ServerApp of each submitted run)."""
+    from fedrouter_cli.deploy import Certificates, superlink_command
+
+    with guarded(debug):
+        given = [p for p in (ca_cert, cert, key) if p is not None]
+        if given and len(given) != 3:
+            raise FedrouterError("TLS needs all three of --ca-cert, --cert and --key (or none of them for insecure).")
+        _existing(*given)
+        certificates = Certificates(ca_cert, cert, key) if given else None
+        _exec(superlink_command(host, port, certificates, database))
+
+
+@deploy_app.command("supernode")
+def supernode(superlink_address: SuperlinkOpt, node_dir: NodeDirOpt, ca_cert: CaCertOpt = None,
+              runtime_port: Annotated[int, typer.Option(help="Local port for the ClientApp; unique per machine.")] = 9094,
+              debug: o.DebugOpt = False) -> None:
+    """Start this client's SuperNode, reading only its own --node-dir."""
+    from fedrouter_cli.deploy import supernode_command
+    from fedrouter_cli.federation.node import NODE_FILES
+
+    with guarded(debug):
+        missing = [f for f in NODE_FILES if not (node_dir / f).is_file()]
+        if missing:
+            raise FedrouterError(f"{node_dir} lacks {', '.join(missing)}; run `fedrouter deploy prepare-node` first.")
+        _existing(ca_cert)
+        _exec(supernode_command(superlink_address, node_dir, ca_cert, runtime_port))
+
+
+@deploy_app.command("submit")
+def submit(run_dir: o.RunDirOpt, superlink_address: SuperlinkOpt, ca_cert: CaCertOpt = None,
+           wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the run to finish.")] = False,
+           num_nodes: Annotated[int, typer.Option(help="SuperNodes to wait for (0 = the run's clients).")] = 0,
+           timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 24 * 3600.0,
+           json_out: o.JsonOpt = False, debug: o.DebugOpt = False) -> None:
+    """Submit the run dir's federation to the SuperLink (`flwr run`); the SuperLink machine's
+    --run-dir must hold the config (run `fedrouter cluster-local` there first)."""
+    import subprocess
+
+    from fedrouter_cli.deploy import (deploy_env, parse_run_id, parse_status, run_command, status_command,
+                                      write_app, write_connection)
+
+    with guarded(debug):
+        _existing(ca_cert)
+        if not run_dir.is_absolute():
+            raise FedrouterError(f"--run-dir must be an absolute path on the SuperLink machine, got {run_dir}.")
+        home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
+        write_connection(home, "fedrouter", superlink_address, ca_cert, default=False)
+        env = deploy_env(flwr_home=home)
+
+        def flwr(command: list[str]) -> str:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                raise FedrouterError(f"`{' '.join(command[:3])}` failed: {(done.stdout + done.stderr).strip()[-300:]}")
+            return done.stdout
+
+        with tempfile.TemporaryDirectory() as tmp:
+            run_id = parse_run_id(flwr(run_command(write_app(Path(tmp) / "app"), "fedrouter", run_dir,
+                                                   num_nodes=num_nodes)))
+        status, deadline = "submitted", time.monotonic() + timeout
+        while wait and not status.startswith("finished") and time.monotonic() < deadline:
+            time.sleep(5)
+            status = parse_status(flwr(status_command("fedrouter", run_id)))
+        payload = {"run_id": run_id, "status": status, "run_dir": str(run_dir)}
+        print(json.dumps(payload) if json_out else f"run {run_id}: {status} (`flwr ls fedrouter --run-id {run_id}`)")
+        if wait and status != "finished:completed":
+            raise typer.Exit(1)

@@ -1,0 +1,64 @@
+"""Stage `deploy prepare-node`: one client's SuperNode folder, made on that client's machine.
+
+It runs the same stages as the server would for this one client (partition share, embeddings of
+its train rows, local clustering) with the same settings and seeds, so the folder matches what
+`deploy node-dir` would copy from a server run, without the client's data leaving its machine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from fedrouter_cli.clustering import kmeans, majority, purity
+from fedrouter_cli.config import Config
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.rundir import RunDir, client_name, read_table, write_table
+from fedrouter_cli.stages.cluster_local import centroids_table, choose_k
+from fedrouter_cli.stages.common import Progress, no_progress
+from fedrouter_cli.stages.embed import embed_unique
+from fedrouter_cli.stages.partition import run_partition
+
+
+def check_node_folder(dest: Path, client: int) -> None:
+    """The ClientApp reads its client index from the folder name, so it must end in it."""
+    digits = "".join(ch for ch in dest.name if ch.isdigit())
+    if not digits or int(digits) != client:
+        raise FedrouterError(f"The node folder for {client_name(client)} must be named after it "
+                             f"(e.g. .../{client_name(client)}), got {dest}.")
+
+
+def prepare_node(config: Config, client: int, dest: Path, progress: Progress = no_progress) -> dict[str, Any]:
+    if not 0 <= client < config.data.clients:
+        raise FedrouterError(f"--client {client} does not exist: the federation has {config.data.clients} clients "
+                             f"(0..{config.data.clients - 1}).")
+    dest = Path(dest).expanduser().resolve()
+    check_node_folder(dest, client)
+    started = time.perf_counter()
+    name = client_name(client)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir(Path(tmp))
+        run_partition(config, run)  # text rows only: cheap, and the same draw on every machine
+        train = read_table(run.partition_file(name, "train"))
+    texts = train.column("instruction").to_pylist()
+    unique = sorted(set(texts))
+    vectors, _, _, _ = embed_unique(config, unique, progress)
+    row_of = {text: i for i, text in enumerate(unique)}
+    points = vectors[[row_of[t] for t in texts]]
+    tasks = train.column("task").to_pylist()
+    centroids, labels = kmeans(points, choose_k(points, config, name), config.cluster.seed)
+    sizes = np.bincount(labels, minlength=len(centroids)).tolist()
+    majors = majority(labels, tasks)
+    # file by file (each atomic), so state the node keeps between rounds (dest/state) survives
+    write_table(dest / "train.parquet", train)
+    write_table(dest / "assignments.parquet",
+                pa.table({"id": train.column("id").to_pylist(), "cluster": labels.tolist(), "task": tasks}))
+    write_table(dest / "centroids.parquet",
+                centroids_table(centroids, sizes, [majors.get(k, "") for k in range(len(centroids))]))
+    return {"client": name, "node_dir": str(dest), "rows": len(texts), "k": len(centroids), "sizes": sizes,
+            "purity": round(purity(labels, tasks), 4), "seconds": round(time.perf_counter() - started, 3)}

@@ -1,0 +1,119 @@
+"""`fedrouter bench`: the plan of cells, the tables, and a smoke bench through the real stages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedrouter_cli.config import Config, build_config
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.stages.bench import METHODS, BenchPlan, cell_config, plan_cells
+from fedrouter_cli.stages.bench_results import tables
+
+FLAN_LIKE = build_config(Config(), {"data": {"tasks": ("paraphrase", "triples_to_text", "dialogue_summary", "headline")}})
+
+
+def test_plan_covers_the_paper_matrix() -> None:
+    config = build_config(Config(), {"train": {"rounds": 5}})
+    cells = plan_cells(BenchPlan(seeds=(0, 1)), config)
+    main = [c for c in cells if c.group == "main"]
+    assert len(main) == 2 * 3 * (len(METHODS) + 1)  # seeds x scenarios x (methods + base model)
+    assert {(c.group, c.clients) for c in cells if c.group == "clients"} == {("clients", 4), ("clients", 16)}
+    fixed = [c for c in cells if c.group == "fixed-k"]
+    assert len(fixed) == 2 and all(c.scenario == "all" and c.fixed_k == 4 for c in fixed)  # synthetic has 4 tasks
+    single_router = next(c for c in main if c.scenario == "single" and c.method == "fedrouter")
+    assert ("global", "all", 0) in single_router.evaluations  # generalization routes over global clusters
+    single_local = next(c for c in main if c.scenario == "single" and c.method == "local")
+    assert ("local", "all", 0) in single_local.evaluations
+    dual_fedit = next(c for c in main if c.scenario == "dual" and c.method == "fedit")
+    assert [e[2] for e in dual_fedit.evaluations] == [0, 1, 2, 3, 4]  # last round, then rounds 1..4 for the curve
+    assert len({c.name for c in cells}) == len(cells)  # every cell has its own run dir
+
+
+def test_cell_config_sets_method_and_k_rule() -> None:
+    cells = plan_cells(BenchPlan(scenarios=("dual",), methods=("fedrouter-star", "fedsa"), fixed_k_scenario="dual",
+                                 ablation_clients=()), FLAN_LIKE)
+    star = cell_config(FLAN_LIKE, next(c for c in cells if c.method == "fedrouter-star"))
+    assert (star.train.alg, star.train.variant, star.data.scenario) == ("fedrouter", "star", "dual")
+    fixed = cell_config(FLAN_LIKE, next(c for c in cells if c.group == "fixed-k"))
+    assert (fixed.cluster.n_clusters, fixed.train.global_clusters) == (2, 4)  # dual: 2 tasks per client
+    base = cell_config(FLAN_LIKE, next(c for c in cells if c.method == "base"))
+    assert base.train.alg == Config().train.alg
+
+
+@pytest.mark.parametrize("bad", [{"methods": ("fedavg",)}, {"scenarios": ("triple",)}, {"seeds": ()},
+                                 {"ablation_clients": (0,)}, {"curve_methods": ("nope",)}])
+def test_bad_plans_are_refused(bad: dict) -> None:
+    with pytest.raises(FedrouterError):
+        BenchPlan(**bad)
+
+
+def _record(method: str, scenario: str, seed: int, rouge1: float, group: str = "main", **extra) -> dict:
+    evaluation = {"rouge1": rouge1, "rouge2": rouge1 / 2, "rougeL": rouge1, "routing_accuracy": 1.0,
+                  "test_tasks": "scenario", "round": 5, "seconds": 10.0}
+    return {"cell": f"{scenario}-s{seed}/{method}", "group": group, "scenario": scenario, "method": method,
+            "seed": seed, "clients": 8, "fixed_k": None, "evaluations": [evaluation],
+            "simulate": {"seconds": 100.0, "bytes_up": 1_000_000, "bytes_down": 1_000_000, "global_clusters": 4},
+            **extra}
+
+
+def test_tables_average_over_seeds_and_pair_the_ablations() -> None:
+    records = [_record("fedit", "dual", 0, 0.30), _record("fedit", "dual", 1, 0.40),
+               _record("fedrouter", "all", 0, 0.50),
+               _record("fedrouter", "all", 0, 0.45, group="fixed-k", fixed_k=4),
+               {"cell": "dual-s0/local", "group": "main", "scenario": "dual", "method": "local", "seed": 0,
+                "clients": 8, "fixed_k": None, "error": "RuntimeError: boom"}]
+    result = tables(records)
+    fedit = result["scenarios"]["dual"]["fedit"]
+    assert fedit["rouge1"] == {"mean": 0.35, "std": 0.05, "n": 2}
+    assert fedit["seconds"]["mean"] == 110.0 and fedit["megabytes"]["mean"] == 2.0
+    assert "local" not in result["scenarios"]["dual"]  # a failed cell is listed as failed, not scored
+    assert result["fixed_k"]["K = 4 (number of tasks)"]["rouge1"]["mean"] == 0.45
+    assert result["fixed_k"]["K by silhouette"]["rouge1"]["mean"] == 0.50
+
+
+def test_bench_rejects_bad_options_without_touching_the_dir(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedrouter_cli.cli.app import app
+
+    for args in (["--methods", "fedavg"], ["--seeds", "zero"], ["--scenarios", "quad"]):
+        result = CliRunner().invoke(app, ["bench", "-r", str(tmp_path / "b"), "--preset", "smoke", *args])
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "b" / "cells").exists()
+
+
+def test_smoke_bench_end_to_end_and_resume(tmp_path: Path) -> None:
+    """The smoke preset through every part of the bench: Flower simulations, evaluations on both
+    test sets and per round, both ablations, tables and plots; a second run is all cache hits."""
+    command = [sys.executable, "-m", "fedrouter_cli", "bench", "-r", str(tmp_path / "bench"), "--preset", "smoke",
+               "--methods", "fedrouter,fedit", "--scenarios", "single", "--ablation-clients", "2",
+               "--fixed-k-scenario", "single", "--curve-scenario", "single", "--json"]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    payload = json.loads(first.stdout)
+    assert payload["cells"] == 5 and payload["failed_cells"] == [] and payload["cached_cells"] == 0
+    tables_ = payload["tables"]
+    assert set(tables_["scenarios"]["single"]) == {"base", "fedit", "fedrouter"}
+    assert tables_["generalization"]["fedrouter"]["routing_accuracy"]["mean"] is not None
+    assert tables_["scenarios"]["single"]["fedit"]["megabytes"]["mean"] > 0
+    assert set(tables_["clients"]) == {"2", "4"}
+    assert set(tables_["fixed_k"]) == {"K = 4 (number of tasks)", "K by silhouette"}
+    names = {Path(p).name for p in payload["plots"]}
+    assert {"rouge1_single.png", "generalization.png", "rouge1_per_round.png", "silhouette_local.png",
+            "silhouette_global.png", "embedding_map.png"} <= names
+    assert all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in payload["plots"])
+    markdown = Path(payload["markdown"]).read_text()
+    assert "## Generalization" in markdown and "| fedrouter |" in markdown
+    data = json.loads(Path(payload["json"]).read_text())
+    curve = next(c for c in data["cells"] if c["cell"] == "single-s0/fedrouter")
+    assert sorted(e["round"] for e in curve["evaluations"] if e["test_tasks"] == "scenario") == [1, 2]
+
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["cached_cells"] == 5
