@@ -53,6 +53,7 @@ def main() -> None:
         prepare = [sys.executable, "-m", "fedrouter_cli", "cluster-local", "--run-dir", str(run_dir), "--preset", "cpu", *extra]
         subprocess.run(prepare, check=True, capture_output=True)
         command = [sys.executable, "-m", "fedrouter_cli", "simulate", "--run-dir", str(run_dir), "--preset", "cpu", "--json"]
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         peak, watcher, timeline = [0], psutil.Process(process.pid), []
@@ -83,6 +84,10 @@ def main() -> None:
         "ratio_cli_wall_to_training": round(wall / training, 3),
         "ratio_stage_to_training": round(out["seconds"] / training, 3),
         "training_seconds_per_round": {str(k): round(v, 1) for k, v in sorted(per_round.items())},
+        "load_average_1min": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
+        "global_clusters": out["global_clusters"], "global_purity": out["global_purity"],
+        "loss_by_round": out["loss_by_round"],
+        "client_peak_rss_mb_by_round": out.get("client_peak_rss_mb_by_round"),
         "peak_rss_gib": round(peak[0] / 2**30, 2),
         "peak_rss_gib_per_round": peak_per_round, "rounds": out["rounds_completed"], "jobs": len(metrics),
     })

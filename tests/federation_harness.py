@@ -116,8 +116,10 @@ class Federation:
         if self.certificates:
             c = self.certificates
             tls = ["--ca-cert", str(c.ca_cert), "--cert", str(c.server_cert), "--key", str(c.server_key)]
+        # a database file keeps the SuperNodes' registrations across a SuperLink restart
         self.link = self._start("superlink", [*FEDROUTER, "deploy", "superlink", "--host", "127.0.0.1",
-                                              "--port", str(self.port), *tls])
+                                              "--port", str(self.port), "--database", str(self.root / "link.db"),
+                                              *tls])
         wait_for_port(self.port, self.link)
 
     def node_dir(self, i: int) -> Path:
