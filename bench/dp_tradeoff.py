@@ -31,17 +31,18 @@ def fedrouter(*args: str) -> dict:
     return json.loads(result.stdout)
 
 
-def one_run(prepared: Path, work: Path, name: str, simulate: list[str], evaluate: list[str]) -> dict:
+def one_run(prepared: Path, work: Path, name: str, simulate: list[str], evaluate: list[str],
+            modes: tuple[str, ...]) -> dict:
     run = work / name
     shutil.copytree(prepared, run, ignore=shutil.ignore_patterns("simulate", "evaluate", "nodes"))
     started = time.perf_counter()
     sim = fedrouter("simulate", "-r", str(run), "--preset", "cpu", *simulate)
-    scores = {mode: fedrouter("evaluate", "-r", str(run), "--mode", mode, *evaluate) for mode in ("local", "global")}
-    return {"global_clusters": sim["global_clusters"], "global_purity": sim["global_purity"],
-            "routing_accuracy_local": scores["local"]["routing_accuracy"],
-            "routing_accuracy_global": scores["global"]["routing_accuracy"],
-            "rouge1_local": scores["local"]["rouge1"], "rouge1_global": scores["global"]["rouge1"],
-            "seconds": round(time.perf_counter() - started, 1)}
+    result = {"global_clusters": sim["global_clusters"], "global_purity": sim["global_purity"],
+              "loss_by_round": sim["loss_by_round"]}
+    for mode in modes:
+        scores = fedrouter("evaluate", "-r", str(run), "--mode", mode, *evaluate)
+        result |= {f"routing_accuracy_{mode}": scores["routing_accuracy"], f"rouge1_{mode}": scores["rouge1"]}
+    return result | {"seconds": round(time.perf_counter() - started, 1)}
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
     parser.add_argument("--source", required=True)
     parser.add_argument("--tasks", required=True)
     parser.add_argument("--centroid-epsilons", default="0,0.25,1,4,16")
-    parser.add_argument("--update-epsilons", default="0,10,1000")
+    parser.add_argument("--update-epsilons", default="0,1000,100000")
     parser.add_argument("--dp-clip", default="1.0")
     args = parser.parse_args()
     results: dict = {"centroids": {}, "updates": {}}
@@ -60,11 +61,11 @@ def main() -> None:
         for eps in args.centroid_epsilons.split(","):
             results["centroids"][eps] = one_run(prepared, Path(tmp), f"c{eps}",
                                                 ["--rounds", "1", "--local-steps", "1", "--centroid-epsilon", eps],
-                                                ["--max-new-tokens", "1"])
+                                                ["--max-new-tokens", "1"], ("local", "global"))
             print("centroid epsilon", eps, results["centroids"][eps], flush=True)
         for eps in args.update_epsilons.split(","):
             results["updates"][eps] = one_run(prepared, Path(tmp), f"u{eps}",
-                                              ["--dp-epsilon", eps, "--dp-clip", args.dp_clip], [])
+                                              ["--dp-epsilon", eps, "--dp-clip", args.dp_clip], [], ("local",))
             print("update epsilon", eps, results["updates"][eps], flush=True)
     write_result("dp_tradeoff", {
         "command": f"python bench/dp_tradeoff.py --source {args.source} --tasks {args.tasks}",
