@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fedrouter_cli.clustering import best_k, kmeans, silhouette_curve
+from fedrouter_cli.clustering import best_k, kmeans, majority, silhouette_curve
 from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
 from fedrouter_cli.federation.strategies.base import AdapterStrategy, Job, JobResult
 from fedrouter_cli.model.lora import average
@@ -87,11 +87,13 @@ class FedRouter(AdapterStrategy):
     @staticmethod
     def adapter_tasks(state: dict[str, Any], local_tasks: dict[int, list[str]]) -> dict[str, str]:
         """Each global adapter's majority task over the local clusters routed to it."""
-        votes: dict[str, list[str]] = {}
+        labels: list[int] = []
+        tasks: list[str] = []
         for client, routes in state["extra"]["routes"].items():
-            for local, g in enumerate(routes):
-                votes.setdefault(adapter_name(g), []).append(local_tasks[int(client)][local])
-        return {name: max(set(v), key=v.count) for name, v in votes.items()}
+            for g, task in zip(routes, local_tasks[int(client)], strict=True):
+                labels.append(g)
+                tasks.append(task)
+        return {adapter_name(g): task for g, task in majority(np.asarray(labels), tasks).items()}
 
     def extra_state(self) -> dict[str, Any]:
         return {"routes": {str(c): r for c, r in self.routes.items()},
