@@ -243,6 +243,8 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "bench/unknown-scenario": Case("bench --run-dir {run} --scenarios triple", "Unknown scenario 'triple'",
                                    base="empty"),
     "bench/negative-clients": Case("bench --run-dir {run} --clients -3", "data.clients must be positive", base="empty"),
+    "bench/report-only-before-any-cell": Case("bench --run-dir {run} --preset smoke --report-only",
+                                              "No finished bench cells", base="empty"),
     # deploy (the Flower processes are never started: each case fails before)
     "deploy/prepare-node-no-such-client": Case("deploy prepare-node --client 9 --node-dir {tmp}/c09 --preset smoke",
                                                "--client 9 does not exist", base="empty"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,12 @@ def test_smoke_bench_end_to_end_and_resume(tmp_path: Path) -> None:
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["cached_cells"] == 5
+
+    # a bench still running can be tabulated from its finished cells; a cell not done is left out
+    shutil.rmtree(tmp_path / "bench" / "cells" / "single-s0" / "fedit" / "evaluate")
+    partial = subprocess.run([*command, "--report-only", "--results-dir", str(tmp_path / "partial")],
+                             capture_output=True, text=True)
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    assert json.loads(partial.stdout)["cells"] == 4
+    assert "not finished yet" in partial.stderr
+    assert not (tmp_path / "bench" / "cells" / "single-s0" / "fedit" / "evaluate").exists()  # nothing was run

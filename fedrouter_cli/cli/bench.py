@@ -27,6 +27,8 @@ FixedKOpt = Annotated[str, typer.Option(
 CurveScenarioOpt = Annotated[str, typer.Option(
     "--curve-scenario", help="Scenario in which every round of --curve-methods is evaluated; 'none' to skip.")]
 CurveMethodsOpt = Annotated[str, typer.Option("--curve-methods", help="Methods with a ROUGE-1-per-round curve.")]
+ReportOnlyOpt = Annotated[bool, typer.Option(
+    "--report-only", help="Run nothing: rebuild the tables and plots from the cells finished so far.")]
 ResultsDirOpt = Annotated[Optional[Path], typer.Option(
     "--results-dir", help="Where bench.md, bench.json and the plots go (default: RUN_DIR/results).")]
 
@@ -82,6 +84,7 @@ def bench(
     rounds: o.RoundsOpt = None,
     local_steps: o.LocalStepsOpt = None,
     results_dir: ResultsDirOpt = None,
+    report_only: ReportOnlyOpt = False,
     *,
     shared: dict[str, Any],
 ) -> None:
@@ -112,11 +115,17 @@ def bench(
         def on_cell(index, total, cell, record):
             nonlocal cached
             cached += bool(record.get("cached"))
-            state = f"[red]failed[/red]: {escape(record['error'])}" if "error" in record else (
-                "cached" if record["cached"] else f"{record['bench_seconds']:.0f}s")
+            if record.get("pending"):
+                state = "not finished yet"
+            elif "error" in record:
+                state = f"[red]failed[/red]: {escape(record['error'])}"
+            else:
+                state = "cached" if record["cached"] else f"{record['bench_seconds']:.0f}s"
             stderr.print(f"[{index}/{total}] {cell.name}: {state}", highlight=False, soft_wrap=True)
 
-        records = run_bench(cfg, run.root, plan, progress, on_cell)
+        records = run_bench(cfg, run.root, plan, progress, on_cell, report_only=report_only)
+        if not records:
+            raise FedrouterError(f"No finished bench cells in {run.root}; run `fedrouter bench` without --report-only.")
         written = write_results(results_dir or run.root / "results", records, plan.__dict__)
         return {**written, "cells": len(records), "cached_cells": cached,
                 "seconds": round(time.perf_counter() - started, 1)}

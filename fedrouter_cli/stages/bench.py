@@ -135,7 +135,8 @@ def run_cell(config: Config, root: Path, cell: Cell, progress: Progress = no_pro
     alg = BASE_ALG if cell.method == BASE else cfg.train.alg
     if alg != BASE_ALG:
         results.append(run_simulate(cfg, run, progress=progress))
-        record["simulate"] = results[-1].to_json()
+        # the manifest's seconds are the training run's, also when this call was a cache hit
+        record["simulate"] = {**results[-1].to_json(), "seconds": run.require("simulate", alg)["seconds"]}
     for mode, test_tasks, round_number in cell.evaluations:
         eval_cfg = replace(cfg, data=replace(cfg.data, test_tasks=test_tasks),
                            eval=replace(cfg.eval, mode=mode, round=round_number))
@@ -145,16 +146,52 @@ def run_cell(config: Config, root: Path, cell: Cell, progress: Progress = no_pro
     return record
 
 
+def finished_cell(config: Config, root: Path, cell: Cell) -> dict[str, Any] | None:
+    """The record of a cell whose stages all finished with the cell's settings, without running
+    anything (None otherwise): lets `--report-only` tabulate a bench that is still running."""
+    from fedrouter_cli.stages.evaluate import evaluation_name
+    from fedrouter_cli.stages.simulate import simulate_fingerprint
+
+    cfg = cell_config(config, cell)
+    run = RunDir(root / "cells" / cell.name)
+    alg = "base" if cell.method == BASE else cfg.train.alg
+    record: dict[str, Any] = {"cell": cell.name, "group": cell.group, "scenario": cell.scenario,
+                              "method": cell.method, "seed": cell.seed, "clients": cell.clients,
+                              "fixed_k": cell.fixed_k, "run_dir": str(run.root), "evaluations": [], "cached": True}
+    if alg != "base":
+        simulated = run.manifest("simulate", alg)
+        if simulated is None or simulated["fingerprint"] != simulate_fingerprint(cfg):
+            return None
+        record["simulate"] = {**simulated["summary"], "seconds": simulated["seconds"]}
+    if cell.method.startswith("fedrouter"):
+        selected = {level: run.manifest("select-k", level) for level in ("local", "global")}
+        if all(selected.values()):
+            record["select_k"] = {level: m["summary"] for level, m in selected.items()}
+    for mode, test_tasks, round_number in cell.evaluations:
+        evaluated = run.manifest("evaluate", alg, evaluation_name(mode, test_tasks, round_number))
+        if evaluated is None:
+            return None
+        record["evaluations"].append(evaluated["summary"])
+    return record
+
+
 def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = no_progress,
-              on_cell: Callable[[int, int, Cell, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+              on_cell: Callable[[int, int, Cell, dict[str, Any]], None] | None = None,
+              report_only: bool = False) -> list[dict[str, Any]]:
     """Run every cell in order. A cell that fails is recorded and the bench goes on; bad settings
-    fail before any work starts."""
+    fail before any work starts. `report_only` runs nothing and returns the finished cells."""
     cells = plan_cells(plan, config)
     for cell in cells:
         cell_config(config, cell)  # validate every cell's settings up front
     records = []
     for index, cell in enumerate(cells, start=1):
         started = time.perf_counter()
+        if report_only:
+            if (done := finished_cell(config, root, cell)) is not None:
+                records.append(done | {"bench_seconds": 0.0})
+            if on_cell:
+                on_cell(index, len(cells), cell, done or {"pending": True, "bench_seconds": 0.0})
+            continue
         try:
             record = run_cell(config, root, cell, progress)
         except FedrouterError:
