@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 from _common import write_result  # noqa: E402
 
 
@@ -52,18 +53,22 @@ def main() -> None:
     parser.add_argument("--centroid-epsilons", default="0,0.25,1,4,16")
     parser.add_argument("--update-epsilons", default="0,1000,100000")
     parser.add_argument("--dp-clip", default="1.0")
+    parser.add_argument("--merge", action="store_true", help="add to the epsilons already in results/dp_tradeoff.json")
     args = parser.parse_args()
     results: dict = {"centroids": {}, "updates": {}}
+    previous = HERE / "results" / "dp_tradeoff.json"
+    if args.merge and previous.exists():
+        results = {k: json.loads(previous.read_text())[k] for k in results}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared"
         fedrouter("cluster-local", "-r", str(prepared), "--preset", "cpu", "--source", args.source,
                   "--tasks", args.tasks, "--scenario", "dual")
-        for eps in args.centroid_epsilons.split(","):
+        for eps in filter(None, args.centroid_epsilons.split(",")):
             results["centroids"][eps] = one_run(prepared, Path(tmp), f"c{eps}",
                                                 ["--rounds", "1", "--local-steps", "1", "--centroid-epsilon", eps],
                                                 ["--max-new-tokens", "1"], ("local", "global"))
             print("centroid epsilon", eps, results["centroids"][eps], flush=True)
-        for eps in args.update_epsilons.split(","):
+        for eps in filter(None, args.update_epsilons.split(",")):
             results["updates"][eps] = one_run(prepared, Path(tmp), f"u{eps}",
                                               ["--dp-epsilon", eps, "--dp-clip", args.dp_clip], [], ("local",))
             print("update epsilon", eps, results["updates"][eps], flush=True)
