@@ -64,6 +64,14 @@ class Cell:
     fixed_k: int | None = None  # global K; each client's local K is its number of tasks
     evaluations: tuple[tuple[str, str, int], ...] = field(default=())  # (mode, test_tasks, round; 0 = last)
 
+    def run_dir(self, root: Path) -> RunDir:
+        return RunDir(root / "cells" / self.name)
+
+    def describe(self) -> dict[str, Any]:
+        """The fields every record of this cell starts with (finished, read back, or failed)."""
+        return {"cell": self.name, "group": self.group, "scenario": self.scenario, "method": self.method,
+                "seed": self.seed, "clients": self.clients, "fixed_k": self.fixed_k}
+
     @property
     def name(self) -> str:
         setting = {"main": "", "clients": f"-c{self.clients}", "fixed-k": f"-k{self.fixed_k}"}[self.group]
@@ -121,13 +129,11 @@ def run_cell(config: Config, root: Path, cell: Cell, progress: Progress = no_pro
     from fedrouter_cli.stages.simulate import run_simulate
 
     cfg = cell_config(config, cell)
-    run = RunDir(root / "cells" / cell.name)
+    run = cell.run_dir(root)
     run.root.mkdir(parents=True, exist_ok=True)
     save_config(run.config_path, cfg)
     results = prepare(cfg, run, "cluster-local", progress=progress)
-    record: dict[str, Any] = {"cell": cell.name, "group": cell.group, "scenario": cell.scenario,
-                              "method": cell.method, "seed": cell.seed, "clients": cell.clients,
-                              "fixed_k": cell.fixed_k, "run_dir": str(run.root), "evaluations": []}
+    record: dict[str, Any] = {**cell.describe(), "run_dir": str(run.root), "evaluations": []}
     if cell.method.startswith("fedrouter"):
         selected = {level: run_select_k(cfg, run, level) for level in ("local", "global")}
         results += selected.values()
@@ -149,16 +155,14 @@ def run_cell(config: Config, root: Path, cell: Cell, progress: Progress = no_pro
 def finished_cell(config: Config, root: Path, cell: Cell) -> dict[str, Any] | None:
     """The record of a cell whose stages all finished with the cell's settings, without running
     anything (None otherwise): lets `--report-only` tabulate a bench that is still running."""
-    from fedrouter_cli.stages.evaluate import evaluation_name
+    from fedrouter_cli.stages.evaluate import BASE_ALG, evaluation_name
     from fedrouter_cli.stages.simulate import simulate_fingerprint
 
     cfg = cell_config(config, cell)
-    run = RunDir(root / "cells" / cell.name)
-    alg = "base" if cell.method == BASE else cfg.train.alg
-    record: dict[str, Any] = {"cell": cell.name, "group": cell.group, "scenario": cell.scenario,
-                              "method": cell.method, "seed": cell.seed, "clients": cell.clients,
-                              "fixed_k": cell.fixed_k, "run_dir": str(run.root), "evaluations": [], "cached": True}
-    if alg != "base":
+    run = cell.run_dir(root)
+    alg = BASE_ALG if cell.method == BASE else cfg.train.alg
+    record: dict[str, Any] = {**cell.describe(), "run_dir": str(run.root), "evaluations": [], "cached": True}
+    if alg != BASE_ALG:
         simulated = run.manifest("simulate", alg)
         if simulated is None or simulated["fingerprint"] != simulate_fingerprint(cfg):
             return None
@@ -197,9 +201,7 @@ def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = 
         except FedrouterError:
             raise
         except Exception as exc:  # one broken cell must not cost the hours spent on the others
-            record = {"cell": cell.name, "group": cell.group, "scenario": cell.scenario, "method": cell.method,
-                      "seed": cell.seed, "clients": cell.clients, "fixed_k": cell.fixed_k,
-                      "error": f"{exc.__class__.__name__}: {exc}",
+            record = {**cell.describe(), "error": f"{exc.__class__.__name__}: {exc}",
                       "traceback": traceback.format_exc(limit=8)}
         record["bench_seconds"] = round(time.perf_counter() - started, 3)
         records.append(record)
