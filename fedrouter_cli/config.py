@@ -21,6 +21,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "minilm"
 SCENARIOS = ("single", "dual", "all")
 VARIANTS = ("standard", "star")
+# `simulate --alg` names; federation.strategies.STRATEGIES has one Strategy class for each
+ALGORITHMS = ("fedrouter", "fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa")
 EVAL_MODES = ("local", "global")
 TEST_TASKS = ("scenario", "all")
 GENERATION_STRATEGIES = ("mixed", "grouped", "per-sample")
@@ -143,6 +145,8 @@ class TrainConfig:
             _fail(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
         if self.lr_min > self.lr:
             _fail(f"lr_min ({self.lr_min}) must not exceed --lr ({self.lr}).")
+        if self.alg not in ALGORITHMS:  # checked with the config, so no stage runs on a typo
+            _fail(f"Unknown algorithm {self.alg!r} for --alg; choose one of {', '.join(ALGORITHMS)}.")
 
 
 @dataclass(frozen=True)

@@ -31,16 +31,10 @@ def run_all(config: Config, run: RunDir, progress: Progress = no_progress,
     """The whole pipeline: data stages, silhouette curves, federation, evaluation (+ base model row)."""
     from dataclasses import replace
 
-    from fedrouter_cli.errors import FedrouterError
-    from fedrouter_cli.federation.strategies import STRATEGIES
     from fedrouter_cli.stages.evaluate import BASE_ALG, run_evaluate
     from fedrouter_cli.stages.select_k import run_select_k
     from fedrouter_cli.stages.simulate import run_simulate
 
-    # check before the data stages run, so a typo in --alg leaves the run dir as it was
-    unknown = [alg for alg in algs if alg not in STRATEGIES]
-    if unknown:
-        raise FedrouterError(f"Unknown algorithm {unknown[0]!r} for --alg; choose one of {', '.join(STRATEGIES)}.")
     stages = prepare(config, run, "cluster-local", progress=progress)
     report: dict = {name.replace("-", "_"): r.to_json() for name, r in zip(UPSTREAM, stages)}
     report["select_k"] = {level: run_select_k(config, run, level).to_json() for level in ("local", "global")}

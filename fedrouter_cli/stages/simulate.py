@@ -74,8 +74,6 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
                  cpus: int | None = None) -> StageResult:
     run.require("cluster-local")
     alg = config.train.alg
-    if alg not in STRATEGIES:
-        raise FedrouterError(f"Unknown algorithm {alg!r} for --alg; choose one of {', '.join(STRATEGIES)}.")
     check_privacy(config)
     fp = simulate_fingerprint(config)
     if hit := cache_hit(run, "simulate", fp, force, alg):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fedrouter_cli.config import ALGORITHMS
 from fedrouter_cli.federation.strategies.base import AdapterStrategy
 from fedrouter_cli.federation.strategies.fedcluster import FedCluster
 from fedrouter_cli.federation.strategies.feddpa import FedDPA
@@ -20,3 +21,4 @@ STRATEGIES: dict[str, type[AdapterStrategy]] = {
     "ffa-lora": FFALoRA,
     "feddpa": FedDPA,
 }
+assert tuple(STRATEGIES) == ALGORITHMS, "config.ALGORITHMS and STRATEGIES must name the same algorithms"
