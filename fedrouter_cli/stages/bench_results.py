@@ -11,6 +11,7 @@ import numpy as np
 from fedrouter_cli import plots
 from fedrouter_cli.rundir import RunDir, atomic_path, client_name, read_table, write_json
 from fedrouter_cli.stages.bench import BASE, METHODS
+from fedrouter_cli.stages.report import mean_std
 
 # The paper's ROUGE-1 (Llama-3.2-1B, 25 rounds), for side-by-side reading; None = not reported.
 PAPER_ROUGE1: dict[str, dict[str, float | None]] = {
@@ -31,11 +32,9 @@ def _evaluation(record: dict[str, Any], test_tasks: str = "scenario") -> dict | 
 
 
 def _stat(values: list[float | None]) -> dict[str, float | int | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": round(statistics.fmean(values), 4),
-            "std": round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0, "n": len(values)}
+    mean, std = mean_std(values)
+    return {"mean": None if mean is None else round(mean, 4), "std": None if std is None else round(std, 4),
+            "n": sum(v is not None for v in values)}
 
 
 def _cost(record: dict[str, Any]) -> tuple[float, int]:

@@ -31,7 +31,8 @@ def collect(runs: list[RunDir]) -> list[dict[str, Any]]:
     return found
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and population std of the values present (std 0 for one value; None, None for none)."""
     values = [v for v in values if v is not None]
     if not values:
         return None, None
@@ -48,7 +49,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (alg, mode, test_tasks), members in sorted(groups.items()):
         entry: dict[str, Any] = {"method": alg, "mode": mode, "test_tasks": test_tasks, "seeds": len(members)}
         for metric in (*METRICS, "bytes", "simulate_seconds"):
-            mean, std = _mean_std([m.get(metric) for m in members])
+            mean, std = mean_std([m.get(metric) for m in members])
             entry[metric] = None if mean is None else round(mean, 4)
             entry[f"{metric}_std"] = None if std is None else round(std, 4)
         table.append(entry)
