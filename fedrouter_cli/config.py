@@ -236,7 +236,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         "data": {"clients": 8, "train_per_client": 150, "test_per_client": 25},
         "train": {"rounds": 5, "local_steps": 4, "batch_size": 4, "lr": 2e-3, "max_length": 128},
-        "eval": {"max_new_tokens": 32, "batch_size": 16},
+        # 32 prompts a batch generate ~1.4x faster than 16 here (64 pads too much); same outputs
+        "eval": {"max_new_tokens": 32, "batch_size": 32},
     },
     "smoke": {
         "data": {"clients": 4, "train_per_client": 24, "test_per_client": 4},

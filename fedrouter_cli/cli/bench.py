@@ -93,6 +93,10 @@ def bench(
     Each cell is an ordinary run dir under RUN_DIR/cells/, so finished cells are cache hits and
     an interrupted bench continues where it stopped: just run the same command again. A failing
     cell is reported and skipped. All methods get the same settings (the preset's).
+
+    bench.json in --results-dir is rewritten after every cell and is also the bench's memory: a
+    cell whose record there has the same settings and data fingerprints is carried over, not
+    rerun, even from a fresh RUN_DIR on another machine. Commit it to continue a matrix later.
     """
     overrides = o.upstream_overrides(shared)
     overrides["train"] = o.train_overrides(rounds=rounds, local_steps=local_steps)
@@ -100,7 +104,7 @@ def bench(
     def action(cfg, run, progress):
         import time
 
-        from fedrouter_cli.stages.bench import METHODS, BenchPlan, run_bench
+        from fedrouter_cli.stages.bench import METHODS, BenchPlan, read_ledger, run_bench
         from fedrouter_cli.stages.bench_results import write_results
 
         plan = BenchPlan(
@@ -117,16 +121,21 @@ def bench(
             cached += bool(record.get("cached"))
             if record.get("pending"):
                 state = "not finished yet"
+            elif record.get("carried_over"):
+                state = f"carried over from {out / 'bench.json'}"
             elif "error" in record:
                 state = f"[red]failed[/red]: {escape(record['error'])}"
             else:
                 state = "cached" if record["cached"] else f"{record['bench_seconds']:.0f}s"
             stderr.print(f"[{index}/{total}] {cell.name}: {state}", highlight=False, soft_wrap=True)
 
-        records = run_bench(cfg, run.root, plan, progress, on_cell, report_only=report_only)
+        out = results_dir or run.root / "results"
+        ledger = read_ledger(out / "bench.json")
+        records = run_bench(cfg, run.root, plan, progress, on_cell, report_only=report_only, ledger=ledger,
+                            checkpoint=None if report_only else lambda known: write_results(out, known, plan.__dict__))
         if not records:
             raise FedrouterError(f"No finished bench cells in {run.root}; run `fedrouter bench` without --report-only.")
-        written = write_results(results_dir or run.root / "results", records, plan.__dict__)
+        written = write_results(out, records, plan.__dict__)
         return {**written, "cells": len(records), "cached_cells": cached,
                 "seconds": round(time.perf_counter() - started, 1)}
 

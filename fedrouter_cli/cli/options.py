@@ -72,6 +72,9 @@ MaxLengthOpt = Annotated[Optional[int], typer.Option("--max-length", help="Max t
 GlobalClustersOpt = Annotated[Optional[str], typer.Option(
     "--global-clusters", "--clusters",
     help="Server-side clusters: FedRouter's global task clusters / FedCluster's client groups; a number or 'auto' (silhouette).")]
+WorkersOpt = Annotated[int, typer.Option(
+    "--workers", help="Clients that train at once, one core each (0 = auto: one per core, as memory allows). "
+                      "Results do not depend on it.")]
 RoundTimeoutOpt = Annotated[Optional[float], typer.Option("--round-timeout", help="Seconds the server waits for replies each round.")]
 
 # privacy (simulate)

@@ -44,6 +44,7 @@ def simulate(
     global_clusters: o.GlobalClustersOpt = None,
     round_timeout: o.RoundTimeoutOpt = None,
     load_in_4bit: o.Load4bitOpt = None,
+    workers: o.WorkersOpt = 0,
     *,
     shared: dict[str, Any],
 ) -> None:
@@ -68,7 +69,7 @@ def simulate(
 
             check_4bit()
         results = prepare(cfg, run, "cluster-local", False, progress)
-        result = run_simulate(cfg, run, force, progress)
+        result = run_simulate(cfg, run, force, progress, workers)
         return {**result.to_json(), "warnings": [w for r in results for w in r.warnings]}
 
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=shared["preset"],

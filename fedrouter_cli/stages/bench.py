@@ -152,6 +152,32 @@ def run_cell(config: Config, root: Path, cell: Cell, progress: Progress = no_pro
     return record
 
 
+def cell_fingerprints(config: Config, cell: Cell) -> dict[str, str]:
+    """What a cell's results depend on: its training run and each evaluation (settings and data
+    content, through the stages' fingerprint chain). A record carrying equal fingerprints is the
+    same experiment, wherever and whenever it ran."""
+    from fedrouter_cli.stages.evaluate import BASE_ALG, evaluate_fingerprint, evaluation_name
+    from fedrouter_cli.stages.simulate import simulate_fingerprint
+
+    cfg = cell_config(config, cell)
+    alg = BASE_ALG if cell.method == BASE else cfg.train.alg
+    prints = {} if alg == BASE_ALG else {"simulate": simulate_fingerprint(cfg)}
+    for mode, test_tasks, round_number in cell.evaluations:
+        eval_cfg = replace(cfg, data=replace(cfg.data, test_tasks=test_tasks),
+                           eval=replace(cfg.eval, mode=mode, round=round_number))
+        evaluated_round = 0 if alg == BASE_ALG else round_number or cfg.train.rounds
+        prints[evaluation_name(mode, test_tasks, round_number)] = evaluate_fingerprint(eval_cfg, alg, evaluated_round)
+    return prints
+
+
+def carried_over(config: Config, cell: Cell, ledger: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The ledger's record of `cell` if it finished with exactly this cell's settings and data."""
+    record = ledger.get(cell.name)
+    if record is None or "error" in record or record.get("fingerprints") != cell_fingerprints(config, cell):
+        return None
+    return record | {"cached": True, "carried_over": True}
+
+
 def finished_cell(config: Config, root: Path, cell: Cell) -> dict[str, Any] | None:
     """The record of a cell whose stages all finished with the cell's settings, without running
     anything (None otherwise): lets `--report-only` tabulate a bench that is still running."""
@@ -181,18 +207,37 @@ def finished_cell(config: Config, root: Path, cell: Cell) -> dict[str, Any] | No
 
 def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = no_progress,
               on_cell: Callable[[int, int, Cell, dict[str, Any]], None] | None = None,
-              report_only: bool = False) -> list[dict[str, Any]]:
+              report_only: bool = False, ledger: dict[str, dict[str, Any]] | None = None,
+              checkpoint: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """Run every cell in order. A cell that fails is recorded and the bench goes on; bad settings
-    fail before any work starts. `report_only` runs nothing and returns the finished cells."""
+    fail before any work starts. `report_only` runs nothing and returns the finished cells.
+
+    ledger: records of an earlier bench (its bench.json), by cell name. A cell whose record
+    matches its fingerprints is carried over instead of rerun, so a matrix too long for one
+    machine session continues in the next one from the committed results alone.
+    checkpoint: called after every cell with every record known so far (the ledger's records of
+    cells not reached yet included), so an interrupted bench loses at most the running cell.
+    """
+    from fedrouter_cli.pipeline import prepare
+
     cells = plan_cells(plan, config)
     for cell in cells:
         cell_config(config, cell)  # validate every cell's settings up front
-    records = []
+    ledger = ledger or {}
+    records: list[dict[str, Any]] = []
     for index, cell in enumerate(cells, start=1):
         started = time.perf_counter()
+        if (carried := carried_over(config, cell, ledger)) is not None:
+            if not report_only:  # the data stages are cheap and the plots read them
+                prepare(cell_config(config, cell), cell.run_dir(root), "cluster-local")
+                carried["run_dir"] = str(cell.run_dir(root).root)
+            records.append(carried)
+            if on_cell:
+                on_cell(index, len(cells), cell, carried)
+            continue
         if report_only:
             if (done := finished_cell(config, root, cell)) is not None:
-                records.append(done | {"bench_seconds": 0.0})
+                records.append(done | {"bench_seconds": 0.0, "fingerprints": cell_fingerprints(config, cell)})
             if on_cell:
                 on_cell(index, len(cells), cell, done or {"pending": True, "bench_seconds": 0.0})
             continue
@@ -204,7 +249,27 @@ def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = 
             record = {**cell.describe(), "error": f"{exc.__class__.__name__}: {exc}",
                       "traceback": traceback.format_exc(limit=8)}
         record["bench_seconds"] = round(time.perf_counter() - started, 3)
+        if "error" not in record:
+            record["fingerprints"] = cell_fingerprints(config, cell)
         records.append(record)
         if on_cell:
             on_cell(index, len(cells), cell, record)
+        if checkpoint:
+            reached = {r["cell"] for r in records}
+            checkpoint(records + [r for c in cells[index:] if c.name not in reached
+                                  and (r := carried_over(config, c, ledger)) is not None])
     return records
+
+
+def read_ledger(path: Path) -> dict[str, dict[str, Any]]:
+    """The finished records of an earlier bench's bench.json, by cell name ({} if there is none)."""
+    import json
+
+    if not path.exists():
+        return {}
+    try:
+        cells = json.loads(path.read_text())["cells"]
+        return {r["cell"]: r for r in cells if "fingerprints" in r and "error" not in r}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FedrouterError(f"{path} is not a bench.json written by `fedrouter bench` ({exc.__class__.__name__}); "
+                             "move it away or pass another --results-dir.") from None

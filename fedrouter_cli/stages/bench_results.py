@@ -94,8 +94,18 @@ def _fmt(stat: dict[str, Any], digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f}" + (f" ± {stat['std']:.{digits}f}" if stat["n"] > 1 else "")
 
 
-def markdown(result: dict[str, Any], failures: list[dict[str, Any]]) -> str:
+def machine_time(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seconds each finished cell took when it ran (carried-over cells keep their own), summed."""
+    ran = [r for r in records if "error" not in r]
+    return {"cells": len(ran), "seconds": round(sum(float(r.get("bench_seconds", 0.0)) for r in ran), 1),
+            "carried_over": sum(bool(r.get("carried_over")) for r in ran)}
+
+
+def markdown(result: dict[str, Any], failures: list[dict[str, Any]], machine: dict[str, Any] | None = None) -> str:
     out = ["# fedrouter bench", ""]
+    if machine:
+        out += [f"{machine['cells']} finished cells, {machine['seconds'] / 3600:.2f} h of machine time "
+                "(each cell's own run, summed)", ""]
     scenarios = list(result["scenarios"])
     if scenarios:
         out += ["## ROUGE-1 by scenario (FedRouter routes in local mode); paper values in brackets", "",
@@ -205,9 +215,11 @@ def write_results(out: Path, records: list[dict[str, Any]], plan: dict[str, Any]
             plot(f"silhouette_{level}.png", lambda p, c=curves, lv=level: plots.line_chart(
                 p, c, "K", "silhouette" + (" (mean over clients)" if lv == "local" else ""), f"{lv} silhouette"))
     map_scenario = plan.get("curve_scenario") or next(iter(result["scenarios"]), None)
-    if mapped := next((r for r in ok if r["group"] == "main" and r["scenario"] == map_scenario), None):
+    mapped = next((r for r in ok if r["group"] == "main" and r["scenario"] == map_scenario), None)
+    # a record carried over from another machine may point at a run dir that is not here
+    if mapped and RunDir(Path(mapped["run_dir"])).embedding_file(client_name(0), "test").exists():
         plot("embedding_map.png", lambda p: _embedding_map(p, mapped))
     with atomic_path(out / "bench.md") as tmp:
-        tmp.write_text(markdown(result, failures))
-    write_json(out / "bench.json", {"plan": plan, "tables": result, "cells": records})
+        tmp.write_text(markdown(result, failures, machine_time(records)))
+    write_json(out / "bench.json", {"plan": plan, "tables": result, "machine": machine_time(records), "cells": records})
     return {**written, "tables": result, "failed_cells": [f["cell"] for f in failures]}

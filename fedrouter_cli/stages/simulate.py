@@ -70,8 +70,30 @@ def _quiet_flower() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def parallel_workers(requested: int, clients: int, model_bytes: int, cpus: int | None = None,
+                     available_bytes: int | None = None) -> tuple[int, int]:
+    """How many clients train at once and with how many torch threads each.
+
+    0 = auto: one client per core, as many as memory allows (each worker holds its own copy of the
+    model plus activations, ~4x the weights). Two single-threaded clients train ~1.3x faster on
+    2 cores than one client with 2 threads: small matrices do not keep two threads busy.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    if requested < 0:
+        raise FedrouterError(f"--workers must be 0 (auto) or a positive number, got {requested}.")
+    if requested == 0:
+        if available_bytes is None:
+            import psutil
+
+            available_bytes = psutil.virtual_memory().available
+        fits = max(1, int(0.7 * available_bytes // max(4 * model_bytes, 1)))
+        requested = min(cpus, fits)
+    workers = max(1, min(requested, clients))
+    return workers, max(1, cpus // workers)
+
+
 def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress,
-                 cpus: int | None = None) -> StageResult:
+                 workers: int = 0) -> StageResult:
     run.require("cluster-local")
     alg = config.train.alg
     check_privacy(config)
@@ -88,11 +110,12 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     clients = run_clients(run)
     out = open_output(run, alg, fp, force, clients)
     prepare_nodes(run, clients)
-    peft_model(config.model.model, config.train)  # load (and convert) the base model before workers start
-    cpus = cpus or os.cpu_count() or 1
+    model, _ = peft_model(config.model.model, config.train)  # load (and convert) the model before workers start
+    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    workers, threads = parallel_workers(workers, len(clients), model_bytes)
     job = FederationJob(config=config, out_dir=out, num_nodes=len(clients),
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
-                        progress=progress)
+                        progress=progress, torch_threads=threads)
     errors: list[BaseException] = []
     os.environ["FEDROUTER_NODES_ROOT"] = str(run.stage_dir("nodes"))
     _quiet_flower()
@@ -100,8 +123,9 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
         server_app=build_server_app(job, STRATEGIES[alg], errors),
         client_app=client_app,
         num_supernodes=len(clients),
-        backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
-                        "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": False}},
+        # Ray runs as many clients at once as its CPUs hold client_resources: `workers` of them
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                        "init_args": {"num_cpus": workers, "include_dashboard": False, "log_to_driver": False}},
     )
     if errors:
         raise errors[0]
