@@ -90,17 +90,28 @@ def write_table(path: Path, table: pa.Table) -> None:
         pq.write_table(table, tmp)
 
 
-def read_table(path: Path) -> pa.Table:
+PARTITION_TEXT = ("id", "task", "instruction", "response")  # partition files' text columns
+
+
+def read_table(path: Path, text_columns: tuple[str, ...] = ()) -> pa.Table:
+    """A Parquet table, checked before any stage works on it: valid UTF-8 text, and the named
+    columns present as text (a binary or numeric column would fail deep inside a stage)."""
     if not path.exists():
         raise MissingInputError(f"{path} does not exist; run the stage that writes it first.")
     try:
         table = pq.read_table(path)
         table.validate(full=True)  # Parquet does not check that text is UTF-8; catch it here, not mid-stage
-        return table
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptArtifactError(
             f"{path} is not a readable Parquet file ({_reason(exc)}); rerun its stage with --force."
         ) from None
+    for name in text_columns:
+        kind = table.schema.field(name).type if name in table.column_names else None
+        if kind is None or not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            found = "missing" if kind is None else f"of type {kind}"
+            raise CorruptArtifactError(f"{path} has no text column {name!r} (it is {found}); "
+                                       "rerun its stage with --force.")
+    return table
 
 
 def _reason(exc: Exception) -> str:

@@ -87,6 +87,14 @@ def _non_utf8_parquet(tmp: Path) -> None:
     pq.write_table(table.set_column(table.column_names.index("instruction"), "instruction", junk), path)
 
 
+def _binary_instructions(tmp: Path) -> None:
+    """c00's train partition with the instruction column stored as bytes instead of text."""
+    path = tmp / "run" / "partition" / "clients" / "c00" / "train.parquet"
+    table = pq.read_table(path)
+    raw = pa.array([text.encode() for text in table.column("instruction").to_pylist()], pa.binary())
+    pq.write_table(table.set_column(table.column_names.index("instruction"), "instruction", raw), path)
+
+
 def _other_model(tmp: Path) -> None:
     """A later command given another --model: cached stages, but config.toml now names that model."""
     result = CliRunner().invoke(app, ["cluster-local", "--run-dir", str(tmp / "run"),
@@ -167,6 +175,10 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
                                               spoil=_write("models/README.md", b"weights go here")),
     "embed/zero-batch-size": Case("embed --run-dir {run} --embed-batch-size 0", "embed.batch_size must be positive"),
     "embed/non-utf8-parquet": Case("embed --run-dir {run} --force", "Invalid UTF8", spoil=_non_utf8_parquet),
+    "embed/binary-instruction-column": Case("embed --run-dir {run} --force", "has no text column 'instruction'",
+                                            spoil=_binary_instructions),
+    "cluster-local/binary-instruction-column": Case("cluster-local --run-dir {run} --force",
+                                                    "has no text column 'instruction'", spoil=_binary_instructions),
     # cluster-local
     "cluster-local/k-min-zero": Case("cluster-local --run-dir {run} --k-min 0", "need 2 <= --k-min <= --k-max"),
     "cluster-local/negative-n-clusters": Case("cluster-local --run-dir {run} --n-clusters -1",

@@ -12,7 +12,8 @@ import pytest
 
 from fedrouter_cli.config import Config, build_config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.stages.bench import METHODS, BenchPlan, cell_config, plan_cells
+from fedrouter_cli.stages.bench import (METHODS, BenchPlan, carried_over, cell_config, cell_fingerprints,
+                                         plan_cells, read_ledger)
 from fedrouter_cli.stages.bench_results import tables
 
 FLAN_LIKE = build_config(Config(), {"data": {"tasks": ("paraphrase", "triples_to_text", "dialogue_summary", "headline")}})
@@ -77,6 +78,62 @@ def test_tables_average_over_seeds_and_pair_the_ablations() -> None:
     assert result["fixed_k"]["K by silhouette"]["rouge1"]["mean"] == 0.50
 
 
+SMOKE = build_config(Config(), {"data": {"clients": 2, "train_per_client": 8, "test_per_client": 2},
+                                 "train": {"rounds": 2}})
+
+
+def test_ledger_carries_over_only_the_same_experiment() -> None:
+    plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), fixed_k_scenario=None)
+    cell = next(c for c in plan_cells(plan, SMOKE) if c.method == "fedrouter")
+    prints = cell_fingerprints(SMOKE, cell)
+    assert set(prints) == {"simulate", "local", "global+all-tasks"}
+    record = _record("fedrouter", "single", 0, 0.5) | {"fingerprints": prints}
+    assert carried_over(SMOKE, cell, {cell.name: record})["carried_over"] is True
+    other_lr = build_config(SMOKE, {"train": {"lr": 1e-4}})
+    other_eval = build_config(SMOKE, {"eval": {"batch_size": 3}})
+    other_data = build_config(SMOKE, {"data": {"train_per_client": 9}})
+    for config in (other_lr, other_eval, other_data):
+        assert carried_over(config, cell, {cell.name: record}) is None
+    assert carried_over(SMOKE, cell, {cell.name: record | {"error": "boom"}}) is None
+    assert carried_over(SMOKE, cell, {}) is None
+
+
+def test_bench_runs_only_cells_the_ledger_lacks_and_checkpoints_every_cell(tmp_path: Path, monkeypatch) -> None:
+    import fedrouter_cli.pipeline
+    import fedrouter_cli.stages.bench as bench
+
+    plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), fixed_k_scenario=None)
+    cells = plan_cells(plan, SMOKE)
+    assert [c.method for c in cells] == ["base", "fedit", "fedrouter"]
+    ran: list[str] = []
+
+    def fake_run_cell(config, root, cell, progress):
+        ran.append(cell.name)
+        return {**cell.describe(), "evaluations": [], "cached": False}
+
+    monkeypatch.setattr(bench, "run_cell", fake_run_cell)
+    monkeypatch.setattr(fedrouter_cli.pipeline, "prepare", lambda *args, **kwargs: [])
+    done = {c.name: {**c.describe(), "evaluations": [], "fingerprints": cell_fingerprints(SMOKE, c)}
+            for c in (cells[0], cells[2])}  # base and fedrouter finished elsewhere
+    snapshots: list[list[str]] = []
+    records = bench.run_bench(SMOKE, tmp_path, plan, ledger=done,
+                              checkpoint=lambda known: snapshots.append([r["cell"] for r in known]))
+    assert ran == [cells[1].name]
+    assert [r.get("carried_over", False) for r in records] == [True, False, True]
+    assert records[1]["fingerprints"] == cell_fingerprints(SMOKE, cells[1])
+    # the checkpoint after fedit already holds the carried fedrouter record it has not reached yet
+    assert snapshots == [[c.name for c in cells]]
+
+
+def test_ledger_file_errors_are_plain(tmp_path: Path) -> None:
+    assert read_ledger(tmp_path / "none.json") == {}
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(FedrouterError, match="not a bench.json"):
+        read_ledger(tmp_path / "bad.json")
+    (tmp_path / "old.json").write_text(json.dumps({"cells": [_record("fedit", "dual", 0, 0.3)]}))
+    assert read_ledger(tmp_path / "old.json") == {}  # records without fingerprints are never carried over
+
+
 def test_bench_rejects_bad_options_without_touching_the_dir(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -118,6 +175,14 @@ def test_smoke_bench_end_to_end_and_resume(tmp_path: Path) -> None:
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["cached_cells"] == 5
+
+    # another machine (a fresh run dir) continues from the results alone: nothing is trained again
+    fresh = [*command[:5], str(tmp_path / "fresh"), *command[6:], "--results-dir", str(tmp_path / "bench" / "results")]
+    carried = subprocess.run(fresh, capture_output=True, text=True)
+    assert carried.returncode == 0, carried.stderr[-3000:]
+    assert json.loads(carried.stdout)["cached_cells"] == 5 and carried.stderr.count("carried over") == 5
+    assert not list((tmp_path / "fresh" / "cells").glob("*/*/simulate/*/rounds"))
+    assert json.loads(carried.stdout)["tables"] == payload["tables"]
 
     # a bench still running can be tabulated from its finished cells; a cell not done is left out
     shutil.rmtree(tmp_path / "bench" / "cells" / "single-s0" / "fedit" / "evaluate")

@@ -120,12 +120,15 @@ def test_resume_after_kill_matches_uninterrupted(smoke_simulated: tuple[Path, di
                                                  tmp_path: Path) -> None:
     import shutil
 
+    """Also: the straight run trained clients in parallel (--workers auto, one per core) and this one
+    one at a time, so equal adapters show that the worker count does not change results."""
     straight = smoke_simulated[0]
     killed = tmp_path / "killed"
     shutil.copytree(smoke_data, killed)
-    _run_until_round(killed, 1, ["--preset", "smoke"])
+    _run_until_round(killed, 1, ["--preset", "smoke", "--workers", "1"])
     assert not (killed / "simulate" / "fedrouter" / "manifest.json").exists()
-    resumed = json.loads(fedrouter("simulate", "--run-dir", str(killed), "--preset", "smoke", "--json").stdout)
+    resumed = json.loads(fedrouter("simulate", "--run-dir", str(killed), "--preset", "smoke", "--workers", "1",
+                                   "--json").stdout)
     assert resumed["rounds_completed"] == 2 and not resumed["cache_hit"]
     rounds = pq.read_table(killed / "simulate" / "fedrouter" / "metrics.parquet").column("round").to_pylist()
     assert sorted(set(rounds)) == [1, 2] and rounds.count(1) == rounds.count(2)
@@ -145,3 +148,18 @@ def test_failing_client_does_not_stop_the_run(smoke_copy: Path) -> None:
     failed = [m for m in metrics if m["status"] == "failed"]
     assert [(m["client"], m["round"]) for m in failed] == [(1, 1)]
     assert any(m["client"] == 1 and m["round"] == 2 and m["status"] == "ok" for m in metrics)
+
+
+def test_parallel_workers_fit_cores_clients_and_memory() -> None:
+    from fedrouter_cli.errors import FedrouterError
+    from fedrouter_cli.stages.simulate import parallel_workers
+
+    gib = 2**30
+    assert parallel_workers(0, clients=8, model_bytes=gib // 2, cpus=2, available_bytes=20 * gib) == (2, 1)
+    assert parallel_workers(0, clients=8, model_bytes=gib // 2, cpus=8, available_bytes=20 * gib) == (7, 1)
+    assert parallel_workers(0, clients=8, model_bytes=4 * gib, cpus=8, available_bytes=20 * gib) == (1, 8)
+    assert parallel_workers(0, clients=1, model_bytes=gib, cpus=4, available_bytes=20 * gib) == (1, 4)
+    assert parallel_workers(1, clients=8, model_bytes=gib, cpus=2) == (1, 2)
+    assert parallel_workers(16, clients=4, model_bytes=gib, cpus=2) == (4, 1)
+    with pytest.raises(FedrouterError):
+        parallel_workers(-1, clients=4, model_bytes=gib, cpus=2)

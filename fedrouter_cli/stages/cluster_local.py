@@ -11,7 +11,7 @@ import pyarrow as pa
 from fedrouter_cli.clustering import K_TOLERANCE, best_k, kmeans, majority, purity, silhouette_curve
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_table, write_json, write_table
+from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name, fingerprint, read_table, write_json, write_table
 from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
 from fedrouter_cli.stages.embed import embed_fingerprint, read_embeddings
 
@@ -39,7 +39,7 @@ def read_centroids(path) -> tuple[np.ndarray, list[int], list[str]]:
 
 def client_train(run: RunDir, client: str) -> tuple[list[str], list[str], np.ndarray]:
     """ids, task labels and embeddings of one client's train rows, checked to line up."""
-    rows = read_table(run.partition_file(client, "train"))
+    rows = read_table(run.partition_file(client, "train"), PARTITION_TEXT)
     ids, vectors = read_embeddings(run.embedding_file(client, "train"))
     if ids != rows.column("id").to_pylist():
         raise FedrouterError(f"Embeddings of {client} do not match its partition; rerun `fedrouter embed --force`.")

@@ -14,7 +14,7 @@ from fedrouter_cli.embed import embed_texts
 from fedrouter_cli.embed_cache import EmbeddingCache
 from fedrouter_cli.errors import CorruptArtifactError
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
-from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_table, write_json, write_table
+from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name, fingerprint, read_table, write_json, write_table
 from fedrouter_cli.stages.common import (Progress, StageResult, cache_hit, manifest, no_progress,
                                          staged_outputs)
 from fedrouter_cli.stages.partition import TEST_SPLITS, partition_fingerprint
@@ -77,7 +77,7 @@ def run_embed(config: Config, run: RunDir, force: bool = False, progress: Progre
         return hit
     started = time.perf_counter()
     clients = [client_name(i) for i in range(len(partition["summary"]["clients"]))]
-    tables = {(c, s): read_table(run.partition_file(c, s)) for c in clients for s in EMBED_SPLITS}
+    tables = {(c, s): read_table(run.partition_file(c, s), PARTITION_TEXT) for c in clients for s in EMBED_SPLITS}
     # Clients share test rows and some train rows, so each distinct text is embedded once.
     unique = sorted({t for table in tables.values() for t in table.column("instruction").to_pylist()})
     vectors, computed, load_seconds, embed_seconds = embed_unique(config, unique, progress)

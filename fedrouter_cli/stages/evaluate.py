@@ -15,7 +15,9 @@ from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.metrics import ROUGE_KEYS, rouge
 from fedrouter_cli.model.generate import BASE, generate
-from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_json, read_table, write_json, write_table
+from fedrouter_cli.rundir import (
+    PARTITION_TEXT, RunDir, client_name, fingerprint, read_json, read_table, write_json, write_table,
+)
 from fedrouter_cli.stages.cluster_local import read_centroids
 from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
 from fedrouter_cli.stages.embed import embed_fingerprint, read_embeddings
@@ -41,7 +43,7 @@ def _test_split(config: Config) -> str:
 
 def _client_inputs(run: RunDir, config: Config, client: int) -> tuple[pa.Table, Any]:
     name = client_name(client)
-    rows = read_table(run.partition_file(name, _test_split(config)))
+    rows = read_table(run.partition_file(name, _test_split(config)), PARTITION_TEXT)
     ids, vectors = read_embeddings(run.embedding_file(name, _test_split(config)))
     if ids != rows.column("id").to_pylist():
         raise FedrouterError(f"Test embeddings of {name} do not match its test rows; rerun `fedrouter embed --force`.")

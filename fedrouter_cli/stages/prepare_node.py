@@ -18,7 +18,7 @@ import pyarrow as pa
 from fedrouter_cli.clustering import kmeans, majority, purity
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import RunDir, client_name, read_table, write_table
+from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name, read_table, write_table
 from fedrouter_cli.stages.cluster_local import centroids_table, choose_k
 from fedrouter_cli.stages.common import Progress, no_progress
 from fedrouter_cli.stages.embed import embed_unique
@@ -44,7 +44,7 @@ def prepare_node(config: Config, client: int, dest: Path, progress: Progress = n
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(Path(tmp))
         run_partition(config, run)  # text rows only: cheap, and the same draw on every machine
-        train = read_table(run.partition_file(name, "train"))
+        train = read_table(run.partition_file(name, "train"), PARTITION_TEXT)
     texts = train.column("instruction").to_pylist()
     unique = sorted(set(texts))
     vectors, _, _, _ = embed_unique(config, unique, progress)
