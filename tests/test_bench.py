@@ -78,6 +78,31 @@ def test_tables_average_over_seeds_and_pair_the_ablations() -> None:
     assert result["fixed_k"]["K by silhouette"]["rouge1"]["mean"] == 0.50
 
 
+def test_paper_orderings_are_checked_against_our_means() -> None:
+    from fedrouter_cli.stages.bench_results import markdown, orderings
+
+    records = [_record("fedrouter", "dual", 0, 0.40), _record("fedit", "dual", 0, 0.42),
+               _record("fedrouter-star", "dual", 0, 0.41)]
+    general = {"rouge1": 0.30, "rouge2": 0.1, "rougeL": 0.3, "routing_accuracy": None, "test_tasks": "all",
+               "round": 5, "seconds": 1.0}
+    for method, score in (("fedit", 0.30), ("feddpa", 0.20), ("local", 0.25)):
+        record = _record(method, "single", 0, 0.5)
+        record["evaluations"].append(general | {"rouge1": score})
+        records.append(record)
+    result = tables(records)
+    checked = {(c["table"], c["better"], c["worse"]): c for c in orderings(result)}
+    assert checked[("dual", "fedrouter", "fedit")]["holds"] is False
+    assert checked[("dual", "fedrouter", "fedit")]["margin"] == -0.02
+    assert checked[("dual", "fedrouter-star", "fedrouter")]["holds"] is True
+    assert checked[("generalization", "fedit", "feddpa")]["holds"] is True
+    assert checked[("generalization", "feddpa", "local")]["holds"] is False
+    assert checked[("single", "fedrouter", "fedit")]["holds"] is None  # fedrouter single not run
+    assert checked[("dual", "fedrouter", "fedit")]["paper"] == (0.558, 0.550)
+    text = markdown(result, [])
+    assert "| dual | fedrouter > fedit | 0.400 vs 0.420 [0.558 vs 0.550] | **no** | -0.020 |" in text
+    assert "| single | fedrouter > fedit | not run yet" in text
+
+
 SMOKE = build_config(Config(), {"data": {"clients": 2, "train_per_client": 8, "test_per_client": 2},
                                  "train": {"rounds": 2}})
 

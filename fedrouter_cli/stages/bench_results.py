@@ -25,6 +25,34 @@ PAPER_ROUGE1: dict[str, dict[str, float | None]] = {
 }
 
 
+# The orderings the paper reports, as (table, better, worse): FedRouter above FedIT in every
+# scenario and FedRouter* at least level with FedRouter; on unseen tasks FedRouter > FedIT >
+# FedDPA > the client-personalized methods (Local, FedCluster, FedSA at ~0.25).
+PAPER_ORDERINGS: tuple[tuple[str, str, str], ...] = (
+    *((s, better, worse) for s in ("single", "dual", "all")
+      for better, worse in (("fedrouter", "fedit"), ("fedrouter-star", "fedrouter"), ("fedrouter-star", "fedit"))),
+    ("generalization", "fedrouter", "fedit"), ("generalization", "fedit", "feddpa"),
+    *(("generalization", "feddpa", m) for m in ("local", "fedcluster", "fedsa")),
+)
+
+
+def orderings(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each of the paper's orderings with our ROUGE-1 means: holds (True/False), or None while a
+    method's cell has not finished."""
+    def ours(table: str, method: str) -> float | None:
+        rows = result["generalization"] if table == "generalization" else result["scenarios"].get(table, {})
+        return rows[method]["rouge1"]["mean"] if method in rows else None
+
+    checked = []
+    for table, better, worse in PAPER_ORDERINGS:
+        a, b = ours(table, better), ours(table, worse)
+        paper = tuple(PAPER_ROUGE1.get(m, {}).get(table) for m in (better, worse))
+        checked.append({"table": table, "better": better, "worse": worse, "paper": paper, "ours": (a, b),
+                        "holds": None if a is None or b is None else a > b,
+                        "margin": None if a is None or b is None else round(a - b, 4)})
+    return checked
+
+
 def _evaluation(record: dict[str, Any], test_tasks: str = "scenario") -> dict | None:
     """The record's evaluation of its last round on a test set ('scenario' or 'all')."""
     matching = [e for e in record.get("evaluations", []) if e["test_tasks"] == test_tasks]
@@ -142,10 +170,25 @@ def markdown(result: dict[str, Any], failures: list[dict[str, Any]], machine: di
         for name, row in result["fixed_k"].items():
             out.append(f"| {name} | {_fmt(row['rouge1'])} | {_fmt(row['routing_accuracy'])} | "
                        f"{_fmt(row['global_clusters'], 1)} |")
+    out += _orderings_markdown(orderings(result))
     if failures:
         out += ["", "## Cells that failed (rerun `fedrouter bench` to retry them)", ""]
         out += [f"- `{f['cell']}`: {f['error']}" for f in failures]
     return "\n".join(out) + "\n"
+
+
+def _orderings_markdown(checked: list[dict[str, Any]]) -> list[str]:
+    if not any(c["holds"] is not None for c in checked):
+        return []
+    out = ["", "## The paper's orderings, checked here (ROUGE-1 means; paper values in brackets)", "",
+           "| where | ordering | ours | holds here | margin |", "|---|---|---|---|---|"]
+    for c in checked:
+        paper = " [" + " vs ".join("–" if v is None else f"{v:.3f}" for v in c["paper"]) + "]"
+        ours = "not run yet" if c["holds"] is None else f"{c['ours'][0]:.3f} vs {c['ours'][1]:.3f}"
+        verdict = {None: "–", True: "yes", False: "**no**"}[c["holds"]]
+        margin = "–" if c["margin"] is None else f"{c['margin']:+.3f}"
+        out.append(f"| {c['table']} | {c['better']} > {c['worse']} | {ours}{paper} | {verdict} | {margin} |")
+    return out
 
 
 def _round_curves(records: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
@@ -221,5 +264,6 @@ def write_results(out: Path, records: list[dict[str, Any]], plan: dict[str, Any]
         plot("embedding_map.png", lambda p: _embedding_map(p, mapped))
     with atomic_path(out / "bench.md") as tmp:
         tmp.write_text(markdown(result, failures, machine_time(records)))
-    write_json(out / "bench.json", {"plan": plan, "tables": result, "machine": machine_time(records), "cells": records})
+    write_json(out / "bench.json", {"plan": plan, "tables": result, "orderings": orderings(result),
+                                    "machine": machine_time(records), "cells": records})
     return {**written, "tables": result, "failed_cells": [f["cell"] for f in failures]}
