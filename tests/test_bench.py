@@ -14,7 +14,7 @@ from fedrouter_cli.config import Config, build_config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.stages.bench import (METHODS, BenchPlan, carried_over, cell_config, cell_fingerprints,
                                          plan_cells, read_ledger)
-from fedrouter_cli.stages.bench_results import tables
+from fedrouter_cli.stages.bench_results import markdown, tables
 
 FLAN_LIKE = build_config(Config(), {"data": {"tasks": ("paraphrase", "triples_to_text", "dialogue_summary", "headline")}})
 
@@ -64,7 +64,10 @@ def _record(method: str, scenario: str, seed: int, rouge1: float, group: str = "
 
 
 def test_tables_average_over_seeds_and_pair_the_ablations() -> None:
-    records = [_record("fedit", "dual", 0, 0.30), _record("fedit", "dual", 1, 0.40),
+    seed0, seed1 = _record("fedit", "dual", 0, 0.30), _record("fedit", "dual", 1, 0.40)
+    seed0["evaluations"][0]["per_task"] = {"trec": 0.2, "gigaword": 0.1}
+    seed1["evaluations"][0]["per_task"] = {"trec": 0.4}
+    records = [seed0, seed1,
                _record("fedrouter", "all", 0, 0.50),
                _record("fedrouter", "all", 0, 0.45, group="fixed-k", fixed_k=4),
                {"cell": "dual-s0/local", "group": "main", "scenario": "dual", "method": "local", "seed": 0,
@@ -73,13 +76,16 @@ def test_tables_average_over_seeds_and_pair_the_ablations() -> None:
     fedit = result["scenarios"]["dual"]["fedit"]
     assert fedit["rouge1"] == {"mean": 0.35, "std": 0.05, "n": 2}
     assert fedit["seconds"]["mean"] == 110.0 and fedit["megabytes"]["mean"] == 2.0
+    assert fedit["per_task"]["trec"] == {"mean": 0.3, "std": 0.1, "n": 2}
+    assert fedit["per_task"]["gigaword"] == {"mean": 0.1, "std": 0.0, "n": 1}
+    assert "| fedit | 0.100 | 0.300 ± 0.100 |" in markdown(result, [])
     assert "local" not in result["scenarios"]["dual"]  # a failed cell is listed as failed, not scored
     assert result["fixed_k"]["K = 4 (number of tasks)"]["rouge1"]["mean"] == 0.45
     assert result["fixed_k"]["K by silhouette"]["rouge1"]["mean"] == 0.50
 
 
 def test_paper_orderings_are_checked_against_our_means() -> None:
-    from fedrouter_cli.stages.bench_results import markdown, orderings
+    from fedrouter_cli.stages.bench_results import orderings
 
     records = [_record("fedrouter", "dual", 0, 0.40), _record("fedit", "dual", 0, 0.42),
                _record("fedrouter-star", "dual", 0, 0.41)]

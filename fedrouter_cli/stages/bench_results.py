@@ -84,6 +84,8 @@ def _row(records: list[dict[str, Any]], test_tasks: str = "scenario") -> dict[st
         "seconds": _stat([c[0] for c in costs]),
         "megabytes": _stat([c[1] / 1e6 for c in costs]),
         "seeds": len([e for e in evaluations if e]),
+        "per_task": {task: _stat([e["per_task"].get(task) if e else None for e in evaluations])
+                     for task in sorted({t for e in evaluations if e for t in e.get("per_task", {})})},
     }
 
 
@@ -151,6 +153,14 @@ def markdown(result: dict[str, Any], failures: list[dict[str, Any]], machine: di
             for m, row in result["scenarios"][s].items():
                 out.append(f"| {m} | {_fmt(row['rouge1'], 4)} | {_fmt(row['rouge2'], 4)} | {_fmt(row['rougeL'], 4)} | "
                            f"{_fmt(row['routing_accuracy'])} | {_fmt(row['seconds'], 0)} | {_fmt(row['megabytes'], 1)} |")
+    for s in scenarios:
+        rows = result["scenarios"][s]
+        tasks = sorted({t for row in rows.values() for t in row["per_task"]})
+        if tasks:
+            out += ["", f"### {s}: ROUGE-1 per task", "", "| method | " + " | ".join(tasks) + " |",
+                    "|---|" + "---|" * len(tasks)]
+            out += [f"| {m} | " + " | ".join(_fmt(row["per_task"][t]) if t in row["per_task"] else "–" for t in tasks)
+                    + " |" for m, row in rows.items()]
     if result["generalization"]:
         out += ["", "## Generalization: trained on `single`, tested on every task (FedRouter in global mode)", "",
                 "| method | ROUGE-1 | paper | routing acc. |", "|---|---|---|---|"]
