@@ -195,6 +195,7 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
                                            spoil=_write("run/cluster-local/clients/c01/centroids.parquet", PNG)),
     # simulate: every case must stop before Flower starts
     "simulate/lr-not-a-number": Case("simulate --run-dir {run} --lr x", "Invalid value for '--lr'"),
+    "simulate/negative-workers": Case("simulate --run-dir {run} --workers -1", "Invalid value for '--workers'"),
     "simulate/rounds-huge": Case("simulate --run-dir {run} --rounds 10000000", "implausibly large"),
     "simulate/unknown-variant": Case("simulate --run-dir {run} --variant turbo", "--variant must be one of"),
     "simulate/global-clusters-word": Case("simulate --run-dir {run} --global-clusters many",

@@ -73,7 +73,7 @@ GlobalClustersOpt = Annotated[Optional[str], typer.Option(
     "--global-clusters", "--clusters",
     help="Server-side clusters: FedRouter's global task clusters / FedCluster's client groups; a number or 'auto' (silhouette).")]
 WorkersOpt = Annotated[int, typer.Option(
-    "--workers", help="Clients that train at once, one core each (0 = auto: one per core, as memory allows). "
+    "--workers", min=0, help="Clients that train at once, one core each (0 = auto: one per core, as memory allows). "
                       "Results do not depend on it.")]
 RoundTimeoutOpt = Annotated[Optional[float], typer.Option("--round-timeout", help="Seconds the server waits for replies each round.")]
 
