@@ -156,6 +156,26 @@ def test_bench_runs_only_cells_the_ledger_lacks_and_checkpoints_every_cell(tmp_p
     assert snapshots == [[c.name for c in cells]]
 
 
+def test_bench_json_keeps_records_a_partial_bench_does_not_replace(tmp_path: Path) -> None:
+    from fedrouter_cli.stages.bench import kept_records
+    from fedrouter_cli.stages.bench_results import write_results
+
+    def finished(method: str, scenario: str, rouge1: float, prints: str) -> dict:
+        return _record(method, scenario, 0, rouge1) | {"fingerprints": {"simulate": prints}, "bench_seconds": 60.0}
+
+    ledger = {r["cell"]: r for r in (finished("fedit", "all", 0.3, "a"), finished("fedit", "dual", 0.2, "b"))}
+    rerun = [finished("fedit", "dual", 0.25, "c")]  # a bench of dual only, with other settings
+    write_results(tmp_path, rerun, {}, kept_records(ledger, rerun))
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["cell"] for r in saved["cells"]] == ["dual-s0/fedit"]
+    assert [r["cell"] for r in saved["kept_cells"]] == ["all-s0/fedit"]  # not in this plan, kept
+    assert list(saved["tables"]["scenarios"]) == ["dual"]  # but not tabulated
+    assert saved["machine"] == {"cells": 1, "seconds": 60.0, "carried_over": 0}
+    again = read_ledger(tmp_path / "bench.json")
+    assert again["all-s0/fedit"]["fingerprints"] == {"simulate": "a"}
+    assert again["dual-s0/fedit"]["fingerprints"] == {"simulate": "c"}  # the newer run replaced the older
+
+
 def test_ledger_file_errors_are_plain(tmp_path: Path) -> None:
     assert read_ledger(tmp_path / "none.json") == {}
     (tmp_path / "bad.json").write_text("{not json")

@@ -104,7 +104,7 @@ def bench(
     def action(cfg, run, progress):
         import time
 
-        from fedrouter_cli.stages.bench import METHODS, BenchPlan, read_ledger, run_bench
+        from fedrouter_cli.stages.bench import METHODS, BenchPlan, kept_records, read_ledger, run_bench
         from fedrouter_cli.stages.bench_results import write_results
 
         plan = BenchPlan(
@@ -131,11 +131,14 @@ def bench(
 
         out = results_dir or run.root / "results"
         ledger = read_ledger(out / "bench.json")
+        def save(known):
+            return write_results(out, known, plan.__dict__, kept_records(ledger, known))
+
         records = run_bench(cfg, run.root, plan, progress, on_cell, report_only=report_only, ledger=ledger,
-                            checkpoint=None if report_only else lambda known: write_results(out, known, plan.__dict__))
+                            checkpoint=None if report_only else save)
         if not records:
             raise FedrouterError(f"No finished bench cells in {run.root}; run `fedrouter bench` without --report-only.")
-        written = write_results(out, records, plan.__dict__)
+        written = save(records)
         return {**written, "cells": len(records), "cached_cells": cached,
                 "seconds": round(time.perf_counter() - started, 1)}
 

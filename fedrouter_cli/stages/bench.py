@@ -261,6 +261,14 @@ def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = 
     return records
 
 
+def kept_records(ledger: dict[str, dict[str, Any]], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ledger's records that `records` do not replace: cells outside this plan, or run with
+    other settings. bench.json keeps them (untabulated), so a partial or mistyped bench never
+    throws away finished work; a record goes only when a newer run of its cell replaces it."""
+    replaced = {r["cell"] for r in records}
+    return [r for name, r in ledger.items() if name not in replaced]
+
+
 def read_ledger(path: Path) -> dict[str, dict[str, Any]]:
     """The finished records of an earlier bench's bench.json, by cell name ({} if there is none)."""
     import json
@@ -268,7 +276,8 @@ def read_ledger(path: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     try:
-        cells = json.loads(path.read_text())["cells"]
+        saved = json.loads(path.read_text())
+        cells = saved["cells"] + saved.get("kept_cells", [])
         return {r["cell"]: r for r in cells if "fingerprints" in r and "error" not in r}
     except (ValueError, KeyError, TypeError) as exc:
         raise FedrouterError(f"{path} is not a bench.json written by `fedrouter bench` ({exc.__class__.__name__}); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,8 +240,10 @@ def _embedding_map(path: Path, chosen: dict[str, Any]) -> None:
     plots.embedding_map(path, xy, tasks, owners, f"test embeddings, {chosen['scenario']} scenario (PCA)")
 
 
-def write_results(out: Path, records: list[dict[str, Any]], plan: dict[str, Any]) -> dict[str, Any]:
-    """Write bench.json, bench.md and the PNGs into `out`; returns their paths and the tables."""
+def write_results(out: Path, records: list[dict[str, Any]], plan: dict[str, Any],
+                  kept: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Write bench.json, bench.md and the PNGs into `out`; returns their paths and the tables.
+    `kept`: earlier records outside these tables, stored in bench.json so that none is lost."""
     out.mkdir(parents=True, exist_ok=True)
     failures = [r for r in records if "error" in r]
     result = tables(records)
@@ -270,10 +273,10 @@ def write_results(out: Path, records: list[dict[str, Any]], plan: dict[str, Any]
     map_scenario = plan.get("curve_scenario") or next(iter(result["scenarios"]), None)
     mapped = next((r for r in ok if r["group"] == "main" and r["scenario"] == map_scenario), None)
     # a record carried over from another machine may point at a run dir that is not here
-    if mapped and RunDir(Path(mapped["run_dir"])).embedding_file(client_name(0), "test").exists():
+    if mapped and RunDir(Path(mapped.get("run_dir", ""))).embedding_file(client_name(0), "test").exists():
         plot("embedding_map.png", lambda p: _embedding_map(p, mapped))
     with atomic_path(out / "bench.md") as tmp:
         tmp.write_text(markdown(result, failures, machine_time(records)))
     write_json(out / "bench.json", {"plan": plan, "tables": result, "orderings": orderings(result),
-                                    "machine": machine_time(records), "cells": records})
+                                    "machine": machine_time(records), "cells": records, "kept_cells": list(kept)})
     return {**written, "tables": result, "failed_cells": [f["cell"] for f in failures]}
