@@ -28,7 +28,9 @@ from fedrouter_cli.rundir import RunDir, client_name
 
 FEDROUTER = [sys.executable, "-m", "fedrouter_cli"]
 CLIENTS = 3
-RUN_TIMEOUT = 170.0
+# a whole smoke federation: 3 SuperNodes share 2 cores and start a ClientApp process (torch, the
+# model) for every message, so a 2-round run takes 2-3 minutes on a quiet CI machine
+RUN_TIMEOUT = 300.0
 
 
 def free_port() -> int:

@@ -19,7 +19,9 @@ from fedrouter_cli.rundir import RunDir, client_name
 from fedrouter_cli.stages.cluster_local import read_centroids
 
 
-FAULT_ROUND_TIMEOUT = 60.0
+# long enough for a ClientApp process to start and train on 2 cores shared with 3 SuperNodes (at
+# 60 s, replies of live nodes were late too), short against the default hour
+FAULT_ROUND_TIMEOUT = 120.0
 
 
 def test_prepare_node_makes_the_servers_folder_without_the_others_data(deploy_data: Path, tmp_path: Path) -> None:
@@ -73,7 +75,7 @@ def federation(deploy_data: Path, tmp_path: Path, request):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("federation", ["tls"], indirect=True)
 def test_deployment_engine_runs_fedrouter(federation: Federation) -> None:
     started = time.monotonic()
@@ -126,7 +128,7 @@ def _clientapp_pids(node) -> set[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(500)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("federation", ["faults"], indirect=True)
 def test_supernode_killed_mid_round_then_restarted_takes_part_again(federation: Federation) -> None:
     victim = 2
@@ -144,9 +146,10 @@ def test_supernode_killed_mid_round_then_restarted_takes_part_again(federation: 
     federation.kill(federation.nodes[victim])
     killed_at = time.time()
     federation.start_node(victim)  # same machine folder, new process, new Flower node id
-    status = federation.wait(run_id, timeout=360)
+    status = federation.wait(run_id, timeout=600)
     assert status == "finished:completed", f"run ended {status}:\n{federation.logs()}"
-    assert round_one.stat().st_mtime - killed_at < FAULT_ROUND_TIMEOUT + 20  # round 1 ended within its timeout
+    # round 1 closed at its short timeout, not the default hour (with room for the server's work)
+    assert round_one.stat().st_mtime - killed_at < FAULT_ROUND_TIMEOUT + 60
     metrics = pq.read_table(federation.run.simulate_dir("fedrouter") / "metrics.parquet").to_pylist()
     status_of = {(m["round"], m["client"]): m["status"] for m in metrics}
     assert status_of[(1, victim)] in ("missing", "failed")
@@ -157,7 +160,7 @@ def test_supernode_killed_mid_round_then_restarted_takes_part_again(federation: 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(500)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("federation", ["faults"], indirect=True)
 def test_server_killed_then_restarted_resumes_from_last_round(federation: Federation) -> None:
     federation.start()
@@ -169,7 +172,7 @@ def test_server_killed_then_restarted_resumes_from_last_round(federation: Federa
     written = round_one.stat().st_mtime_ns
     assert not federation.run.round_dir("fedrouter", 3).exists()
     federation.start_link()  # same address; the SuperNodes reconnect on their own
-    status = federation.wait(federation.submit(), timeout=360)
+    status = federation.wait(federation.submit(), timeout=600)
     assert status == "finished:completed", f"run ended {status}:\n{federation.logs()}"
     assert round_one.stat().st_mtime_ns == written  # round 1 was not redone
     summary = federation.run.require("simulate", "fedrouter")["summary"]
