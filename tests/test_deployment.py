@@ -166,7 +166,7 @@ def test_server_killed_then_restarted_resumes_from_last_round(federation: Federa
     federation.start()
     run_id = federation.submit()
     round_one = federation.run.round_dir("fedrouter", 1) / "state.json"
-    federation.wait(run_id, timeout=200, until=round_one.exists)
+    federation.wait(run_id, timeout=300, until=round_one.exists)
     federation.kill(federation.link)  # the SuperLink with the ServerApp it started
     assert not leftovers({federation.link.pid})
     written = round_one.stat().st_mtime_ns
