@@ -156,6 +156,36 @@ def test_bench_runs_only_cells_the_ledger_lacks_and_checkpoints_every_cell(tmp_p
     assert snapshots == [[c.name for c in cells]]
 
 
+def test_a_crashed_cell_is_rerun_and_a_hopeless_one_recorded(tmp_path: Path, monkeypatch) -> None:
+    import fedrouter_cli.stages.bench as bench
+
+    plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), fixed_k_scenario=None,
+                     generalization=False)
+    calls: list[str] = []
+
+    def flaky_run_cell(config, root, cell, progress):
+        calls.append(cell.method)
+        if cell.method == "fedrouter" or (cell.method == "fedit" and calls.count("fedit") == 1):
+            raise RuntimeError(f"{cell.method} crashed")
+        if cell.method == "base" and calls.count("base") == 1:
+            raise FedrouterError("bad settings are not retried")
+        return {**cell.describe(), "evaluations": [], "cached": False}
+
+    monkeypatch.setattr(bench, "run_cell", flaky_run_cell)
+    with pytest.raises(FedrouterError):
+        bench.run_bench(SMOKE, tmp_path, plan)
+    assert calls == ["base"]
+    calls.clear()
+    monkeypatch.setattr(bench, "run_cell", lambda *a: flaky_run_cell(*a) if a[2].method != "base"
+                        else {**a[2].describe(), "evaluations": [], "cached": False})
+    records = {r["method"]: r for r in bench.run_bench(SMOKE, tmp_path, plan, retries=2)}
+    assert calls == ["fedit", "fedit", "fedrouter", "fedrouter", "fedrouter"]
+    assert records["fedit"]["retried_after"] == ["RuntimeError: fedit crashed"] and "error" not in records["fedit"]
+    assert "fingerprints" in records["fedit"]
+    assert records["fedrouter"]["error"] == "RuntimeError: fedrouter crashed"
+    assert records["fedrouter"]["attempts"] == 3 and "fingerprints" not in records["fedrouter"]
+
+
 def test_bench_json_keeps_records_a_partial_bench_does_not_replace(tmp_path: Path) -> None:
     from fedrouter_cli.stages.bench import kept_records
     from fedrouter_cli.stages.bench_results import write_results

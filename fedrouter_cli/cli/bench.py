@@ -29,6 +29,8 @@ CurveScenarioOpt = Annotated[str, typer.Option(
 CurveMethodsOpt = Annotated[str, typer.Option("--curve-methods", help="Methods with a ROUGE-1-per-round curve.")]
 ReportOnlyOpt = Annotated[bool, typer.Option(
     "--report-only", help="Run nothing: rebuild the tables and plots from the cells finished so far.")]
+RetriesOpt = Annotated[int, typer.Option(
+    "--retries", min=0, help="Times a crashed cell is rerun (from its last finished round) before it counts as failed.")]
 ResultsDirOpt = Annotated[Optional[Path], typer.Option(
     "--results-dir", help="Where bench.md, bench.json and the plots go (default: RUN_DIR/results).")]
 
@@ -85,6 +87,7 @@ def bench(
     local_steps: o.LocalStepsOpt = None,
     results_dir: ResultsDirOpt = None,
     report_only: ReportOnlyOpt = False,
+    retries: RetriesOpt = 1,
     *,
     shared: dict[str, Any],
 ) -> None:
@@ -92,7 +95,7 @@ def bench(
 
     Each cell is an ordinary run dir under RUN_DIR/cells/, so finished cells are cache hits and
     an interrupted bench continues where it stopped: just run the same command again. A failing
-    cell is reported and skipped. All methods get the same settings (the preset's).
+    cell is rerun once (--retries), then reported and skipped. All methods get the same settings (the preset's).
 
     bench.json in --results-dir is rewritten after every cell and is also the bench's memory: a
     cell whose record there has the same settings and data fingerprints is carried over, not
@@ -127,6 +130,8 @@ def bench(
                 state = f"[red]failed[/red]: {escape(record['error'])}"
             else:
                 state = "cached" if record["cached"] else f"{record['bench_seconds']:.0f}s"
+                if retried := record.get("retried_after"):
+                    state += f" (after {len(retried)} crash(es): {escape(retried[-1])})"
             stderr.print(f"[{index}/{total}] {cell.name}: {state}", highlight=False, soft_wrap=True)
 
         out = results_dir or run.root / "results"
@@ -135,7 +140,7 @@ def bench(
             return write_results(out, known, plan.__dict__, kept_records(ledger, known))
 
         records = run_bench(cfg, run.root, plan, progress, on_cell, report_only=report_only, ledger=ledger,
-                            checkpoint=None if report_only else save)
+                            checkpoint=None if report_only else save, retries=retries)
         if not records:
             raise FedrouterError(f"No finished bench cells in {run.root}; run `fedrouter bench` without --report-only.")
         written = save(records)

@@ -208,7 +208,8 @@ def finished_cell(config: Config, root: Path, cell: Cell) -> dict[str, Any] | No
 def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = no_progress,
               on_cell: Callable[[int, int, Cell, dict[str, Any]], None] | None = None,
               report_only: bool = False, ledger: dict[str, dict[str, Any]] | None = None,
-              checkpoint: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+              checkpoint: Callable[[list[dict[str, Any]]], None] | None = None,
+              retries: int = 1) -> list[dict[str, Any]]:
     """Run every cell in order. A cell that fails is recorded and the bench goes on; bad settings
     fail before any work starts. `report_only` runs nothing and returns the finished cells.
 
@@ -217,6 +218,7 @@ def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = 
     machine session continues in the next one from the committed results alone.
     checkpoint: called after every cell with every record known so far (the ledger's records of
     cells not reached yet included), so an interrupted bench loses at most the running cell.
+    retries: how many times a crashed cell is run again before it is recorded as failed.
     """
     from fedrouter_cli.pipeline import prepare
 
@@ -241,13 +243,7 @@ def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = 
             if on_cell:
                 on_cell(index, len(cells), cell, done or {"pending": True, "bench_seconds": 0.0})
             continue
-        try:
-            record = run_cell(config, root, cell, progress)
-        except FedrouterError:
-            raise
-        except Exception as exc:  # one broken cell must not cost the hours spent on the others
-            record = {**cell.describe(), "error": f"{exc.__class__.__name__}: {exc}",
-                      "traceback": traceback.format_exc(limit=8)}
+        record = _run_with_retries(config, root, cell, progress, retries)
         record["bench_seconds"] = round(time.perf_counter() - started, 3)
         if "error" not in record:
             record["fingerprints"] = cell_fingerprints(config, cell)
@@ -259,6 +255,27 @@ def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = 
             checkpoint(records + [r for c in cells[index:] if c.name not in reached
                                   and (r := carried_over(config, c, ledger)) is not None])
     return records
+
+
+def _run_with_retries(config: Config, root: Path, cell: Cell, progress: Progress, retries: int) -> dict[str, Any]:
+    """Run one cell; after a crash, run it again up to `retries` times. A rerun resumes from the
+    cell's last finished stage and round, so it is cheap, and it gets past transient failures
+    such as a Ray backend that timed out starting on a busy machine. Bad settings
+    (FedrouterError) are never retried: they would fail the same way."""
+    errors: list[str] = []
+    for _attempt in range(retries + 1):
+        try:
+            record = run_cell(config, root, cell, progress)
+        except FedrouterError:
+            raise
+        except Exception as exc:  # one broken cell must not cost the hours spent on the others
+            errors.append(f"{exc.__class__.__name__}: {exc}")
+            last_traceback = traceback.format_exc(limit=8)
+            continue
+        if errors:
+            record["retried_after"] = errors
+        return record
+    return {**cell.describe(), "error": errors[-1], "attempts": len(errors), "traceback": last_traceback}
 
 
 def kept_records(ledger: dict[str, dict[str, Any]], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
