@@ -15,3 +15,8 @@ class MissingInputError(FedrouterError):
 
 class CorruptArtifactError(FedrouterError):
     """An artifact in the run directory cannot be read."""
+
+
+class FederationStopped(RuntimeError):
+    """The federation could not go on (no node answered, or none trained a round). Not bad input
+    and not a bug: the finished rounds are kept and the same command resumes after them."""

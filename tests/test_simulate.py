@@ -150,6 +150,49 @@ def test_failing_client_does_not_stop_the_run(smoke_copy: Path) -> None:
     assert any(m["client"] == 1 and m["round"] == 2 and m["status"] == "ok" for m in metrics)
 
 
+def test_a_round_no_client_trained_in_is_not_saved_and_resumes(smoke_copy: Path) -> None:
+    """Every client fails in round 2: the run stops with a plain error instead of saving an
+    untrained round as done (which resume would then skip for good), and the rerun trains it."""
+    out = smoke_copy / "simulate" / "fedrouter"
+    failed = fedrouter("simulate", "--run-dir", str(smoke_copy), "--preset", "smoke", check=False,
+                       env={"FEDROUTER_FAIL_ON": "0:2,1:2,2:2,3:2"})
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    # (Flower logs each client's failure with its traceback above; our last word is one sentence)
+    assert failed.stderr.strip().splitlines()[-1].startswith("Error: round 2: no client returned a trained adapter")
+    assert (out / "rounds" / "r0001" / "state.json").exists() and not (out / "rounds" / "r0002").exists()
+    assert not (out / "manifest.json").exists()
+    resumed = json.loads(fedrouter("simulate", "--run-dir", str(smoke_copy), "--preset", "smoke", "--json").stdout)
+    assert resumed["rounds_completed"] == 2 and resumed["failed_jobs"] == 0
+    rounds = pq.read_table(resumed["metrics_path"]).column("round").to_pylist()
+    assert rounds.count(1) == rounds.count(2) == 4
+
+
+def test_nodes_that_never_answer_stop_the_run_before_round_one(smoke_copy: Path) -> None:
+    failed = fedrouter("simulate", "--run-dir", str(smoke_copy), "--preset", "smoke", check=False,
+                       env={"FEDROUTER_FAIL_ON": "0:0,1:0,2:0,3:0"})
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert "none of the 4 nodes answered the centroid query" in failed.stderr
+    assert not list((smoke_copy / "simulate").glob("*/rounds/r*"))
+
+
+def test_rounds_saved_without_metrics_are_not_trusted(smoke_copy: Path) -> None:
+    """Older versions could save rounds nobody trained in (no metrics rows); such output is redone."""
+    from fedrouter_cli.stages.simulate import open_output, simulate_fingerprint
+
+    run = RunDir(smoke_copy)
+    config = resolve_config(run.config_path, "smoke", {})
+    fp = simulate_fingerprint(config)
+    out = open_output(run, "fedrouter", fp, False, ["c00"])
+    (out / "rounds" / "r0001").mkdir(parents=True)
+    (out / "rounds" / "r0001" / "state.json").write_text("{}")
+    assert open_output(run, "fedrouter", fp, False, ["c00"]) == out and not (out / "rounds").exists()
+    (out / "rounds" / "r0001").mkdir(parents=True)
+    (out / "rounds" / "r0001" / "state.json").write_text("{}")
+    (out / "metrics.parquet").write_bytes(b"kept")
+    open_output(run, "fedrouter", fp, False, ["c00"])
+    assert (out / "rounds" / "r0001" / "state.json").exists()  # a sound partial run resumes
+
+
 def test_parallel_workers_fit_cores_clients_and_memory() -> None:
     from fedrouter_cli.errors import FedrouterError
     from fedrouter_cli.stages.simulate import parallel_workers

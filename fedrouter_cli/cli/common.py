@@ -20,7 +20,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from fedrouter_cli.config import Config, resolve_config, save_config
-from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.errors import FederationStopped, FedrouterError
 from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.stages.common import StageResult
 
@@ -79,6 +79,12 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
     except KeyboardInterrupt:
         stderr.print("Interrupted; completed stages and rounds are kept, rerun to continue.")
         raise typer.Exit(130) from None
+    except FederationStopped as exc:
+        if debug:
+            raise
+        stderr.print(f"[red]Error:[/red] {escape(str(exc))}; the finished rounds are kept, "
+                     "so rerun the same command to resume.", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except Exception as exc:  # a bug, not bad input: say so plainly
         if debug:
             raise

@@ -38,7 +38,8 @@ def _node(context: Context) -> NodeData:
 
 
 def _injected_failure(client: int, round_number: int) -> None:
-    """Testing aid: FEDROUTER_FAIL_ON='1:2,3:1' makes client 1 fail in round 2, client 3 in round 1."""
+    """Testing aid: FEDROUTER_FAIL_ON='1:2,3:1' makes client 1 fail in round 2, client 3 in round 1;
+    round 0 is the centroid query before the first round."""
     for item in filter(None, os.environ.get("FEDROUTER_FAIL_ON", "").split(",")):
         who, when = item.split(":")
         if int(who) == client and int(when) == round_number:
@@ -48,6 +49,7 @@ def _injected_failure(client: int, round_number: int) -> None:
 @app.query("centroids")
 def centroids(msg: Message, context: Context) -> Message:
     node = _node(context)
+    _injected_failure(node.client, 0)
     cfg = msg.content["config"]
     epsilon = float(cfg.get("centroid-epsilon", 0.0))
     if epsilon > 0:

@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedrouter_cli.config import load_config
-from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.errors import FederationStopped, FedrouterError
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob
 from fedrouter_cli.rundir import RunDir
@@ -65,7 +65,7 @@ def main(grid: Grid, context: Context) -> None:
     log.info("waiting for %d SuperNodes", num_nodes)
     strategy.connect(grid, timeout=float(rc.get("connect-timeout", 600.0)))
     if len(strategy.node_client) < num_nodes:
-        raise RuntimeError(f"only {len(strategy.node_client)} of {num_nodes} SuperNodes sent their centroids")
+        raise FederationStopped(f"only {len(strategy.node_client)} of {num_nodes} SuperNodes sent their centroids")
     strategy.restore_or_initialize()
     remaining = config.train.rounds - strategy.completed
     if remaining > 0:

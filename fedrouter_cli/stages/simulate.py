@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from fedrouter_cli.clustering import purity
 from fedrouter_cli.config import Config
-from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.errors import CorruptArtifactError, FederationStopped, FedrouterError
 from fedrouter_cli.federation.node import NODE_FILES
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob
@@ -119,14 +119,20 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     errors: list[BaseException] = []
     os.environ["FEDROUTER_NODES_ROOT"] = str(run.stage_dir("nodes"))
     _quiet_flower()
-    run_simulation(
-        server_app=build_server_app(job, STRATEGIES[alg], errors),
-        client_app=client_app,
-        num_supernodes=len(clients),
-        # Ray runs as many clients at once as its CPUs hold client_resources: `workers` of them
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                        "init_args": {"num_cpus": workers, "include_dashboard": False, "log_to_driver": False}},
-    )
+    try:
+        run_simulation(
+            server_app=build_server_app(job, STRATEGIES[alg], errors),
+            client_app=client_app,
+            num_supernodes=len(clients),
+            # Ray runs as many clients at once as its CPUs hold client_resources: `workers` of them
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                            "init_args": {"num_cpus": workers, "include_dashboard": False, "log_to_driver": False}},
+        )
+    except RuntimeError as exc:  # Flower wraps every failure in "An error was encountered"; name the cause
+        if errors:
+            raise errors[0] from exc
+        cause = exc.__cause__ or exc
+        raise FederationStopped(f"Flower's simulation engine failed ({cause.__class__.__name__}: {cause})") from exc
     if errors:
         raise errors[0]
     return finish_simulation(config, run, out, fp, started)
@@ -140,7 +146,10 @@ def open_output(run: RunDir, alg: str, fp: str, force: bool, clients: list[str])
     """The run's output folder; a different run (or `force`) starts over, the same one resumes."""
     out = run.simulate_dir(alg)
     previous = read_json(out / "run.json")["fingerprint"] if (out / "run.json").exists() else None
-    if force or previous != fp:
+    # saved rounds without the metrics table were not written by a sound run (older versions
+    # "finished" rounds nobody trained in); they cannot be trusted, so start over
+    untrusted = any(out.glob("rounds/r*/state.json")) and not (out / "metrics.parquet").exists()
+    if force or previous != fp or untrusted:
         run.invalidate("simulate", alg)
         shutil.rmtree(out, ignore_errors=True)
         for client in clients:
@@ -157,7 +166,10 @@ def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: 
     state_files = sorted(out.glob("rounds/r*/state.json"))
     completed = int(state_files[-1].parent.name[1:]) if state_files else 0
     if completed < config.train.rounds:
-        raise RuntimeError(f"the federation stopped after {completed} of {config.train.rounds} rounds")
+        raise FederationStopped(f"the federation stopped after {completed} of {config.train.rounds} rounds")
+    if not (out / "metrics.parquet").exists():
+        raise CorruptArtifactError(f"{out} has {completed} saved rounds but no metrics.parquet, so it was not written by "
+                             "a complete run; rerun `fedrouter simulate` with --force to train it again.")
     state = read_json(state_files[-1])
     metrics = pq.read_table(out / "metrics.parquet").to_pylist()
     seconds = time.perf_counter() - started

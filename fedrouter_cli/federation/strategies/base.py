@@ -24,6 +24,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedrouter_cli.config import Config
+from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.wire import from_record, nbytes, to_record
 from fedrouter_cli.model.lora import Adapter, load_adapter, save_adapter
@@ -126,6 +127,9 @@ class AdapterStrategy(Strategy):
                 raise RuntimeError(f"only {len(nodes)} of {self.job.num_nodes} nodes connected")
             time.sleep(0.2)
         self._introduce(grid, nodes, timeout)
+        if not self.node_client:
+            # without this a run whose every client is down would "complete" its rounds untrained
+            raise FederationStopped(f"none of the {len(nodes)} nodes answered the centroid query")
 
     def _introduce(self, grid: Grid, nodes: list[int], timeout: float) -> None:
         """Ask nodes who they are (their client index) and for their local centroids."""
@@ -231,6 +235,10 @@ class AdapterStrategy(Strategy):
             rows.append(self._row(round_number, client, None, None, "missing", 0, self._sent_bytes.get(node, 0)))
         # replies arrive in whatever order parallel workers finish; aggregate in client order so
         # that float sums, and so the run, do not depend on timing
+        if not results:
+            # a round nobody trained in must not count as done: resuming would skip it for good
+            raise FederationStopped(f"round {round_number}: no client returned a trained adapter "
+                               f"({len(rows)} failed or missing); the round was not saved")
         results.sort(key=lambda r: (r.client, r.job.name))
         rows.sort(key=lambda r: (r["client"], r["job"]))
         self.combine(round_number, results)
