@@ -63,6 +63,8 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
             render: Callable[[dict[str, Any], Console], None]) -> None:
     """Run one command: config from run dir + preset + options, then the action, then output."""
     quiet_libraries()
+    if debug:
+        os.environ["FEDROUTER_DEBUG"] = "1"  # stages then let the libraries' own error logs through
     out = stderr if json_out else Console()
     try:
         run = RunDir(run_dir)

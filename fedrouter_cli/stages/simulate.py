@@ -62,12 +62,14 @@ def global_purity(run: RunDir, clients: list[str], routes: dict[str, list[int]])
 
 
 def _quiet_flower() -> None:
-    """Flower logs every round at INFO and warns that run_simulation is deprecated (it still is
-    the offline way to use the simulation engine); keep the terminal for our own progress."""
+    """Flower logs every round at INFO, warns that run_simulation is deprecated (it still is the
+    offline way to use the simulation engine) and prints a Ray traceback for each failed client;
+    keep the terminal for our own progress and one-line failure reports (all of it with --debug)."""
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    level = logging.ERROR if os.environ.get("FEDROUTER_DEBUG") == "1" else logging.CRITICAL
     for name in ("flwr", "ray"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(level)
 
 
 def parallel_workers(requested: int, clients: int, model_bytes: int, cpus: int | None = None,

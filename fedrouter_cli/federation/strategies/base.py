@@ -33,6 +33,13 @@ from fedrouter_cli.rundir import atomic_dir, read_json, write_json, write_table
 log = logging.getLogger(__name__)
 
 
+def error_summary(reason: str) -> str:
+    """The line of a client's error that says what went wrong: Flower passes on the whole remote
+    traceback (under Ray, wrapped in its exception's repr), whose last line is the message."""
+    lines = [line.strip(" '\">") for line in reason.splitlines() if line.strip(" '\">")]
+    return (lines[-1] if lines else reason)[:300]
+
+
 @dataclass
 class Job:
     """One adapter a node trains in a round."""
@@ -216,7 +223,7 @@ class AdapterStrategy(Strategy):
             answered.add(node)
             client = self.node_client.get(node, -1)
             if reply.has_error():
-                log.warning("client %s failed in round %s: %s", client, round_number, reply.error.reason[:200])
+                log.warning("client %s failed in round %s: %s", client, round_number, error_summary(reply.error.reason))
                 rows.append(self._row(round_number, client, None, None, "failed", 0, self._sent_bytes.get(node, 0)))
                 continue
             metrics = reply.content["metrics"]
