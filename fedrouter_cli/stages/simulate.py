@@ -171,7 +171,7 @@ def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: 
         raise FederationStopped(f"the federation stopped after {completed} of {config.train.rounds} rounds")
     if not (out / "metrics.parquet").exists():
         raise CorruptArtifactError(f"{out} has {completed} saved rounds but no metrics.parquet, so it was not written by "
-                             "a complete run; rerun `fedrouter simulate` with --force to train it again.")
+                                   "a complete run; rerun `fedrouter simulate` with --force to train it again.")
     state = read_json(state_files[-1])
     metrics = pq.read_table(out / "metrics.parquet").to_pylist()
     seconds = time.perf_counter() - started

@@ -240,12 +240,12 @@ class AdapterStrategy(Strategy):
             client = self.node_client[node]
             log.warning("client %s sent no reply in round %s (timeout)", client, round_number)
             rows.append(self._row(round_number, client, None, None, "missing", 0, self._sent_bytes.get(node, 0)))
-        # replies arrive in whatever order parallel workers finish; aggregate in client order so
-        # that float sums, and so the run, do not depend on timing
         if not results:
             # a round nobody trained in must not count as done: resuming would skip it for good
             raise FederationStopped(f"round {round_number}: no client returned a trained adapter "
-                               f"({len(rows)} failed or missing); the round was not saved")
+                                    f"({len(rows)} failed or missing); the round was not saved")
+        # replies arrive in whatever order parallel workers finish; aggregate in client order so
+        # that float sums, and so the run, do not depend on timing
         results.sort(key=lambda r: (r.client, r.job.name))
         rows.sort(key=lambda r: (r["client"], r["job"]))
         self.combine(round_number, results)
