@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+
+import psutil
 from pathlib import Path
 
 from fedrouter_cli.deploy import (
@@ -29,8 +31,11 @@ from fedrouter_cli.rundir import RunDir, client_name
 FEDROUTER = [sys.executable, "-m", "fedrouter_cli"]
 CLIENTS = 3
 # a whole smoke federation: 3 SuperNodes share 2 cores and start a ClientApp process (torch, the
-# model) for every message; a 2-round TLS run was still in round 2 at 170 s
-RUN_TIMEOUT = 300.0
+# model) for every message; a 2-round TLS run took about 290 s (round 1 saved at 170 s)
+RUN_TIMEOUT = 480.0
+# each `flwr ls` is a fresh Python process of ~2 s CPU; polling it every second took most of a
+# core from the federation, and under that load the SuperLink's SQLite reported "database is locked"
+STATUS_INTERVAL = 10.0
 
 
 def free_port() -> int:
@@ -101,6 +106,7 @@ class Federation:
         self.processes: list[subprocess.Popen] = []
         self.nodes: dict[int, subprocess.Popen] = {}
         self.link: subprocess.Popen | None = None
+        self.started_elsewhere: list = []  # psutil.Process of descendants seen at stop(); see descendants()
         self.port = free_port()
         self.host = "localhost" if certificates else "127.0.0.1"
 
@@ -165,13 +171,15 @@ class Federation:
     def wait(self, run_id: int, timeout: float = RUN_TIMEOUT, until=None) -> str:
         """Poll the run until it finishes (or `until()` is true); every process must stay up."""
         deadline = time.monotonic() + timeout
-        status = ""
+        status, next_status = "", 0.0
         while time.monotonic() < deadline:
             if until is not None and until():
                 return status
-            status = parse_status(self.flwr(status_command("test", run_id)))
-            if status.startswith("finished"):
-                return status
+            if time.monotonic() >= next_status:
+                status = parse_status(self.flwr(status_command("test", run_id)))
+                next_status = time.monotonic() + STATUS_INTERVAL
+                if status.startswith("finished"):
+                    return status
             for process in [self.link, *self.nodes.values()]:
                 assert process.poll() is None, f"{process.args[0]} exited early:\n{self.logs()}"
             time.sleep(1)
@@ -183,8 +191,21 @@ class Federation:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
 
+    def descendants(self) -> list:
+        """Every live process our processes started, also those in sessions of their own (the SuperLink
+        detaches its SuperExec, so the ServerApp is outside the SuperLink's process group)."""
+
+        found = []
+        for process in self.processes:
+            try:
+                found += psutil.Process(process.pid).children(recursive=True)
+            except psutil.Error:
+                continue
+        return found
+
     def stop(self) -> None:
-        """SIGTERM each process group, then SIGKILL what is left; idempotent."""
+        """SIGTERM each process group, then SIGKILL what is left, detached descendants too; idempotent."""
+        self.started_elsewhere += self.descendants()
         for process in reversed(self.processes):  # SuperNodes first, then the SuperLink
             if process.poll() is None:
                 try:
@@ -201,12 +222,27 @@ class Federation:
             except ProcessLookupError:
                 pass
             process.wait(timeout=15)
+        for child in self.started_elsewhere:
+            try:  # psutil checks the process is the one it saw, so a reused pid is left alone
+                child.kill()
+                child.wait(timeout=15)
+            except psutil.Error:
+                pass
+
+    def survivors(self) -> list[int]:
+        """Processes of this federation still alive after stop(), detached ones included."""
+        alive = []
+        for child in self.started_elsewhere:
+            try:
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(child.pid)
+            except psutil.Error:
+                continue
+        return leftovers({p.pid for p in self.processes}) + alive
 
 
 def leftovers(groups: set[int]) -> list[int]:
     """Live (non-zombie) processes in the given process groups: SuperLink, SuperNodes and their children."""
-    import psutil
-
     found = []
     for process in psutil.process_iter(["pid", "status"]):
         try:

@@ -71,11 +71,11 @@ def federation(deploy_data: Path, tmp_path: Path, request):
     finally:
         federation.stop()
         assert all(p.poll() is not None for p in federation.processes)
-        assert not leftovers({p.pid for p in federation.processes}), "Flower processes outlived the test"
+        assert not federation.survivors(), "Flower processes outlived the test"
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("federation", ["tls"], indirect=True)
 def test_deployment_engine_runs_fedrouter(federation: Federation) -> None:
     started = time.monotonic()
