@@ -29,6 +29,11 @@ def client_name(index: int) -> str:
     return f"c{index:02d}"
 
 
+def saved_rounds(simulate_dir: Path) -> list[int]:
+    """The rounds a simulate folder has saved, in order: a round counts once its state.json is in place."""
+    return sorted(int(state.parent.name[1:]) for state in simulate_dir.glob("rounds/r*/state.json"))
+
+
 def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-serialisable parts (config slices, upstream fingerprints)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()

@@ -16,7 +16,7 @@ from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.model.generate import BASE, generate
 from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.router import nearest
-from fedrouter_cli.stages.evaluate import run_evaluate
+from fedrouter_cli.stages.evaluate import pick_round, run_evaluate
 
 FEDROUTER = [sys.executable, "-m", "fedrouter_cli"]
 
@@ -99,6 +99,20 @@ def test_generation_strategies_agree(evaluated: Path) -> None:
         for name in names:
             model.delete_adapter(name)
     assert outputs["mixed"] == outputs["grouped"] == outputs["per-sample"]
+
+
+def test_pick_round_counts_only_rounds_whose_state_is_saved(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(FedrouterError, match="no rounds of fedit"):
+        pick_round(run, "fedit", 0)
+    for number in (2, 10, 1):
+        run.round_dir("fedit", number).mkdir(parents=True)
+        (run.round_dir("fedit", number) / "state.json").write_text("{}")
+    run.round_dir("fedit", 11).mkdir()  # a round being written: its state is not in place yet
+    assert pick_round(run, "fedit", 0) == 10
+    assert pick_round(run, "fedit", 2) == 2
+    with pytest.raises(FedrouterError, match="completed rounds are 1..10"):
+        pick_round(run, "fedit", 11)
 
 
 def test_evaluate_bad_input(smoke_copy: Path, evaluated: Path) -> None:

@@ -16,7 +16,7 @@ from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.metrics import ROUGE_KEYS, rouge
 from fedrouter_cli.model.generate import BASE, generate
 from fedrouter_cli.rundir import (
-    PARTITION_TEXT, RunDir, client_name, fingerprint, read_json, read_table, write_json, write_table,
+    PARTITION_TEXT, RunDir, client_name, fingerprint, read_json, read_table, saved_rounds, write_json, write_table,
 )
 from fedrouter_cli.stages.cluster_local import read_centroids
 from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
@@ -27,7 +27,7 @@ BASE_ALG = "base"  # the base model with no adapter, evaluated the same way
 
 
 def pick_round(run: RunDir, alg: str, wanted: int) -> int:
-    done = sorted(int(p.parent.name[1:]) for p in run.simulate_dir(alg).glob("rounds/r*/state.json"))
+    done = saved_rounds(run.simulate_dir(alg))
     if not done:
         raise FedrouterError(f"The run dir has no rounds of {alg}; run `fedrouter simulate --alg {alg}` first.")
     if wanted == 0:

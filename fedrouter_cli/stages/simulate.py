@@ -18,7 +18,7 @@ from fedrouter_cli.errors import CorruptArtifactError, FederationStopped, Fedrou
 from fedrouter_cli.federation.node import NODE_FILES
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob
-from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_json, write_json
+from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_json, saved_rounds, write_json
 from fedrouter_cli.stages.cluster_local import cluster_fingerprint
 from fedrouter_cli.stages.common import Progress, StageResult, manifest, no_progress, cache_hit
 
@@ -150,7 +150,7 @@ def open_output(run: RunDir, alg: str, fp: str, force: bool, clients: list[str])
     previous = read_json(out / "run.json")["fingerprint"] if (out / "run.json").exists() else None
     # saved rounds without the metrics table were not written by a sound run (older versions
     # "finished" rounds nobody trained in); they cannot be trusted, so start over
-    untrusted = any(out.glob("rounds/r*/state.json")) and not (out / "metrics.parquet").exists()
+    untrusted = bool(saved_rounds(out)) and not (out / "metrics.parquet").exists()
     if force or previous != fp or untrusted:
         run.invalidate("simulate", alg)
         shutil.rmtree(out, ignore_errors=True)
@@ -165,14 +165,14 @@ def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: 
     alg = config.train.alg
     cluster = run.require("cluster-local")
     clients = run_clients(run)
-    state_files = sorted(out.glob("rounds/r*/state.json"))
-    completed = int(state_files[-1].parent.name[1:]) if state_files else 0
+    rounds = saved_rounds(out)
+    completed = rounds[-1] if rounds else 0
     if completed < config.train.rounds:
         raise FederationStopped(f"the federation stopped after {completed} of {config.train.rounds} rounds")
     if not (out / "metrics.parquet").exists():
         raise CorruptArtifactError(f"{out} has {completed} saved rounds but no metrics.parquet, so it was not written by "
                                    "a complete run; rerun `fedrouter simulate` with --force to train it again.")
-    state = read_json(state_files[-1])
+    state = read_json(run.round_dir(alg, completed) / "state.json")
     metrics = pq.read_table(out / "metrics.parquet").to_pylist()
     seconds = time.perf_counter() - started
     summary = {

@@ -28,7 +28,7 @@ from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.wire import from_record, nbytes, to_record
 from fedrouter_cli.model.lora import Adapter, load_adapter, save_adapter
-from fedrouter_cli.rundir import atomic_dir, read_json, write_json, write_table
+from fedrouter_cli.rundir import atomic_dir, read_json, saved_rounds, write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ class AdapterStrategy(Strategy):
         deadline = time.monotonic() + timeout
         while len(nodes := sorted(grid.get_node_ids())) < self.job.num_nodes:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(nodes)} of {self.job.num_nodes} nodes connected")
+                raise FederationStopped(f"only {len(nodes)} of {self.job.num_nodes} nodes connected "
+                                        f"within {timeout:.0f} s")
             time.sleep(0.2)
         self._introduce(grid, nodes, timeout)
         if not self.node_client:
@@ -285,8 +286,8 @@ class AdapterStrategy(Strategy):
         return self.job.out_dir / "rounds" / f"r{round_number:04d}"
 
     def last_completed_round(self) -> int:
-        done = sorted(self.job.out_dir.glob("rounds/r*/state.json"))
-        return int(done[-1].parent.name[1:]) if done else 0
+        done = saved_rounds(self.job.out_dir)
+        return done[-1] if done else 0
 
     def checkpoint(self, round_number: int, rows: list[dict[str, Any]]) -> None:
         """Save adapters, state and metrics of a round; the round counts once its folder is in place."""
