@@ -185,7 +185,7 @@ def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: 
         "train_seconds": round(float(sum(r["train_seconds"] for r in metrics)), 3),
         "loss_by_round": _loss_by_round(metrics),
         "client_peak_rss_mb_by_round": _peak_rss_by_round(metrics),
-        "adapters_dir": str(state_files[-1].parent / "adapters"),
+        "adapters_dir": str(run.round_dir(alg, completed) / "adapters"),
         "metrics_path": str(out / "metrics.parquet"),
     }
     run.write_manifest("simulate", manifest("simulate", fp, asdict(config.train),
