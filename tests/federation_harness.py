@@ -98,15 +98,17 @@ def make_certificates(folder: Path) -> Certificates:
 class Federation:
     """A SuperLink and one SuperNode per client, each in its own process group."""
 
-    def __init__(self, root: Path, run: RunDir, certificates: Certificates | None) -> None:
+    def __init__(self, root: Path, run: RunDir, certificates: Certificates | None,
+                 keep_link_state: bool = False) -> None:
         self.root, self.run, self.certificates = root, run, certificates
+        self.keep_link_state = keep_link_state
         self.home = root / "flwr_home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.env = deploy_env({**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1"}, self.home)
         self.processes: list[subprocess.Popen] = []
         self.nodes: dict[int, subprocess.Popen] = {}
         self.link: subprocess.Popen | None = None
-        self.started_elsewhere: list = []  # psutil.Process of descendants seen at stop(); see descendants()
+        self.started_elsewhere: list[psutil.Process] = []  # seen at stop(); see descendants()
         self.port = free_port()
         self.host = "localhost" if certificates else "127.0.0.1"
 
@@ -125,9 +127,9 @@ class Federation:
             c = self.certificates
             tls = ["--ca-cert", str(c.ca_cert), "--cert", str(c.server_cert), "--key", str(c.server_key)]
         # a database file keeps the SuperNodes' registrations across a SuperLink restart
+        database = ["--database", str(self.root / "link.db")] if self.keep_link_state else []
         self.link = self._start("superlink", [*FEDROUTER, "deploy", "superlink", "--host", "127.0.0.1",
-                                              "--port", str(self.port), "--database", str(self.root / "link.db"),
-                                              *tls])
+                                              "--port", str(self.port), *database, *tls])
         wait_for_port(self.port, self.link)
 
     def node_dir(self, i: int) -> Path:
@@ -151,12 +153,17 @@ class Federation:
 
     @staticmethod
     def kill(process: subprocess.Popen) -> None:
-        """SIGKILL a process and everything it started (a crash, not a shutdown)."""
+        """SIGKILL a process and everything it started (a crash, not a shutdown), detached ones too."""
+        try:
+            started = psutil.Process(process.pid).children(recursive=True)
+        except psutil.Error:
+            started = []
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         process.wait(timeout=15)
+        _kill_all(started)
 
     def flwr(self, command: list[str]) -> str:
         result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=60, cwd=self.root)
@@ -191,10 +198,9 @@ class Federation:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
 
-    def descendants(self) -> list:
+    def descendants(self) -> list[psutil.Process]:
         """Every live process our processes started, also those in sessions of their own (the SuperLink
         detaches its SuperExec, so the ServerApp is outside the SuperLink's process group)."""
-
         found = []
         for process in self.processes:
             try:
@@ -222,12 +228,7 @@ class Federation:
             except ProcessLookupError:
                 pass
             process.wait(timeout=15)
-        for child in self.started_elsewhere:
-            try:  # psutil checks the process is the one it saw, so a reused pid is left alone
-                child.kill()
-                child.wait(timeout=15)
-            except psutil.Error:
-                pass
+        _kill_all(self.started_elsewhere)
 
     def survivors(self) -> list[int]:
         """Processes of this federation still alive after stop(), detached ones included."""
@@ -239,6 +240,15 @@ class Federation:
             except psutil.Error:
                 continue
         return leftovers({p.pid for p in self.processes}) + alive
+
+
+def _kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        try:  # psutil checks the process is the one it saw, so a reused pid is left alone
+            process.kill()
+            process.wait(timeout=15)
+        except psutil.Error:
+            pass
 
 
 def leftovers(groups: set[int]) -> list[int]:
