@@ -29,6 +29,11 @@ def client_name(index: int) -> str:
     return f"c{index:02d}"
 
 
+def round_dir(simulate_dir: Path, round_number: int) -> Path:
+    """One saved round of a simulate folder: its state.json and adapters/."""
+    return simulate_dir / "rounds" / f"r{round_number:04d}"
+
+
 def saved_rounds(simulate_dir: Path) -> list[int]:
     """The rounds a simulate folder has saved, in order: a round counts once its state.json is in place."""
     return sorted(int(state.parent.name[1:]) for state in simulate_dir.glob("rounds/r*/state.json"))
@@ -209,7 +214,7 @@ class RunDir:
         return self.stage_dir("simulate", alg)
 
     def round_dir(self, alg: str, round_number: int) -> Path:
-        return self.simulate_dir(alg) / "rounds" / f"r{round_number:04d}"
+        return round_dir(self.simulate_dir(alg), round_number)
 
     def evaluate_dir(self, alg: str, name: str) -> Path:
         """One evaluation of `alg`; `name` comes from `evaluation_name`."""

@@ -11,9 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
-from pathlib import Path
 
 from fedrouter_cli.deploy import (
     Certificates,
@@ -108,7 +108,7 @@ class Federation:
         self.processes: list[subprocess.Popen] = []
         self.nodes: dict[int, subprocess.Popen] = {}
         self.link: subprocess.Popen | None = None
-        self.started_elsewhere: list[psutil.Process] = []  # seen at stop(); see descendants()
+        self.started_elsewhere: list[psutil.Process] = []  # seen at stop(); see _descendants()
         self.port = free_port()
         self.host = "localhost" if certificates else "127.0.0.1"
 
@@ -154,10 +154,7 @@ class Federation:
     @staticmethod
     def kill(process: subprocess.Popen) -> None:
         """SIGKILL a process and everything it started (a crash, not a shutdown), detached ones too."""
-        try:
-            started = psutil.Process(process.pid).children(recursive=True)
-        except psutil.Error:
-            started = []
+        started = _descendants(process)
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -198,20 +195,9 @@ class Federation:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
 
-    def descendants(self) -> list[psutil.Process]:
-        """Every live process our processes started, also those in sessions of their own (the SuperLink
-        detaches its SuperExec, so the ServerApp is outside the SuperLink's process group)."""
-        found = []
-        for process in self.processes:
-            try:
-                found += psutil.Process(process.pid).children(recursive=True)
-            except psutil.Error:
-                continue
-        return found
-
     def stop(self) -> None:
         """SIGTERM each process group, then SIGKILL what is left, detached descendants too; idempotent."""
-        self.started_elsewhere += self.descendants()
+        self.started_elsewhere += [child for process in self.processes for child in _descendants(process)]
         for process in reversed(self.processes):  # SuperNodes first, then the SuperLink
             if process.poll() is None:
                 try:
@@ -240,6 +226,15 @@ class Federation:
             except psutil.Error:
                 continue
         return leftovers({p.pid for p in self.processes}) + alive
+
+
+def _descendants(process: subprocess.Popen) -> list[psutil.Process]:
+    """Every live process `process` started, also those in sessions of their own (the SuperLink
+    detaches its SuperExec, so the ServerApp is outside the SuperLink's process group)."""
+    try:
+        return psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def _kill_all(processes: list[psutil.Process]) -> None:

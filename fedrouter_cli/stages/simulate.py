@@ -18,7 +18,7 @@ from fedrouter_cli.errors import CorruptArtifactError, FederationStopped, Fedrou
 from fedrouter_cli.federation.node import NODE_FILES
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob
-from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_json, saved_rounds, write_json
+from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_json, round_dir, saved_rounds, write_json
 from fedrouter_cli.stages.cluster_local import cluster_fingerprint
 from fedrouter_cli.stages.common import Progress, StageResult, manifest, no_progress, cache_hit
 
@@ -172,7 +172,8 @@ def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: 
     if not (out / "metrics.parquet").exists():
         raise CorruptArtifactError(f"{out} has {completed} saved rounds but no metrics.parquet, so it was not written by "
                                    "a complete run; rerun `fedrouter simulate` with --force to train it again.")
-    state = read_json(run.round_dir(alg, completed) / "state.json")
+    last = round_dir(out, completed)
+    state = read_json(last / "state.json")
     metrics = pq.read_table(out / "metrics.parquet").to_pylist()
     seconds = time.perf_counter() - started
     summary = {
@@ -185,7 +186,7 @@ def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: 
         "train_seconds": round(float(sum(r["train_seconds"] for r in metrics)), 3),
         "loss_by_round": _loss_by_round(metrics),
         "client_peak_rss_mb_by_round": _peak_rss_by_round(metrics),
-        "adapters_dir": str(run.round_dir(alg, completed) / "adapters"),
+        "adapters_dir": str(last / "adapters"),
         "metrics_path": str(out / "metrics.parquet"),
     }
     run.write_manifest("simulate", manifest("simulate", fp, asdict(config.train),

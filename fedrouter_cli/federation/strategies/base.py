@@ -28,7 +28,7 @@ from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.wire import from_record, nbytes, to_record
 from fedrouter_cli.model.lora import Adapter, load_adapter, save_adapter
-from fedrouter_cli.rundir import atomic_dir, read_json, saved_rounds, write_json, write_table
+from fedrouter_cli.rundir import atomic_dir, read_json, round_dir, saved_rounds, write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class AdapterStrategy(Strategy):
 
     # -- checkpoints -----------------------------------------------------------------------
     def round_dir(self, round_number: int) -> Path:
-        return self.job.out_dir / "rounds" / f"r{round_number:04d}"
+        return round_dir(self.job.out_dir, round_number)
 
     def last_completed_round(self) -> int:
         done = saved_rounds(self.job.out_dir)
