@@ -1,16 +1,22 @@
-"""Shared fixtures: a quiet offline environment, the shared real data, prepared smoke runs."""
+"""Shared fixtures: a quiet offline environment, a tiny model for plumbing tests, the shared real
+data, prepared smoke runs, and Flower's simulation engine without Ray where Ray is not the point."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_FLAN = REPO.parent / "shared" / "data" / "flan"
+SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_FLAN = SHARED_DATA / "flan"
+SHARED_RAW = SHARED_DATA / "raw"
 FLAN_TASKS = ("glue_qqp", "web_nlg_en", "gigaword", "trec")
+# the installed console script, as users run it (a few tests go through it as a real process)
+FEDROUTER_SCRIPT = [str(Path(sys.executable).with_name("fedrouter"))]
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,15 +30,39 @@ def needs_flan() -> pytest.MarkDecorator:
     return pytest.mark.skipif(not SHARED_FLAN.is_dir(), reason="../shared/data/flan is not present")
 
 
+def needs_raw() -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not SHARED_RAW.is_dir(), reason="../shared/data/raw is not present")
+
+
 @pytest.fixture(scope="session")
-def smoke_data(tmp_path_factory) -> Path:
-    """A run dir with the data stages done on the smoke preset (synthetic data, MiniLM)."""
+def tiny_model(tmp_path_factory) -> str:
+    """Folder of a tiny random Llama with SmolLM2's tokenizer, for tests of the plumbing."""
+    from tiny_model import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+
+
+@pytest.fixture
+def inprocess(monkeypatch):
+    """Flower's simulation engine runs ClientApps in this process (see inprocess_engine.py)."""
+    import torch
+    from inprocess_engine import install
+
+    threads = torch.get_num_threads()  # the ClientApp sets the torch threads it was told to use
+    yield install(monkeypatch)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def smoke_data(tmp_path_factory, tiny_model: str) -> Path:
+    """A run dir with the data stages done on the smoke preset (synthetic data, MiniLM), whose
+    base model is the tiny one."""
     from fedrouter_cli.config import resolve_config, save_config
     from fedrouter_cli.pipeline import prepare
     from fedrouter_cli.rundir import RunDir
 
     run = RunDir(tmp_path_factory.mktemp("smoke") / "run")
-    config = resolve_config(run.config_path, "smoke", {})
+    config = resolve_config(run.config_path, "smoke", {"model": {"model": tiny_model}})
     prepare(config, run, "cluster-local")
     save_config(run.config_path, config)
     return run.root
@@ -48,14 +78,22 @@ def smoke_copy(smoke_data: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_simulated(smoke_data: Path, tmp_path_factory) -> tuple[Path, dict]:
-    """The smoke run dir after `fedrouter simulate --preset smoke` (2 rounds of FedRouter)."""
+    """The smoke run dir after `fedrouter simulate --preset smoke --workers 1` (2 rounds of
+    FedRouter) as a real process on Flower's simulation engine with its Ray backend."""
     import json
     import subprocess
-    import sys
 
     target = tmp_path_factory.mktemp("simulated") / "run"
     shutil.copytree(smoke_data, target)
-    result = subprocess.run([sys.executable, "-m", "fedrouter_cli", "simulate", "--run-dir", str(target),
-                             "--preset", "smoke", "--json"], capture_output=True, text=True)
+    result = subprocess.run([*FEDROUTER_SCRIPT, "simulate", "--run-dir", str(target), "--preset", "smoke",
+                             "--workers", "1", "--json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return target, json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def simulated_copy(smoke_simulated: tuple[Path, dict], tmp_path_factory) -> Path:
+    """One shared copy of the simulated run for tests that add evaluations (never rounds) to it."""
+    target = tmp_path_factory.mktemp("evaluated") / "run"
+    shutil.copytree(smoke_simulated[0], target)
+    return target

@@ -28,7 +28,7 @@ from fedrouter_cli.deploy import (
 )
 from fedrouter_cli.rundir import RunDir, client_name
 
-FEDROUTER = [sys.executable, "-m", "fedrouter_cli"]
+FEDROUTER = [str(Path(sys.executable).with_name("fedrouter"))]
 CLIENTS = 3
 # a whole smoke federation: 3 SuperNodes share 2 cores and start a ClientApp process (torch, the
 # model) for every message; a 2-round TLS run took about 290 s (round 1 saved at 170 s)

@@ -1,5 +1,5 @@
 """Baseline strategies: their rules on small fake adapters, and an end-to-end smoke of each
-through Flower's simulation engine and the evaluate stage."""
+through Flower's simulation engine (in-process backend, tiny model) and the evaluate stage."""
 
 from __future__ import annotations
 
@@ -147,19 +147,18 @@ def test_ffa_lora_freezes_a_and_averages_b(tmp_path: Path) -> None:
     assert all(np.array_equal(s.plan(2, c)[0].adapter[key(0, "lora_A")], initial_a[key(0, "lora_A")]) for c in range(4))
 
 
-@pytest.mark.slow
-def test_ffa_lora_real_training_step_leaves_a_untouched() -> None:
+def test_ffa_lora_real_training_step_leaves_a_untouched(tiny_model: str) -> None:
     from fedrouter_cli.model.lora import get_adapter, initial_adapter, peft_model, set_adapter_weights
     from fedrouter_cli.model.train import train_steps
 
     train = TrainConfig(lora_r=4, lora_alpha=8, target_modules=("q_proj", "v_proj"))
-    model, tokenizer = peft_model("smollm2-135m-instruct", train)
+    model, tokenizer = peft_model(tiny_model, train)
     rows = [("Write a short headline: the city opened a new bridge.", "City opens bridge"),
             ("Do these two questions mean the same? A: how old? B: what age?", "yes")]
 
     def step(trainable: str) -> tuple[dict, dict]:
         # a nonzero B (as after a round), so that A would get a gradient if it were trainable
-        start = initial_adapter("smollm2-135m-instruct", train, seed=5)
+        start = initial_adapter(tiny_model, train, seed=5)
         rng = np.random.default_rng(0)
         start = {k: (rng.normal(scale=0.01, size=v.shape).astype(np.float32) if "lora_B" in k else v)
                  for k, v in start.items()}
@@ -294,11 +293,12 @@ def smoke(smoke_data, tmp_path_factory):
     from fedrouter_cli.stages.evaluate import run_evaluate
     from fedrouter_cli.stages.simulate import run_simulate
 
+    import torch
+    from inprocess_engine import install
+
+    threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("FLWR_TELEMETRY_ENABLED", "0")
-        env.setenv("HF_HUB_OFFLINE", "1")
-        env.delenv("FEDROUTER_CACHE", raising=False)
-        env.setenv("RAY_TMPDIR", "/tmp/ray_tests")
+        install(env)  # Flower's simulation engine, ClientApps in this process: the rules, not Ray, are tested here
         run = RunDir(tmp_path_factory.mktemp("baselines") / "run")
         shutil.copytree(smoke_data, run.root)
 
@@ -319,6 +319,7 @@ def smoke(smoke_data, tmp_path_factory):
             return done[alg]
 
         yield outcome
+    torch.set_num_threads(threads)
 
 
 ADAPTER_NAMES = {
@@ -327,12 +328,11 @@ ADAPTER_NAMES = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("alg", BASELINES)
 def test_smoke_simulate_and_evaluate(smoke, alg: str) -> None:
     import pyarrow.parquet as pq
 
-    from fedrouter_cli.metrics import ROUGE_KEYS
+    from fedrouter_cli.metrics import ROUGE_KEYS, rouge
 
     result = smoke(alg)
     sim, scores, cfg = result["simulate"], result["evaluate"], result["config"]
@@ -341,17 +341,19 @@ def test_smoke_simulate_and_evaluate(smoke, alg: str) -> None:
     clients = cfg.data.clients
     assert sorted(scores["per_client"]) == [f"c{c:02d}" for c in range(clients)]
     assert scores["samples"] == clients * cfg.data.test_per_client
-    for k in ROUGE_KEYS:
-        assert 0.0 <= scores[k] <= 1.0
     predictions = pq.read_table(scores["predictions_path"]).to_pylist()
+    assert len(predictions) == scores["samples"]
     for row in predictions:
         c = int(row["client"][1:])
         assert re.fullmatch(ADAPTER_NAMES[alg].format(c=c), row["adapter"]), (alg, row["adapter"])
-        for k in ROUGE_KEYS:
-            assert row[k] is not None
+        assert row["reference"]
+        assert {k: row[k] for k in ROUGE_KEYS} == pytest.approx(rouge(row["prediction"], row["reference"]))
+    # the reported scores are the means of the per-client means of those per-sample scores
+    for k in ROUGE_KEYS:
+        by_client = [np.mean([r[k] for r in predictions if r["client"] == c]) for c in scores["per_client"]]
+        assert scores[k] == pytest.approx(float(np.mean(by_client)), abs=1e-4)
 
 
-@pytest.mark.slow
 def test_smoke_communication(smoke) -> None:
     from fedrouter_cli.model.lora import load_adapter
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -227,15 +225,23 @@ def test_bench_rejects_bad_options_without_touching_the_dir(tmp_path: Path) -> N
         assert not (tmp_path / "b" / "cells").exists()
 
 
-def test_smoke_bench_end_to_end_and_resume(tmp_path: Path) -> None:
-    """The smoke preset through every part of the bench: Flower simulations, evaluations on both
-    test sets and per round, both ablations, tables and plots; a second run is all cache hits."""
-    command = [sys.executable, "-m", "fedrouter_cli", "bench", "-r", str(tmp_path / "bench"), "--preset", "smoke",
+def test_smoke_bench_end_to_end_and_resume(tmp_path: Path, tiny_model: str, inprocess) -> None:
+    """The smoke preset through every part of the bench: simulations (Flower's engine, in-process
+    backend, tiny model), evaluations on both test sets and per round, both ablations, tables and
+    plots; a second run is all cache hits; another machine continues from the results alone."""
+    from typer.testing import CliRunner
+
+    from fedrouter_cli.cli.app import app
+
+    def bench(*args: str):
+        result = CliRunner().invoke(app, ["bench", *args])
+        assert result.exit_code == 0, result.output
+        return result
+
+    command = ["-r", str(tmp_path / "bench"), "--preset", "smoke", "--model", tiny_model,
                "--methods", "fedrouter,fedit", "--scenarios", "single", "--ablation-clients", "2",
                "--fixed-k-scenario", "single", "--curve-scenario", "single", "--json"]
-    first = subprocess.run(command, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr[-3000:]
-    payload = json.loads(first.stdout)
+    payload = json.loads(bench(*command).stdout)
     assert payload["cells"] == 5 and payload["failed_cells"] == [] and payload["cached_cells"] == 0
     tables_ = payload["tables"]
     assert set(tables_["scenarios"]["single"]) == {"base", "fedit", "fedrouter"}
@@ -247,29 +253,28 @@ def test_smoke_bench_end_to_end_and_resume(tmp_path: Path) -> None:
     assert {"rouge1_single.png", "generalization.png", "rouge1_per_round.png", "silhouette_local.png",
             "silhouette_global.png", "embedding_map.png"} <= names
     assert all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in payload["plots"])
-    markdown = Path(payload["markdown"]).read_text()
-    assert "## Generalization" in markdown and "| fedrouter |" in markdown
+    markdown_text = Path(payload["markdown"]).read_text()
+    assert "## Generalization" in markdown_text and "| fedrouter |" in markdown_text
     data = json.loads(Path(payload["json"]).read_text())
     curve = next(c for c in data["cells"] if c["cell"] == "single-s0/fedrouter")
     assert sorted(e["round"] for e in curve["evaluations"] if e["test_tasks"] == "scenario") == [1, 2]
+    trained = len(inprocess.calls)
+    assert trained > 0
 
-    again = subprocess.run(command, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads(again.stdout)["cached_cells"] == 5
+    assert json.loads(bench(*command).stdout)["cached_cells"] == 5
+    assert len(inprocess.calls) == trained  # no node was asked anything again
 
     # another machine (a fresh run dir) continues from the results alone: nothing is trained again
-    fresh = [*command[:5], str(tmp_path / "fresh"), *command[6:], "--results-dir", str(tmp_path / "bench" / "results")]
-    carried = subprocess.run(fresh, capture_output=True, text=True)
-    assert carried.returncode == 0, carried.stderr[-3000:]
+    fresh = [command[0], str(tmp_path / "fresh"), *command[2:], "--results-dir", str(tmp_path / "bench" / "results")]
+    carried = bench(*fresh)
     assert json.loads(carried.stdout)["cached_cells"] == 5 and carried.stderr.count("carried over") == 5
     assert not list((tmp_path / "fresh" / "cells").glob("*/*/simulate/*/rounds"))
     assert json.loads(carried.stdout)["tables"] == payload["tables"]
+    assert len(inprocess.calls) == trained
 
     # a bench still running can be tabulated from its finished cells; a cell not done is left out
     shutil.rmtree(tmp_path / "bench" / "cells" / "single-s0" / "fedit" / "evaluate")
-    partial = subprocess.run([*command, "--report-only", "--results-dir", str(tmp_path / "partial")],
-                             capture_output=True, text=True)
-    assert partial.returncode == 0, partial.stderr[-3000:]
+    partial = bench(*command, "--report-only", "--results-dir", str(tmp_path / "partial"))
     assert json.loads(partial.stdout)["cells"] == 4
     assert "not finished yet" in partial.stderr
     assert not (tmp_path / "bench" / "cells" / "single-s0" / "fedit" / "evaluate").exists()  # nothing was run

@@ -1,19 +1,30 @@
-"""The command line as users drive it: help, --json, caching, and bad input (exit 2, run dir unchanged)."""
+"""The command line as users drive it: help, --json, caching, and bad input (exit 2, run dir
+unchanged). A few tests run the installed `fedrouter` script as a real process; the rest run the
+same app in process through Typer's CliRunner."""
 
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import FEDROUTER_SCRIPT
+from typer.testing import CliRunner
 
-FEDROUTER = [sys.executable, "-m", "fedrouter_cli"]
+from fedrouter_cli.cli.app import app
+
 STAGES = ["run", "partition", "embed", "cluster-local", "select-k", "simulate", "evaluate", "generate", "export"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*FEDROUTER, *args], capture_output=True, text=True)
+    """The installed console script, as a user's shell runs it."""
+    return subprocess.run([*FEDROUTER_SCRIPT, *args], capture_output=True, text=True)
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess:
+    """The same command in this process; returns what `cli` would (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -31,8 +42,6 @@ def test_help_lists_stages_and_explains_options() -> None:
     assert "--run-dir" in cli("simulate", "--help").stdout
     import click
     import typer
-
-    from fedrouter_cli.cli.app import app
 
     group = typer.main.get_command(app)
     for stage in STAGES:
@@ -84,12 +93,12 @@ def test_bad_partition_input(tmp_path: Path, case: str) -> None:
     spoil, extra, message = BAD_CASES[case]
     source = _good_source(tmp_path / "src")
     run_dir = tmp_path / "run"
-    ok = cli("partition", "--run-dir", str(run_dir), "--source", str(source), "--clients", "2",
+    ok = invoke("partition", "--run-dir", str(run_dir), "--source", str(source), "--clients", "2",
              "--train-per-client", "4", "--test-per-client", "2")
     assert ok.returncode == 0, ok.stderr
     before = snapshot(run_dir)
     spoil(source)
-    result = cli("partition", "--run-dir", str(run_dir), "--source", str(source), "--force", *extra)
+    result = invoke("partition", "--run-dir", str(run_dir), "--source", str(source), "--force", *extra)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert snapshot(run_dir) == before
@@ -110,10 +119,10 @@ def test_later_stages_report_missing_or_corrupt_inputs(tmp_path: Path) -> None:
 
 def test_too_many_clusters_and_unknown_model(smoke_copy: Path) -> None:
     before = snapshot(smoke_copy)
-    too_many = cli("cluster-local", "--run-dir", str(smoke_copy), "--n-clusters", "500")
+    too_many = invoke("cluster-local", "--run-dir", str(smoke_copy), "--n-clusters", "500")
     assert too_many.returncode == 2 and "larger than client c00's" in too_many.stderr
-    unknown = cli("embed", "--run-dir", str(smoke_copy), "--model", "no-such-org/no-such-model")
+    unknown = invoke("embed", "--run-dir", str(smoke_copy), "--model", "no-such-org/no-such-model")
     assert unknown.returncode == 2 and "Could not load model" in unknown.stderr
-    four_bit = cli("simulate", "--run-dir", str(smoke_copy), "--load-in-4bit")
+    four_bit = invoke("simulate", "--run-dir", str(smoke_copy), "--load-in-4bit")
     assert four_bit.returncode == 2 and "needs a CUDA GPU" in four_bit.stderr
     assert snapshot(smoke_copy) == before

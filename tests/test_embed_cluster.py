@@ -1,7 +1,6 @@
 """embed, cluster-local and select-k through the real MiniLM encoder and scikit-learn."""
 
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +38,8 @@ def test_stages_need_their_inputs(tmp_path: Path) -> None:
 def test_embed_is_cached_and_reruns_on_change(smoke_copy: Path) -> None:
     run = RunDir(smoke_copy)
     config = resolve_config(run.config_path, None, {})
-    started = time.perf_counter()
     again = run_embed(config, run)
-    assert again.cache_hit and time.perf_counter() - started < 3
+    assert again.cache_hit
     ids, vectors = read_embeddings(run.embedding_file("c00", "train"))
     assert vectors.dtype == np.float32 and vectors.shape == (len(ids), 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)

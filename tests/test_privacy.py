@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +55,7 @@ def test_privacy_settings_are_checked_and_fingerprinted() -> None:
         check_privacy(build_config(private, {"embed": {"embedder": "base"}}))
 
 
-def test_simulate_with_privacy_changes_what_is_sent(smoke_simulated, tmp_path: Path) -> None:
+def test_simulate_with_privacy_changes_what_is_sent(smoke_simulated, tmp_path: Path, inprocess) -> None:
     """Through Flower: with DP on, the global clusters come from noisy centroids and the
     adapters from clipped, noised updates; the run still completes and records its settings."""
     import shutil
@@ -67,10 +65,13 @@ def test_simulate_with_privacy_changes_what_is_sent(smoke_simulated, tmp_path: P
     plain_run, plain = smoke_simulated
     run = tmp_path / "run"
     shutil.copytree(plain_run, run, ignore=shutil.ignore_patterns("simulate", "evaluate", "nodes"))
-    result = subprocess.run([sys.executable, "-m", "fedrouter_cli", "simulate", "--run-dir", str(run), "--preset",
-                             "smoke", "--dp-epsilon", "50", "--dp-clip", "0.1", "--centroid-epsilon", "0.5", "--json"],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    from typer.testing import CliRunner
+
+    from fedrouter_cli.cli.app import app
+
+    result = CliRunner().invoke(app, ["simulate", "--run-dir", str(run), "--preset", "smoke", "--workers", "1",
+                                      "--dp-epsilon", "50", "--dp-clip", "0.1", "--centroid-epsilon", "0.5", "--json"])
+    assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["rounds_completed"] == plain["rounds_completed"]
     state = json.loads((Path(payload["adapters_dir"]).parent / "state.json").read_text())

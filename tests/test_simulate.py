@@ -1,34 +1,37 @@
-"""simulate through Flower's simulation engine, on the smoke preset."""
+"""simulate on Flower's simulation engine: the Ray backend as a real process for the engine path
+(end to end, resume after SIGKILL, a failing client), the in-process backend for the rules."""
 
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from conftest import FEDROUTER_SCRIPT
+from flwr.app import ArrayRecord, MetricRecord
 from safetensors.numpy import load_file
+from typer.testing import CliRunner
 
+from fedrouter_cli.cli.app import app
 from fedrouter_cli.config import resolve_config
-from fedrouter_cli.federation import client_app
-from fedrouter_cli.federation.wire import to_record
-from fedrouter_cli.model.lora import initial_adapter
 from fedrouter_cli.rundir import RunDir
-from fedrouter_cli.stages.simulate import prepare_nodes
-
-FEDROUTER = [sys.executable, "-m", "fedrouter_cli"]
 
 
 def fedrouter(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([*FEDROUTER, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+    result = subprocess.run([*FEDROUTER_SCRIPT, *args], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"fedrouter {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return result
+
+
+def invoke(*args: str):
+    """The command in this process (so the in-process engine, when installed, is used)."""
+    return CliRunner().invoke(app, list(args))
 
 
 def final_adapters(run_dir: Path, rounds: int) -> dict[str, dict[str, np.ndarray]]:
@@ -43,90 +46,82 @@ def test_smoke_simulate_end_to_end(smoke_simulated: tuple[Path, dict]) -> None:
     assert out["bytes_up"] > 0 and out["bytes_down"] > 0
     metrics = pq.read_table(out["metrics_path"]).to_pylist()
     assert {m["round"] for m in metrics} == {1, 2} and all(m["status"] == "ok" for m in metrics)
+    # a saved adapter loads into PEFT with exactly the weights that were saved
     from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
 
     from fedrouter_cli.model.loading import load_causal_lm
 
-    base, _ = load_causal_lm("smollm2-135m-instruct")
+    config = resolve_config(RunDir(run_dir).config_path, None, {})
+    base, _ = load_causal_lm(config.model.model)
     adapter_dir = next(Path(out["adapters_dir"]).iterdir())
+    saved = load_file(str(adapter_dir / "adapter_model.safetensors"))
     loaded = PeftModel.from_pretrained(base, adapter_dir, adapter_name="check")
-    assert "check" in loaded.peft_config
-    loaded.unload()
-    again = json.loads(fedrouter("simulate", "--run-dir", str(run_dir), "--json").stdout)
-    assert again["cache_hit"]
+    try:
+        state = get_peft_model_state_dict(loaded, adapter_name="check")
+        assert set(state) == set(saved) and any(np.abs(v).max() > 0 for k, v in saved.items() if "lora_B" in k)
+        for key, value in saved.items():
+            assert np.array_equal(state[key].numpy(), value), key
+    finally:
+        loaded.unload()
+    again = invoke("simulate", "--run-dir", str(run_dir), "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["cache_hit"]
 
 
-def _walk_values(record) -> list:
-    values = []
-    for value in record.values():
-        values.extend(value if isinstance(value, list) else [value])
-    return values
+def _numbers_only(record) -> bool:
+    if isinstance(record, MetricRecord):
+        values = [v for value in record.values() for v in (value if isinstance(value, list) else [value])]
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    return isinstance(record, ArrayRecord) and all(record[k].numpy().dtype.kind in "fiu" for k in record.keys())
 
 
-def test_clients_send_only_arrays_and_numbers(smoke_copy: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("alg", ["fedrouter", "feddpa"])
+def test_clients_send_only_arrays_and_numbers(smoke_copy: Path, inprocess, alg: str) -> None:
+    """Every message a node sends during a whole run holds arrays and numbers, and no train text."""
+    result = invoke("simulate", "--run-dir", str(smoke_copy), "--alg", alg, "--json")
+    assert result.exit_code == 0, result.output
     run = RunDir(smoke_copy)
-    config = resolve_config(run.config_path, None, {})
-    prepare_nodes(run, ["c00"])
-    monkeypatch.setenv("FEDROUTER_NODES_ROOT", str(run.stage_dir("nodes")))
-    from flwr.supercore.task_identity import TaskIdentity
-
-    # A grid would have set who is sending; outside a running federation the test says it.
-    for attribute in ("_run_id", "_task_id", "_node_id"):
-        monkeypatch.setattr(TaskIdentity, attribute, 1, raising=False)
-    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0, "num-partitions": 1},
-                      state=RecordDict(), run_config={})
-    query = Message(content=RecordDict({"config": ConfigRecord({"round": 0})}), dst_node_id=1,
-                    message_type="query.centroids")
-    t = config.train
-    train = Message(content=RecordDict({
-        "config": ConfigRecord({"round": 1, "alg": "fedrouter", "model": config.model.model, "lr": 1e-4,
-                                "local-steps": 1, "batch-size": 2, "max-length": 48, "seed": 0, "lora-r": t.lora_r,
-                                "lora-alpha": t.lora_alpha, "lora-dropout": t.lora_dropout,
-                                "target-modules": list(t.target_modules), "torch-threads": 0,
-                                "job-name": ["l0"], "job-cluster": [0], "job-trainable": ["all"],
-                                "job-send": ["all"], "job-keep": ["none"]}),
-        "adapter-0": to_record(initial_adapter(config.model.model, t, 0)),
-    }), dst_node_id=1, message_type="train")
-    texts = pq.read_table(run.partition_file("c00", "train")).column("instruction").to_pylist()
-    # The ClientApp's own handlers, called as Flower calls them (without a SuperNode around them).
-    for handler, message in ((client_app.centroids, query), (client_app.train, train)):
-        reply = handler(message, context)
+    texts = [t.encode()[:40] for c in ("c00", "c01", "c02", "c03")
+             for t in pq.read_table(run.partition_file(c, "train")).column("instruction").to_pylist()]
+    replies = [reply for _, reply in inprocess.calls]
+    assert len(replies) == 4 * 3  # the centroid query and two rounds, four nodes
+    for reply in replies:
         assert not reply.has_error(), reply.error
         for name, record in reply.content.items():
-            assert isinstance(record, (ArrayRecord, MetricRecord)), f"{name} is a {type(record).__name__}"
-            if isinstance(record, MetricRecord):
-                assert all(isinstance(v, (int, float)) for v in _walk_values(record))
-            else:
-                assert all(record[k].numpy().dtype.kind in "fiu" for k in record.keys())  # numbers only
+            assert _numbers_only(record), f"{name} is a {type(record).__name__} with more than numbers"
         blob = b"".join(r[k].numpy().tobytes() for r in reply.content.values() if isinstance(r, ArrayRecord)
                         for k in r.keys())
-        assert not any(t.encode()[:40] in blob for t in texts)
+        assert not any(text in blob for text in texts)
 
 
 def _run_until_round(run_dir: Path, stop_after: int, extra: list[str]) -> None:
     """Start simulate, SIGKILL its whole process group once round `stop_after` is saved."""
-    process = subprocess.Popen([*FEDROUTER, "simulate", "--run-dir", str(run_dir), *extra],
+    process = subprocess.Popen([*FEDROUTER_SCRIPT, "simulate", "--run-dir", str(run_dir), *extra],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     marker = run_dir / "simulate" / "fedrouter" / "rounds" / f"r{stop_after:04d}" / "state.json"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    finished_early = process.poll() is not None
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert marker.exists(), "the run never completed the round it should be killed after"
+    assert not finished_early, "the run ended by itself before it could be killed"
 
 
 def test_resume_after_kill_matches_uninterrupted(smoke_simulated: tuple[Path, dict], smoke_data: Path,
                                                  tmp_path: Path) -> None:
+    """Killed after round 1 and resumed with the same settings as the straight run (one worker),
+    the run ends with bit-identical adapters."""
     import shutil
 
-    """Also: the straight run trained clients in parallel (--workers auto, one per core) and this one
-    one at a time, so equal adapters show that the worker count does not change results."""
     straight = smoke_simulated[0]
     killed = tmp_path / "killed"
     shutil.copytree(smoke_data, killed)
     _run_until_round(killed, 1, ["--preset", "smoke", "--workers", "1"])
     assert not (killed / "simulate" / "fedrouter" / "manifest.json").exists()
+    assert not (killed / "simulate" / "fedrouter" / "rounds" / "r0002").exists()
     resumed = json.loads(fedrouter("simulate", "--run-dir", str(killed), "--preset", "smoke", "--workers", "1",
                                    "--json").stdout)
     assert resumed["rounds_completed"] == 2 and not resumed["cache_hit"]
@@ -139,7 +134,25 @@ def test_resume_after_kill_matches_uninterrupted(smoke_simulated: tuple[Path, di
             assert np.array_equal(a[name][key], b[name][key]), f"{name}/{key} differs after resume"
 
 
+def test_results_do_not_depend_on_workers_and_threads(smoke_simulated: tuple[Path, dict], smoke_copy: Path,
+                                                      inprocess) -> None:
+    """Two workers of one torch thread each (in process, one client after another) against Ray's
+    one worker of two threads: float sums over other thread counts may differ in the last bits,
+    so the adapters must agree to 1e-5 (relative) and 1e-7 (absolute), not bit for bit."""
+    result = invoke("simulate", "--run-dir", str(smoke_copy), "--workers", "2", "--json")
+    assert result.exit_code == 0, result.output
+    a, b = final_adapters(smoke_simulated[0], 2), final_adapters(smoke_copy, 2)
+    assert a.keys() == b.keys()
+    moved = 0
+    for name in a:
+        for key in a[name]:
+            np.testing.assert_allclose(b[name][key], a[name][key], rtol=1e-5, atol=1e-7, err_msg=f"{name}/{key}")
+            moved += int(np.abs(a[name][key]).max() > 0)
+    assert moved, "no adapter was trained"
+
+
 def test_failing_client_does_not_stop_the_run(smoke_copy: Path) -> None:
+    """On Ray: a client's exception reaches the server as one line, the others' work counts."""
     result = fedrouter("simulate", "--run-dir", str(smoke_copy), "--preset", "smoke", "--json",
                        env={"FEDROUTER_FAIL_ON": "1:1"})
     out = json.loads(result.stdout)
@@ -154,27 +167,30 @@ def test_failing_client_does_not_stop_the_run(smoke_copy: Path) -> None:
     assert any(m["client"] == 1 and m["round"] == 2 and m["status"] == "ok" for m in metrics)
 
 
-def test_a_round_no_client_trained_in_is_not_saved_and_resumes(smoke_copy: Path) -> None:
+def test_a_round_no_client_trained_in_is_not_saved_and_resumes(smoke_copy: Path, inprocess, monkeypatch) -> None:
     """Every client fails in round 2: the run stops with a plain error instead of saving an
     untrained round as done (which resume would then skip for good), and the rerun trains it."""
     out = smoke_copy / "simulate" / "fedrouter"
-    failed = fedrouter("simulate", "--run-dir", str(smoke_copy), "--preset", "smoke", check=False,
-                       env={"FEDROUTER_FAIL_ON": "0:2,1:2,2:2,3:2"})
-    assert failed.returncode == 1, failed.stderr[-2000:]
+    monkeypatch.setenv("FEDROUTER_FAIL_ON", "0:2,1:2,2:2,3:2")
+    failed = invoke("simulate", "--run-dir", str(smoke_copy))
+    assert failed.exit_code == 1, failed.output
     assert failed.stderr.strip().splitlines()[-1].startswith("Error: round 2: no client returned a trained adapter")
-    assert "Traceback" not in failed.stderr
+    assert "Traceback" not in failed.output
     assert (out / "rounds" / "r0001" / "state.json").exists() and not (out / "rounds" / "r0002").exists()
     assert not (out / "manifest.json").exists()
-    resumed = json.loads(fedrouter("simulate", "--run-dir", str(smoke_copy), "--preset", "smoke", "--json").stdout)
-    assert resumed["rounds_completed"] == 2 and resumed["failed_jobs"] == 0
-    rounds = pq.read_table(resumed["metrics_path"]).column("round").to_pylist()
+    monkeypatch.delenv("FEDROUTER_FAIL_ON")
+    resumed = invoke("simulate", "--run-dir", str(smoke_copy), "--json")
+    assert resumed.exit_code == 0, resumed.output
+    summary = json.loads(resumed.stdout)
+    assert summary["rounds_completed"] == 2 and summary["failed_jobs"] == 0
+    rounds = pq.read_table(summary["metrics_path"]).column("round").to_pylist()
     assert rounds.count(1) == rounds.count(2) == 4
 
 
-def test_nodes_that_never_answer_stop_the_run_before_round_one(smoke_copy: Path) -> None:
-    failed = fedrouter("simulate", "--run-dir", str(smoke_copy), "--preset", "smoke", check=False,
-                       env={"FEDROUTER_FAIL_ON": "0:0,1:0,2:0,3:0"})
-    assert failed.returncode == 1, failed.stderr[-2000:]
+def test_nodes_that_never_answer_stop_the_run_before_round_one(smoke_copy: Path, inprocess, monkeypatch) -> None:
+    monkeypatch.setenv("FEDROUTER_FAIL_ON", "0:0,1:0,2:0,3:0")
+    failed = invoke("simulate", "--run-dir", str(smoke_copy))
+    assert failed.exit_code == 1, failed.output
     assert "none of the 4 nodes answered the centroid query" in failed.stderr
     assert not list((smoke_copy / "simulate").glob("*/rounds/r*"))
 

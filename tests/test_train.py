@@ -9,17 +9,16 @@ import torch
 from fedrouter_cli.config import TrainConfig
 
 
-@pytest.mark.slow
-def test_response_loss_matches_the_models_own_loss_and_gradients() -> None:
+def test_response_loss_matches_the_models_own_loss_and_gradients(tiny_model: str) -> None:
     from fedrouter_cli.model.lora import initial_adapter, peft_model, set_adapter_weights
     from fedrouter_cli.model.train import _plain_head, collate, encode, response_loss
 
     train = TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0)
-    model, tokenizer = peft_model("smollm2-135m-instruct", train)
-    assert _plain_head(model) is not None  # SmolLM2 takes the fast path, so this test compares two paths
-    start = initial_adapter("smollm2-135m-instruct", train, seed=3)
+    model, tokenizer = peft_model(tiny_model, train)
+    assert _plain_head(model) is not None  # Llama takes the fast path, so this test compares two paths
+    start = initial_adapter(tiny_model, train, seed=3)
     rng = np.random.default_rng(0)  # a nonzero B, so every LoRA weight gets a gradient
-    set_adapter_weights(model, {k: rng.normal(scale=0.02, size=v.shape).astype(np.float32) if "lora_B" in k else v
+    set_adapter_weights(model, {k: rng.normal(scale=0.2, size=v.shape).astype(np.float32) if "lora_B" in k else v
                                 for k, v in start.items()})
     rows = [("Summarize: the council approved the new park after a long debate.", "Council approves park"),
             ("Is 'the cat sat on the mat' grammatical? OPTIONS: - yes - no", "yes"),
