@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from fedrouter_cli.errors import FedrouterError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -26,6 +24,7 @@ ALGORITHMS = ("fedrouter", "fedit", "local", "fedcluster", "fedsa", "ffa-lora", 
 EVAL_MODES = ("local", "global")
 TEST_TASKS = ("scenario", "all")
 GENERATION_STRATEGIES = ("mixed", "grouped", "per-sample")
+DEVICES = ("auto", "cpu", "cuda")  # fedrouter_cli.model.device turns one into a torch device and dtype
 
 
 def _fail(message: str) -> None:
@@ -87,6 +86,11 @@ class DataConfig:
 class ModelConfig:
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "base model: HF id, local folder, or the offline default"})
     load_in_4bit: bool = False
+    # Where the models run; not part of any fingerprint (see stages.simulate.model_settings).
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu or cuda"})
+
+    def __post_init__(self) -> None:
+        _check_choice("--device", self.device, DEVICES)
 
 
 @dataclass(frozen=True)
@@ -319,6 +323,8 @@ def resolve_config(path: Path, preset: str | None, overrides: dict[str, dict[str
 
 
 def save_config(path: Path, config: Config) -> None:
+    import tomli_w  # only to write; reading needs nothing beyond the standard library
+
     from fedrouter_cli.rundir import atomic_path
 
     with atomic_path(path) as tmp:

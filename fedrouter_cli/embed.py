@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedrouter_cli.stages.common import Progress, no_progress
+from fedrouter_cli.model.device import to_model_device
+from fedrouter_cli.progress import Progress, no_progress
 
 
 @torch.inference_mode()
@@ -26,11 +27,13 @@ def embed_texts(model, tokenizer, texts: list[str], batch_size: int = 32, max_le
         idx = order[start:start + batch_size]
         batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                           max_length=max_length, return_tensors="pt")
+        batch = to_model_device(batch, model)
         hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = hidden.float()  # pool in fp32 when the model runs in bf16 (a no-op in fp32)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         if normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        out[idx] = pooled.float().numpy()
+        out[idx] = pooled.float().cpu().numpy()
         progress("embed", min(start + batch_size, len(order)), len(order))
     return out

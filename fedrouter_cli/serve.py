@@ -13,6 +13,7 @@ from fedrouter_cli.config import Config
 from fedrouter_cli.embed import embed_texts
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.model.generate import generate
+from fedrouter_cli.model.device import resolve_device
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
 from fedrouter_cli.rundir import RunDir, atomic_dir, file_in_the_way, read_json, write_json, write_table
 from fedrouter_cli.stages.embed import embed_settings
@@ -54,13 +55,14 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
     except UnicodeEncodeError:
         raise FedrouterError("The prompt is not UTF-8 text; pass it in UTF-8 (check the terminal's locale).") from None
     _, centroids, adapters_dir = _global_router(run, config)
-    encoder, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model))
+    placement = resolve_device(config.model.device)
+    encoder, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model), placement)
     vector = embed_texts(encoder, tokenizer, [prompt], normalize=embed_settings(config)["normalize"])
     if vector.shape[1] != centroids.shape[1]:
         raise FedrouterError("The run's centroids come from another embedder; use the run's own --embedder.")
     distances = np.sqrt(((centroids - vector) ** 2).sum(1))
     name = adapter_name(int(distances.argmin()))
-    model, lm_tokenizer = peft_model(config.model.model, config.train)
+    model, lm_tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit, placement)
     model.add_adapter(name, lora_config(config.train))
     set_adapter_weights(model, load_adapter(adapters_dir / name), adapter_name=name)
     model.eval()

@@ -69,6 +69,10 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
     try:
         run = RunDir(run_dir)
         config = resolve_config(run.config_path, preset, overrides)
+        if (overrides.get("model") or {}).get("device") is not None:
+            from fedrouter_cli.model.device import resolve_device
+
+            resolve_device(config.model.device)  # --device cuda without CUDA: one sentence, before any work
         with progress_reporter(enabled=not json_out) as progress:
             payload = action(config, run, progress)
         run.root.mkdir(parents=True, exist_ok=True)

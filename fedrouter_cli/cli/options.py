@@ -33,9 +33,13 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for samplin
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", help="Base model: a Hugging Face id, a local folder, or 'smollm2-135m-instruct' (offline default).")]
 Load4bitOpt = Annotated[Optional[bool], typer.Option("--load-in-4bit/--no-load-in-4bit", help="Load the base model in 4-bit NF4 (bitsandbytes; needs CUDA).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", help="auto (CUDA when available; the default), cpu or cuda: where the base model, the embedder and "
+                     "every batch run. On CUDA weights and compute are bf16 where the GPU supports it; the CPU stays fp32.")]
 EmbedderOpt = Annotated[Optional[str], typer.Option(
     "--embedder", help="minilm (default: all-MiniLM-L6-v2, offline), base (the base model, the paper's choice) or a sentence-encoder id/folder.")]
-EmbedBatchOpt = Annotated[Optional[int], typer.Option("--embed-batch-size", help="Texts per embedding batch (default 32).")]
+EmbedBatchOpt = Annotated[Optional[int], typer.Option(
+    "--embed-batch-size", help="Texts per embedding batch (default 32; on a GPU each batch holds 8x this).")]
 
 # cluster
 NClustersOpt = Annotated[Optional[str], typer.Option(
@@ -75,6 +79,9 @@ GlobalClustersOpt = Annotated[Optional[str], typer.Option(
 WorkersOpt = Annotated[int, typer.Option(
     "--workers", min=0, help="Clients that train at once, one core each (0 = auto: one per core, as memory allows). "
                       "Results do not depend on it.")]
+GpusPerClientOpt = Annotated[float, typer.Option(
+    "--gpus-per-client", min=0.0, help="Share of a GPU each simulated client gets (0.25 = four clients train at once on "
+                                       "one GPU; 0 = auto: as many as GPU memory fits). CUDA only.")]
 RoundTimeoutOpt = Annotated[Optional[float], typer.Option("--round-timeout", help="Seconds the server waits for replies each round.")]
 
 # privacy (simulate)
@@ -94,7 +101,8 @@ RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Round whose ad
 MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens generated per answer (CPU default 32; the paper allowed 512).")]
 GenerationOpt = Annotated[Optional[str], typer.Option(
     "--generation", help="mixed (different adapters in one batch; fastest), grouped (a batch per adapter) or per-sample.")]
-EvalBatchOpt = Annotated[Optional[int], typer.Option("--eval-batch-size", help="Prompts per generation batch.")]
+EvalBatchOpt = Annotated[Optional[int], typer.Option(
+    "--eval-batch-size", help="Prompts per generation batch (on a GPU each batch holds 4x this).")]
 
 
 def train_overrides(alg=None, variant=None, rounds=None, local_steps=None, batch_size=None, lr=None, lora_r=None,
@@ -114,7 +122,7 @@ DATA_OPTIONS: dict[str, Any] = {
     "source": SourceOpt, "tasks": TasksOpt, "scenario": ScenarioOpt, "clients": ClientsOpt,
     "train_per_client": TrainPerClientOpt, "test_per_client": TestPerClientOpt, "seed": SeedOpt,
 }
-EMBED_OPTIONS: dict[str, Any] = {"model": ModelOpt, "embedder": EmbedderOpt}
+EMBED_OPTIONS: dict[str, Any] = {"model": ModelOpt, "embedder": EmbedderOpt, "device": DeviceOpt}
 CLUSTER_OPTIONS: dict[str, Any] = {"n_clusters": NClustersOpt, "k_min": KMinOpt, "k_max": KMaxOpt}
 COMMON_OPTIONS: dict[str, Any] = {"preset": PresetOpt, "force": ForceOpt, "json_out": JsonOpt, "debug": DebugOpt}
 
@@ -150,7 +158,7 @@ def upstream_overrides(shared: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         "data": data_overrides(get("source"), get("tasks"), get("scenario"), get("clients"),
                                get("train_per_client"), get("test_per_client"), None, get("seed")),
-        "model": {"model": get("model")},
+        "model": {"model": get("model"), "device": get("device")},
         "embed": {"embedder": get("embedder")},
         "cluster": {"n_clusters": get("n_clusters"), "k_min": get("k_min"), "k_max": get("k_max")},
         "privacy": {name: get(name) for name in PRIVACY_OPTIONS},

@@ -45,6 +45,7 @@ def simulate(
     round_timeout: o.RoundTimeoutOpt = None,
     load_in_4bit: o.Load4bitOpt = None,
     workers: o.WorkersOpt = 0,
+    gpus_per_client: o.GpusPerClientOpt = 0.0,
     *,
     shared: dict[str, Any],
 ) -> None:
@@ -61,15 +62,11 @@ def simulate(
 
     def action(cfg, run, progress):
         from fedrouter_cli.pipeline import prepare
-        from fedrouter_cli.stages.simulate import check_privacy, run_simulate
+        from fedrouter_cli.stages.simulate import check_request, run_simulate
 
-        check_privacy(cfg)  # before the data stages, so a refused setting changes nothing
-        if cfg.model.load_in_4bit:
-            from fedrouter_cli.model.loading import check_4bit
-
-            check_4bit()
+        check_request(cfg, gpus_per_client)  # before the data stages, so a refused setting changes nothing
         results = prepare(cfg, run, "cluster-local", False, progress)
-        result = run_simulate(cfg, run, force, progress, workers)
+        result = run_simulate(cfg, run, force, progress, workers, gpus_per_client)
         return {**result.to_json(), "warnings": [w for r in results for w in r.warnings]}
 
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=shared["preset"],

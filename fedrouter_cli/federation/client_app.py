@@ -21,6 +21,7 @@ from fedrouter_cli.config import TrainConfig
 from fedrouter_cli.federation.node import NodeData, latest_state, node_folder, save_state
 from fedrouter_cli.federation.privacy import privatize_centroids, privatize_update
 from fedrouter_cli.federation.wire import from_record, select, to_record
+from fedrouter_cli.model.device import resolve_device
 from fedrouter_cli.model.lora import get_adapter, peft_model, set_adapter_weights
 from fedrouter_cli.model.train import train_steps
 
@@ -75,7 +76,9 @@ def train(msg: Message, context: Context) -> Message:
     threads = int(cfg.get("torch-threads", 0))
     if threads:
         torch.set_num_threads(threads)
-    model, tokenizer = peft_model(str(cfg["model"]), _train_config(cfg))
+    placement = resolve_device(str(cfg.get("device", "auto")))
+    model, tokenizer = peft_model(str(cfg["model"]), _train_config(cfg), bool(cfg.get("load-in-4bit", False)),
+                                  placement)
     alg = str(cfg["alg"])
     reply = RecordDict()
     losses, first, last, samples, seconds = [], [], [], [], []

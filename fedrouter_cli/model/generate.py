@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from fedrouter_cli.data.prompts import format_prompt
-from fedrouter_cli.stages.common import Progress, no_progress
+from fedrouter_cli.model.device import to_model_device
+from fedrouter_cli.progress import Progress, no_progress
 
 BASE = "__base__"
 
@@ -20,10 +21,11 @@ def _generate_batch(model, tokenizer, prompts: list[str], adapters: list[str] | 
     tokenizer.padding_side = "left"
     batch = tokenizer([format_prompt(p) for p in prompts], return_tensors="pt", padding=True,
                       truncation=True, max_length=max_length)
+    batch = to_model_device(batch, model)  # prompts go where the weights are (a GPU, or 4-bit on a GPU)
     kwargs = {"adapter_names": adapters} if adapters is not None else {}
     output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                             pad_token_id=tokenizer.pad_token_id, **kwargs)
-    return tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:].cpu(), skip_special_tokens=True)
 
 
 def generate(model, tokenizer, prompts: list[str], adapters: list[str], *, strategy: str = "mixed",

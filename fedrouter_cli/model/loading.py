@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fedrouter_cli.config import DEFAULT_EMBEDDER, DEFAULT_MODEL
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import atomic_dir
+from fedrouter_cli.model.device import CPU, Placement, check_4bit
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ def _default_gguf() -> Path:
 
 def _convert_default(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fedrouter_cli.rundir import atomic_dir
 
     gguf = _default_gguf()
     log.info("Converting %s to safetensors once (about 20 s)", gguf.name)
@@ -94,33 +96,37 @@ def _not_loadable(name: str, exc: Exception) -> FedrouterError:
     )
 
 
-def check_4bit() -> None:
+def _placement_kwargs(placement: Placement, load_in_4bit: bool = False) -> dict:
+    """from_pretrained arguments that put a model where `placement` says; on the CPU exactly the fp32
+    load the tool always did."""
+    if not placement.is_cuda:
+        return {"dtype": "float32"}
     import torch
 
-    if not torch.cuda.is_available():
-        raise FedrouterError(
-            "--load-in-4bit needs a CUDA GPU: bitsandbytes' NF4 training kernels are CUDA-only and on this "
-            "CPU-only machine would be slower and possibly wrong; drop the flag to train in fp32."
-        )
-
-
-@functools.lru_cache(maxsize=4)
-def load_causal_lm(name: str, load_in_4bit: bool = False):  # -> (PreTrainedModel, tokenizer)
-    """The base model for training and generation, loaded once per process and reused."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model(name)
-    kwargs: dict = {}
+    kwargs: dict = {"dtype": placement.torch_dtype, "device_map": {"": torch.cuda.current_device()}}
     if load_in_4bit:
-        check_4bit()
-        import torch
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=placement.torch_dtype)
+    return kwargs
+
+
+def load_causal_lm(name: str, load_in_4bit: bool = False, placement: Placement = CPU):  # -> (model, tokenizer)
+    """The base model for training and generation, loaded once per process and reused."""
+    if load_in_4bit:
+        check_4bit(placement)
+    return _load_causal_lm(name, bool(load_in_4bit), placement)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_causal_lm(name: str, load_in_4bit: bool, placement: Placement):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="float32" if not load_in_4bit else None, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, **_placement_kwargs(placement, load_in_4bit))
     except (OSError, ValueError) as exc:
         raise _not_loadable(name, exc) from None
     if tokenizer.pad_token is None:
@@ -130,14 +136,18 @@ def load_causal_lm(name: str, load_in_4bit: bool = False):  # -> (PreTrainedMode
     return model, tokenizer
 
 
-@functools.lru_cache(maxsize=2)
-def load_encoder(path: str):  # -> (PreTrainedModel, tokenizer)
+def load_encoder(path: str, placement: Placement = CPU):  # -> (PreTrainedModel, tokenizer)
     """A model whose last hidden layer gives embeddings (a sentence encoder or a causal LM's body)."""
+    return _load_encoder(path, placement)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_encoder(path: str, placement: Placement):
     from transformers import AutoModel, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, dtype="float32")
+        model = AutoModel.from_pretrained(path, **_placement_kwargs(placement))
     except (OSError, ValueError) as exc:
         raise _not_loadable(path, exc) from None
     if tokenizer.pad_token is None:

@@ -16,6 +16,7 @@ from safetensors.numpy import load_file, save_file
 
 from fedrouter_cli.config import TrainConfig
 from fedrouter_cli.errors import CorruptArtifactError
+from fedrouter_cli.model.device import CPU, Placement
 from fedrouter_cli.model.loading import load_causal_lm
 
 Adapter = dict[str, np.ndarray]
@@ -33,18 +34,23 @@ def lora_key(train: TrainConfig) -> tuple:
 
 
 @functools.lru_cache(maxsize=2)
-def _peft_model(model_name: str, load_in_4bit: bool, key: tuple):
+def _peft_model(model_name: str, load_in_4bit: bool, key: tuple, placement: Placement):
     from peft import get_peft_model
 
     r, alpha, dropout, targets = key
-    base, tokenizer = load_causal_lm(model_name, load_in_4bit)
+    base, tokenizer = load_causal_lm(model_name, load_in_4bit, placement)
+    if load_in_4bit:  # QLoRA: norms and other unquantized weights in fp32 for stable training
+        from peft import prepare_model_for_kbit_training
+
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     train = TrainConfig(lora_r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
     return get_peft_model(base, lora_config(train)), tokenizer
 
 
-def peft_model(model_name: str, train: TrainConfig, load_in_4bit: bool = False):
-    """The process's one PEFT-wrapped base model (adapter 'default'), and its tokenizer."""
-    return _peft_model(model_name, load_in_4bit, lora_key(train))
+def peft_model(model_name: str, train: TrainConfig, load_in_4bit: bool = False, placement: Placement = CPU):
+    """The process's one PEFT-wrapped base model (adapter 'default'), and its tokenizer, on `placement`
+    (the CPU in fp32 unless told otherwise)."""
+    return _peft_model(model_name, bool(load_in_4bit), lora_key(train), placement)
 
 
 def get_adapter(model, adapter_name: str = "default") -> Adapter:

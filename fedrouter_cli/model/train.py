@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from fedrouter_cli.data.prompts import format_prompt
+from fedrouter_cli.model.device import to_model_device
 
 
 @dataclass
@@ -99,7 +100,7 @@ def train_steps(model, tokenizer, rows: list[tuple[str, str]], steps: int, batch
             if not order:
                 order = rng.sample(range(len(encoded)), len(encoded))
             batch.append(encoded[order.pop()])
-        loss = response_loss(model, collate(batch, tokenizer.pad_token_id))
+        loss = response_loss(model, to_model_device(collate(batch, tokenizer.pad_token_id), model))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

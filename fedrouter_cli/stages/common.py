@@ -11,14 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fedrouter_cli.progress import Progress, no_progress  # noqa: F401  (re-exported for the stages)
 from fedrouter_cli.rundir import RunDir, atomic_dir
-
-Progress = Callable[[str, int, int], None]
-"""progress(label, done, total): stages report long work through this; the CLI draws the bar."""
-
-
-def no_progress(label: str, done: int, total: int) -> None:
-    return None
 
 
 @dataclass

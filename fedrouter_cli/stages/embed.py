@@ -13,6 +13,7 @@ from fedrouter_cli.config import Config
 from fedrouter_cli.embed import embed_texts
 from fedrouter_cli.embed_cache import EmbeddingCache
 from fedrouter_cli.errors import CorruptArtifactError
+from fedrouter_cli.model.device import embed_batch_size, resolve_device
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
 from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name, fingerprint, read_table, write_json, write_table
 from fedrouter_cli.stages.common import (Progress, StageResult, cache_hit, manifest, no_progress,
@@ -54,18 +55,22 @@ def embed_unique(config: Config, texts: list[str], progress: Progress = no_progr
     """Vectors of distinct `texts` (through the text cache when on): vectors, texts computed,
     seconds loading the encoder, seconds embedding."""
     settings = embed_settings(config)
+    placement = resolve_device(config.model.device)
     load_seconds = 0.0
 
     def compute(batch: list[str]) -> np.ndarray:
         nonlocal load_seconds
         loading = time.perf_counter()
-        model, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model))
+        model, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model), placement)
         load_seconds = time.perf_counter() - loading
-        return embed_texts(model, tokenizer, batch, config.embed.batch_size, config.embed.max_length,
-                           settings["normalize"], progress)
+        return embed_texts(model, tokenizer, batch, embed_batch_size(config.embed.batch_size, placement),
+                           config.embed.max_length, settings["normalize"], progress)
 
     started = time.perf_counter()
-    cache = EmbeddingCache(json.dumps(settings, sort_keys=True))
+    # bf16 vectors are close to fp32 ones but not equal: they get their own text-cache entries (the
+    # stage fingerprint leaves the device out, see stages.simulate.model_settings)
+    key = settings if placement.dtype == "float32" else {**settings, "dtype": placement.dtype}
+    cache = EmbeddingCache(json.dumps(key, sort_keys=True))
     vectors, computed = cache.embed(texts, compute) if config.embed.text_cache else (compute(texts), len(texts))
     return vectors, computed, load_seconds, time.perf_counter() - started - load_seconds
 
@@ -95,7 +100,7 @@ def run_embed(config: Config, run: RunDir, force: bool = False, progress: Progre
                    "embedder": settings["embedder"], "normalized": settings["normalize"],
                    "load_seconds": round(load_seconds, 3), "embed_seconds": round(embed_seconds, 3),
                    "texts_per_second": round(computed / max(embed_seconds, 1e-9), 2) if computed else None,
-                   "embed_dir": str(run.stage_dir("embed"))}
+                   "embed_dir": str(run.stage_dir("embed")), **resolve_device(config.model.device).describe()}
         write_json(at(run.manifest_path("embed")),
                    manifest("embed", fp, settings, {"partition": partition["fingerprint"]}, seconds, summary, []))
     return StageResult("embed", False, seconds, summary)

@@ -14,6 +14,7 @@ from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.metrics import ROUGE_KEYS, rouge
+from fedrouter_cli.model.device import generate_batch_size, resolve_device
 from fedrouter_cli.model.generate import BASE, generate
 from fedrouter_cli.rundir import (
     PARTITION_TEXT, RunDir, client_name, fingerprint, read_json, read_table, saved_rounds, write_json, write_table,
@@ -118,7 +119,8 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
                     "test_tasks": config.data.test_tasks, "seconds": round(seconds, 3),
                     "generation_seconds": round(seconds_generating, 3),
                     "samples_per_second": round(summary["samples"] / max(seconds_generating, 1e-9), 3),
-                    "predictions_path": str(out / "predictions.parquet")}
+                    "predictions_path": str(out / "predictions.parquet"),
+                    **resolve_device(config.model.device).describe()}
         write_json(at(out / "scores.json"), summary)
         write_json(at(run.manifest_path("evaluate", *sub)),
                    manifest("evaluate", fp, asdict(config.eval), {}, seconds, summary, []))
@@ -137,7 +139,8 @@ def _generate_all(config: Config, tests, routings: list[Routing], progress: Prog
     """Generate every client's answers in one stream, so batches mix clients and adapters."""
     from fedrouter_cli.model.lora import lora_config, peft_model, set_adapter_weights
 
-    model, tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit)
+    placement = resolve_device(config.model.device)
+    model, tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit, placement)
     prompts, names, owners = [], [], []
     loaded: list[str] = []
     for c, ((rows, _), routing) in enumerate(zip(tests, routings)):
@@ -154,7 +157,8 @@ def _generate_all(config: Config, tests, routings: list[Routing], progress: Prog
     started = time.perf_counter()
     try:
         answers = generate(model, tokenizer, prompts, names, strategy=config.eval.generation,
-                           max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size,
+                           max_new_tokens=config.eval.max_new_tokens,
+                           batch_size=generate_batch_size(config.eval.batch_size, placement),
                            max_length=config.train.max_length, progress=progress)
     finally:
         for name in loaded:

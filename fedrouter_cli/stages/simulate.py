@@ -18,21 +18,42 @@ from fedrouter_cli.errors import CorruptArtifactError, FederationStopped, Fedrou
 from fedrouter_cli.federation.node import NODE_FILES
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob
+from fedrouter_cli.model.device import (Placement, check_4bit, check_gpu_share, client_gpu_bytes, free_gpu_bytes,
+                                        gpu_workers, resolve_device, weight_bytes)
 from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_json, round_dir, saved_rounds, write_json
 from fedrouter_cli.stages.cluster_local import cluster_fingerprint
 from fedrouter_cli.stages.common import Progress, StageResult, manifest, no_progress, cache_hit
 
 
+def model_settings(config: Config) -> dict:
+    """The model settings a result depends on. The device is left out: where a run trained (a GPU in
+    bf16 or the CPU in fp32) is how it was computed, like --workers, not what was asked; a run made
+    on a GPU stays usable (evaluate, report, serve) on a CPU machine and the reverse. Each stage's
+    manifest records the device and dtype it ran with."""
+    return {k: v for k, v in asdict(config.model).items() if k != "device"}
+
+
 def simulate_fingerprint(config: Config) -> str:
     # privacy joins the fingerprint only when on, so runs made before it existed stay cached
     privacy = (asdict(config.privacy),) if config.privacy.enabled else ()
-    return fingerprint("simulate", cluster_fingerprint(config), asdict(config.train), asdict(config.model), *privacy)
+    return fingerprint("simulate", cluster_fingerprint(config), asdict(config.train), model_settings(config), *privacy)
 
 
 def check_privacy(config: Config) -> None:
     if config.privacy.centroid_epsilon and config.embed.embedder == "base":
         raise FedrouterError("--centroid-epsilon needs unit-norm embeddings to bound their sensitivity, and "
                              "--embedder base is not normalized; use --embedder minilm (the default).")
+
+
+def check_request(config: Config, gpus_per_client: float = 0.0) -> Placement:
+    """Refuse what this run cannot do before any work (privacy that would not hold, CUDA-only options
+    without CUDA) and return where its clients train."""
+    check_privacy(config)
+    placement = resolve_device(config.model.device)
+    check_gpu_share(gpus_per_client, placement)
+    if config.model.load_in_4bit:
+        check_4bit(placement)
+    return placement
 
 
 def prepare_nodes(run: RunDir, clients: list[str]) -> None:
@@ -94,11 +115,41 @@ def parallel_workers(requested: int, clients: int, model_bytes: int, cpus: int |
     return workers, max(1, cpus // workers)
 
 
+def simulation_resources(placement: Placement, clients: int, model, config: Config, workers: int = 0,
+                         gpus_per_client: float = 0.0, free_bytes: list[int] | None = None) -> tuple[int, int, dict]:
+    """Clients training at once, torch threads each, and Flower's backend_config for them.
+
+    On the CPU: one client per core as memory allows (parallel_workers). On CUDA: as many clients
+    per GPU as their memory fits (or the --gpus-per-client share asked), each with that share of a
+    GPU as its Ray resource, so Ray places them on the GPUs.
+    """
+    parameters = sum(p.numel() for p in model.parameters())
+    check_gpu_share(gpus_per_client, placement)
+    if not placement.is_cuda:
+        model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        count, threads = parallel_workers(workers, clients, model_bytes)
+        resources = {"num_cpus": 1, "num_gpus": 0.0}
+    else:
+        text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        hidden = int(getattr(text, "hidden_size", 0) or 0)
+        layers = int(getattr(text, "num_hidden_layers", 0) or 0)
+        need = client_gpu_bytes(weight_bytes(parameters, placement, config.model.load_in_4bit),
+                                config.train.batch_size, config.train.max_length, hidden, layers, placement)
+        count, share = gpu_workers(clients, need, free_gpu_bytes() if free_bytes is None else free_bytes,
+                                   gpus_per_client, workers)
+        threads = max(1, (os.cpu_count() or 1) // count)
+        resources = {"num_cpus": 1, "num_gpus": share}
+    # Ray runs as many clients at once as its CPUs hold client_resources: `count` of them
+    backend = {"client_resources": resources,
+               "init_args": {"num_cpus": count, "include_dashboard": False, "log_to_driver": False}}
+    return count, threads, backend
+
+
 def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress,
-                 workers: int = 0) -> StageResult:
+                 workers: int = 0, gpus_per_client: float = 0.0) -> StageResult:
     run.require("cluster-local")
     alg = config.train.alg
-    check_privacy(config)
+    placement = check_request(config, gpus_per_client)
     fp = simulate_fingerprint(config)
     if hit := cache_hit(run, "simulate", fp, force, alg):
         return hit
@@ -112,9 +163,11 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     clients = run_clients(run)
     out = open_output(run, alg, fp, force, clients)
     prepare_nodes(run, clients)
-    model, _ = peft_model(config.model.model, config.train)  # load (and convert) the model before workers start
-    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    workers, threads = parallel_workers(workers, len(clients), model_bytes)
+    # the server's copy (initial adapters) stays on the CPU in fp32; loading it first also converts
+    # the default model before the workers start
+    model, _ = peft_model(config.model.model, config.train)
+    workers, threads, backend_config = simulation_resources(placement, len(clients), model, config, workers,
+                                                            gpus_per_client)
     job = FederationJob(config=config, out_dir=out, num_nodes=len(clients),
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
                         progress=progress, torch_threads=threads)
@@ -126,9 +179,7 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
             server_app=build_server_app(job, STRATEGIES[alg], errors),
             client_app=client_app,
             num_supernodes=len(clients),
-            # Ray runs as many clients at once as its CPUs hold client_resources: `workers` of them
-            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                            "init_args": {"num_cpus": workers, "include_dashboard": False, "log_to_driver": False}},
+            backend_config=backend_config,
         )
     except RuntimeError as exc:  # Flower wraps every failure in "An error was encountered"; name the cause
         if errors:
@@ -137,7 +188,9 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
         raise FederationStopped(f"Flower's simulation engine failed ({cause.__class__.__name__}: {cause})") from exc
     if errors:
         raise errors[0]
-    return finish_simulation(config, run, out, fp, started)
+    return finish_simulation(config, run, out, fp, started,
+                             {**placement.describe(), "parallel_clients": workers,
+                              "gpus_per_client": backend_config["client_resources"]["num_gpus"]})
 
 
 def run_clients(run: RunDir) -> list[str]:
@@ -160,7 +213,8 @@ def open_output(run: RunDir, alg: str, fp: str, force: bool, clients: list[str])
     return out
 
 
-def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: float) -> StageResult:
+def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: float,
+                      execution: dict | None = None) -> StageResult:
     """Check the rounds, summarise them and write the simulate manifest (shared with deploy_app)."""
     alg = config.train.alg
     cluster = run.require("cluster-local")
@@ -188,6 +242,7 @@ def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: 
         "client_peak_rss_mb_by_round": _peak_rss_by_round(metrics),
         "adapters_dir": str(last / "adapters"),
         "metrics_path": str(out / "metrics.parquet"),
+        **(execution or {}),  # where the simulation engine ran the clients (not part of the fingerprint)
     }
     run.write_manifest("simulate", manifest("simulate", fp, asdict(config.train),
                                             {"cluster-local": cluster["fingerprint"]}, seconds, summary, []), alg)

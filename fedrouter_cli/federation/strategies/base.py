@@ -207,6 +207,8 @@ class AdapterStrategy(Strategy):
             "max-length": t.max_length, "seed": t.seed, "lora-r": t.lora_r, "lora-alpha": t.lora_alpha,
             "lora-dropout": t.lora_dropout, "target-modules": list(t.target_modules),
             "torch-threads": self.job.torch_threads,
+            # each node places the model on its own machine: 'auto' takes its GPU when it has one
+            "device": self.config.model.device, "load-in-4bit": self.config.model.load_in_4bit,
             "job-name": [j.name for j in jobs], "job-cluster": [j.cluster for j in jobs],
             "job-trainable": [j.trainable for j in jobs], "job-send": [j.send for j in jobs],
             "job-keep": [j.keep for j in jobs],
