@@ -16,6 +16,13 @@ SPLIT_THRESHOLD = 0.05
 # Among Ks whose silhouette is within this of the best, take the largest: splitting a task in two
 # costs no purity (the server merges the pieces again), merging two tasks costs half of it.
 K_TOLERANCE = 0.01
+# The server's automatic rule leans the other way: the smallest K whose silhouette reaches
+# (1 - GLOBAL_K_TOLERANCE) of the best. Its points are local centroids, and clients that split a
+# task into sub-clusters (templates, topics) send several centroids per task; silhouette keeps
+# rising as K separates those sub-clusters (it ran to k-max 8 on 4 tasks), while one adapter per
+# task is what the paper keeps. Merging two real tasks costs far more silhouette than 15%
+# (4 tasks x 2 sub-clusters, tests/test_paper_rules.py: K=3 scores 72% of the best, K=4 91%).
+GLOBAL_K_TOLERANCE = 0.15
 
 
 def kmeans(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,6 +53,15 @@ def best_k(scores: dict[int, float], threshold: float = SPLIT_THRESHOLD, toleran
     if top < threshold:
         return 1
     return max(k for k, score in scores.items() if score >= top - tolerance)
+
+
+def best_global_k(scores: dict[int, float], tolerance: float = GLOBAL_K_TOLERANCE) -> int:
+    """The smallest K whose silhouette is at least (1 - tolerance) x the best one (1 if none)."""
+    if not scores:
+        return 1
+    top = max(scores.values())
+    floor = top * (1 - tolerance) if top > 0 else top
+    return min(k for k, score in scores.items() if score >= floor)
 
 
 def _task_counts(labels: np.ndarray, tasks: list[str]) -> dict[int, Counter[str]]:

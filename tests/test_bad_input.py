@@ -182,7 +182,7 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     # cluster-local
     "cluster-local/k-min-zero": Case("cluster-local --run-dir {run} --k-min 0", "need 2 <= --k-min <= --k-max"),
     "cluster-local/negative-n-clusters": Case("cluster-local --run-dir {run} --n-clusters -1",
-                                              "--n-clusters must be 'auto' or a positive integer"),
+                                              "--n-clusters must be 'auto', 'tasks' or a positive integer"),
     "cluster-local/config-wrong-type": Case("cluster-local --run-dir {run}", "Bad value in [data]",
                                             spoil=_config_line("clients = 4", 'clients = "abc"')),
     "cluster-local/empty-embeddings-file": Case("cluster-local --run-dir {run} --force",
@@ -199,7 +199,7 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "simulate/rounds-huge": Case("simulate --run-dir {run} --rounds 10000000", "implausibly large"),
     "simulate/unknown-variant": Case("simulate --run-dir {run} --variant turbo", "--variant must be one of"),
     "simulate/global-clusters-word": Case("simulate --run-dir {run} --global-clusters many",
-                                          "--global-clusters must be 'auto' or a positive integer"),
+                                          "--global-clusters must be 'auto', 'tasks' or a positive integer"),
     "simulate/unknown-alg-on-new-data": Case("simulate --run-dir {run} --alg fedmagic --clients 3",
                                              "Unknown algorithm 'fedmagic'"),
     # --alg fedmagic stops it before Flower if nan gets through

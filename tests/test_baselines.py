@@ -16,14 +16,14 @@ from fedrouter_cli.federation.node import save_state
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob, Job, JobResult
 from fedrouter_cli.federation.strategies.fedcluster import FedCluster, group_clients
-from fedrouter_cli.federation.strategies.feddpa import FedDPA, local_weight, mix_adapter, quantize
+from fedrouter_cli.federation.strategies.feddpa import FedDPA, FedDPAKnn, local_weight, mix_adapter, quantize
 from fedrouter_cli.federation.strategies.fedit import FedIT
 from fedrouter_cli.federation.strategies.fedsa import FedSA
 from fedrouter_cli.federation.strategies.ffa_lora import FFALoRA
 from fedrouter_cli.federation.strategies.local import Local
 from fedrouter_cli.model.lora import save_adapter
 
-BASELINES = ("fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa")
+BASELINES = ("fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa", "feddpa-knn")
 LAYERS = (0, 1)
 
 
@@ -79,7 +79,7 @@ def test_fedit_averages_one_adapter_weighted_by_samples(tmp_path: Path) -> None:
     s = make(FedIT, tmp_path)
     rng = np.random.default_rng(1)
     jobs = {c: s.plan(1, c) for c in range(4)}
-    assert all(len(j) == 1 and j[0].cluster == -1 and j[0].send == "all" and j[0].keep == "none" for j in jobs.values())
+    assert all(len(j) == 1 and j[0].clusters == () and j[0].send == "all" and j[0].keep == "none" for j in jobs.values())
     returned = {c: trained(jobs[c][0].adapter, rng) for c in range(4)}
     samples = {0: 1, 1: 2, 2: 3, 3: 4}
     s.combine(1, [reply(c, jobs[c][0], returned[c], samples[c]) for c in range(4)])
@@ -95,7 +95,7 @@ def test_local_sends_the_initial_adapter_once_and_nothing_back(tmp_path: Path) -
     s = make(Local, tmp_path)
     first = {c: s.plan(1, c)[0] for c in range(4)}
     for job in first.values():
-        assert job.send == "none" and job.keep == "all" and job.cluster == -1
+        assert job.send == "none" and job.keep == "all" and job.clusters == ()
         assert set(job.adapter) == set(fake_initial(0))
     # clients 0..2 finished round 1; client 3 failed and still needs the initial adapter
     s.combine(1, [reply(c, first[c], {}) for c in range(3)])
@@ -248,9 +248,13 @@ def test_feddpa_mixture_adapter_is_the_weighted_sum() -> None:
 
 
 def test_feddpa_plan_and_route(tmp_path: Path) -> None:
-    s = make(FedDPA, tmp_path)
+    """feddpa-knn (the nearest-neighbour rule); feddpa's own rule: tests/test_paper_rules.py."""
+    jobs = make(FedDPA, tmp_path).plan(1, 2)
+    assert [(j.name, j.companion) for j in jobs] == [("global", ""), ("local", "global")]
+    s = make(FedDPAKnn, tmp_path)
     jobs = s.plan(1, 2)
-    assert [(j.name, j.send, j.keep) for j in jobs] == [("global", "all", "none"), ("local", "none", "all")]
+    assert [(j.name, j.send, j.keep, j.companion) for j in jobs] == [("global", "all", "none", ""),
+                                                                     ("local", "none", "all", "")]
     assert jobs[1].adapter  # the initial adapter, until the client keeps its own
     s.combine(1, [reply(2, jobs[0], fake_initial(1)), reply(2, jobs[1], {})])
     assert s.plan(2, 2)[1].adapter == {} and list(s.adapters) == ["global"]
@@ -258,7 +262,7 @@ def test_feddpa_plan_and_route(tmp_path: Path) -> None:
     node, adapters = tmp_path / "c02", tmp_path / "adapters"
     local = fake_initial(9)
     local = {k: v + 1 for k, v in local.items()}
-    save_state(node, "feddpa", "local", 1, local)
+    save_state(node, "feddpa-knn", "local", 1, local)
     save_adapter(adapters / "global", fake_initial(1), TrainConfig(lora_r=2, target_modules=("q_proj",)), "m")
     rng = np.random.default_rng(8)
     train = rng.normal(size=(20, 8))
@@ -266,7 +270,7 @@ def test_feddpa_plan_and_route(tmp_path: Path) -> None:
     inputs = InferenceInput(client=2, mode="local", embeddings=tests, state={"round": 1, "extra": {}},
                             adapters_dir=adapters, node_dir=node, train_embeddings=train,
                             local_centroids=np.zeros((1, 8)), local_tasks=["t"], global_tasks={})
-    routing = FedDPA.route(inputs)
+    routing = FedDPAKnn.route(inputs)
     assert len(routing.names) == len(tests) and set(routing.names) == set(routing.build)
     assert all(re.fullmatch(r"c02-mix[01]_\d", n) for n in routing.names)
     assert len(routing.build) <= 11
@@ -324,7 +328,7 @@ def smoke(smoke_data, tmp_path_factory):
 
 ADAPTER_NAMES = {
     "fedit": r"global", "ffa-lora": r"global", "local": r"c{c:02d}-local", "fedsa": r"c{c:02d}-fedsa",
-    "fedcluster": r"k\d\d", "feddpa": r"c{c:02d}-mix[01]_\d",
+    "fedcluster": r"k\d\d", "feddpa": r"c{c:02d}-mix[01]_\d\d", "feddpa-knn": r"c{c:02d}-mix[01]_\d",
 }
 
 

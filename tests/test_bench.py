@@ -22,31 +22,47 @@ def test_plan_covers_the_paper_matrix() -> None:
     cells = plan_cells(BenchPlan(seeds=(0, 1)), config)
     main = [c for c in cells if c.group == "main"]
     assert len(main) == 2 * 3 * (len(METHODS) + 1)  # seeds x scenarios x (methods + base model)
+    assert all(c.k_rule == "tasks" for c in main)  # the paper's K rule in the main table
+    ablations = cells[len(main):]  # the ablations come after the main table of every seed, on seed 0
+    assert [c.group for c in cells[:len(main)]] == ["main"] * len(main)
+    assert all(c.seed == 0 for c in ablations)
     assert {(c.group, c.clients) for c in cells if c.group == "clients"} == {("clients", 4), ("clients", 16)}
-    fixed = [c for c in cells if c.group == "fixed-k"]
-    assert len(fixed) == 2 and all(c.scenario == "all" and c.fixed_k == 4 for c in fixed)  # synthetic has 4 tasks
+    other_rule = [c for c in cells if c.group == "k-rule"]
+    assert sorted(c.scenario for c in other_rule) == ["all", "dual", "single"]
+    assert all(c.k_rule == "auto" and c.method == "fedrouter" for c in other_rule)
+    first = [c.method for c in main if c.scenario == "single" and c.seed == 0]
+    assert first[:2] == ["fedrouter", "fedrouter-star"] and first[-1] == "base"
     single_router = next(c for c in main if c.scenario == "single" and c.method == "fedrouter")
     assert ("global", "all", 0) in single_router.evaluations  # generalization routes over global clusters
     single_local = next(c for c in main if c.scenario == "single" and c.method == "local")
     assert ("local", "all", 0) in single_local.evaluations
     dual_fedit = next(c for c in main if c.scenario == "dual" and c.method == "fedit")
     assert [e[2] for e in dual_fedit.evaluations] == [0, 1, 2, 3, 4]  # last round, then rounds 1..4 for the curve
+    dual_fedit_1 = next(c for c in main if c.scenario == "dual" and c.method == "fedit" and c.seed == 1)
+    assert [e[2] for e in dual_fedit_1.evaluations] == [0]  # the curve is an ablation: first seed only
     assert len({c.name for c in cells}) == len(cells)  # every cell has its own run dir
 
 
 def test_cell_config_sets_method_and_k_rule() -> None:
-    cells = plan_cells(BenchPlan(scenarios=("dual",), methods=("fedrouter-star", "fedsa"), fixed_k_scenario="dual",
-                                 ablation_clients=()), FLAN_LIKE)
+    cells = plan_cells(BenchPlan(scenarios=("dual",), methods=("fedrouter-star", "fedsa", "fedcluster"),
+                                 k_rule_scenarios=("dual",), ablation_clients=()), FLAN_LIKE)
     star = cell_config(FLAN_LIKE, next(c for c in cells if c.method == "fedrouter-star"))
     assert (star.train.alg, star.train.variant, star.data.scenario) == ("fedrouter", "star", "dual")
-    fixed = cell_config(FLAN_LIKE, next(c for c in cells if c.group == "fixed-k"))
-    assert (fixed.cluster.n_clusters, fixed.train.global_clusters) == (2, 4)  # dual: 2 tasks per client
+    assert (star.cluster.n_clusters, star.train.global_clusters) == ("tasks", "tasks")
+    auto = cell_config(FLAN_LIKE, next(c for c in cells if c.group == "k-rule"))
+    assert (auto.cluster.n_clusters, auto.train.global_clusters, auto.train.variant) == ("auto", "auto", "standard")
+    fedcluster = cell_config(FLAN_LIKE, next(c for c in cells if c.method == "fedcluster"))
+    assert fedcluster.train.global_clusters == Config().train.global_clusters  # its client groups keep their rule
     base = cell_config(FLAN_LIKE, next(c for c in cells if c.method == "base"))
     assert base.train.alg == Config().train.alg
+    swapped = plan_cells(BenchPlan(scenarios=("dual",), methods=("fedrouter",), k_rule="auto",
+                                   k_rule_scenarios=("dual",), ablation_clients=()), FLAN_LIKE)
+    assert [(c.group, c.k_rule) for c in swapped if c.method == "fedrouter"] == [("main", "auto"), ("k-rule", "tasks")]
 
 
 @pytest.mark.parametrize("bad", [{"methods": ("fedavg",)}, {"scenarios": ("triple",)}, {"seeds": ()},
-                                 {"ablation_clients": (0,)}, {"curve_methods": ("nope",)}])
+                                 {"ablation_clients": (0,)}, {"curve_methods": ("nope",)}, {"k_rule": "silhouette"},
+                                 {"k_rule_scenarios": ("quad",)}])
 def test_bad_plans_are_refused(bad: dict) -> None:
     with pytest.raises(FedrouterError):
         BenchPlan(**bad)
@@ -56,7 +72,7 @@ def _record(method: str, scenario: str, seed: int, rouge1: float, group: str = "
     evaluation = {"rouge1": rouge1, "rouge2": rouge1 / 2, "rougeL": rouge1, "routing_accuracy": 1.0,
                   "test_tasks": "scenario", "round": 5, "seconds": 10.0}
     return {"cell": f"{scenario}-s{seed}/{method}", "group": group, "scenario": scenario, "method": method,
-            "seed": seed, "clients": 8, "fixed_k": None, "evaluations": [evaluation],
+            "seed": seed, "clients": 8, "k_rule": "tasks", "evaluations": [evaluation],
             "simulate": {"seconds": 100.0, "bytes_up": 1_000_000, "bytes_down": 1_000_000, "global_clusters": 4},
             **extra}
 
@@ -66,10 +82,11 @@ def test_tables_average_over_seeds_and_pair_the_ablations() -> None:
     seed0["evaluations"][0]["per_task"] = {"trec": 0.2, "gigaword": 0.1}
     seed1["evaluations"][0]["per_task"] = {"trec": 0.4}
     records = [seed0, seed1,
-               _record("fedrouter", "all", 0, 0.50),
-               _record("fedrouter", "all", 0, 0.45, group="fixed-k", fixed_k=4),
+               _record("fedrouter", "all", 0, 0.50, cluster_local={"purity": 1.0, "k": [4] * 8}),
+               _record("fedrouter", "all", 0, 0.45, group="k-rule", k_rule="auto",
+                       cluster_local={"purity": 0.9, "k": [5] * 8}) | {"cell": "all-kauto-s0/fedrouter"},
                {"cell": "dual-s0/local", "group": "main", "scenario": "dual", "method": "local", "seed": 0,
-                "clients": 8, "fixed_k": None, "error": "RuntimeError: boom"}]
+                "clients": 8, "k_rule": "tasks", "error": "RuntimeError: boom"}]
     result = tables(records)
     fedit = result["scenarios"]["dual"]["fedit"]
     assert fedit["rouge1"] == {"mean": 0.35, "std": 0.05, "n": 2}
@@ -78,8 +95,10 @@ def test_tables_average_over_seeds_and_pair_the_ablations() -> None:
     assert fedit["per_task"]["gigaword"] == {"mean": 0.1, "std": 0.0, "n": 1}
     assert "| fedit | 0.100 | 0.300 ± 0.100 |" in markdown(result, [])
     assert "local" not in result["scenarios"]["dual"]  # a failed cell is listed as failed, not scored
-    assert result["fixed_k"]["K = 4 (number of tasks)"]["rouge1"]["mean"] == 0.45
-    assert result["fixed_k"]["K by silhouette"]["rouge1"]["mean"] == 0.50
+    assert result["k_rule"]["all / auto"]["rouge1"]["mean"] == 0.45
+    assert result["k_rule"]["all / tasks"]["rouge1"]["mean"] == 0.50
+    assert result["k_rule"]["all / auto"]["local_k"] == [5] * 8 and result["k_rule"]["all / tasks"]["local_purity"] == 1.0
+    assert "interval" not in fedit  # no per-sample scores, no intervals
 
 
 def test_paper_orderings_are_checked_against_our_means() -> None:
@@ -95,6 +114,7 @@ def test_paper_orderings_are_checked_against_our_means() -> None:
         records.append(record)
     result = tables(records)
     checked = {(c["table"], c["better"], c["worse"]): c for c in orderings(result)}
+    assert checked[("dual", "fedrouter", "fedit")]["verdict"] == "does not hold (means only)"
     assert checked[("dual", "fedrouter", "fedit")]["holds"] is False
     assert checked[("dual", "fedrouter", "fedit")]["margin"] == -0.02
     assert checked[("dual", "fedrouter-star", "fedrouter")]["holds"] is True
@@ -103,7 +123,7 @@ def test_paper_orderings_are_checked_against_our_means() -> None:
     assert checked[("single", "fedrouter", "fedit")]["holds"] is None  # fedrouter single not run
     assert checked[("dual", "fedrouter", "fedit")]["paper"] == (0.558, 0.550)
     text = markdown(result, [])
-    assert "| dual | fedrouter > fedit | 0.400 vs 0.420 [0.558 vs 0.550] | **no** | -0.020 |" in text
+    assert "| dual | fedrouter > fedit | 0.400 vs 0.420 {0.558 vs 0.550} | – | does not hold (means only) |" in text
     assert "| single | fedrouter > fedit | not run yet" in text
 
 
@@ -112,7 +132,7 @@ SMOKE = build_config(Config(), {"data": {"clients": 2, "train_per_client": 8, "t
 
 
 def test_ledger_carries_over_only_the_same_experiment() -> None:
-    plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), fixed_k_scenario=None)
+    plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), k_rule_scenarios=())
     cell = next(c for c in plan_cells(plan, SMOKE) if c.method == "fedrouter")
     prints = cell_fingerprints(SMOKE, cell)
     assert set(prints) == {"simulate", "local", "global+all-tasks"}
@@ -131,9 +151,9 @@ def test_bench_runs_only_cells_the_ledger_lacks_and_checkpoints_every_cell(tmp_p
     import fedrouter_cli.pipeline
     import fedrouter_cli.stages.bench as bench
 
-    plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), fixed_k_scenario=None)
+    plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), k_rule_scenarios=())
     cells = plan_cells(plan, SMOKE)
-    assert [c.method for c in cells] == ["base", "fedit", "fedrouter"]
+    assert [c.method for c in cells] == ["fedrouter", "fedit", "base"]
     ran: list[str] = []
 
     def fake_run_cell(config, root, cell, progress):
@@ -143,21 +163,21 @@ def test_bench_runs_only_cells_the_ledger_lacks_and_checkpoints_every_cell(tmp_p
     monkeypatch.setattr(bench, "run_cell", fake_run_cell)
     monkeypatch.setattr(fedrouter_cli.pipeline, "prepare", lambda *args, **kwargs: [])
     done = {c.name: {**c.describe(), "evaluations": [], "fingerprints": cell_fingerprints(SMOKE, c)}
-            for c in (cells[0], cells[2])}  # base and fedrouter finished elsewhere
+            for c in (cells[0], cells[2])}  # fedrouter and base finished elsewhere
     snapshots: list[list[str]] = []
     records = bench.run_bench(SMOKE, tmp_path, plan, ledger=done,
                               checkpoint=lambda known: snapshots.append([r["cell"] for r in known]))
     assert ran == [cells[1].name]
     assert [r.get("carried_over", False) for r in records] == [True, False, True]
     assert records[1]["fingerprints"] == cell_fingerprints(SMOKE, cells[1])
-    # the checkpoint after fedit already holds the carried fedrouter record it has not reached yet
+    # the checkpoint after fedit already holds the carried base record it has not reached yet
     assert snapshots == [[c.name for c in cells]]
 
 
 def test_a_crashed_cell_is_rerun_and_a_hopeless_one_recorded(tmp_path: Path, monkeypatch) -> None:
     import fedrouter_cli.stages.bench as bench
 
-    plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), fixed_k_scenario=None,
+    plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), k_rule_scenarios=(),
                      generalization=False)
     calls: list[str] = []
 
@@ -172,12 +192,12 @@ def test_a_crashed_cell_is_rerun_and_a_hopeless_one_recorded(tmp_path: Path, mon
     monkeypatch.setattr(bench, "run_cell", flaky_run_cell)
     with pytest.raises(FedrouterError):
         bench.run_bench(SMOKE, tmp_path, plan)
-    assert calls == ["base"]
+    assert calls == ["fedrouter", "fedrouter", "fedit", "fedit", "base"]  # bad settings: raised at once, no retry
     calls.clear()
     monkeypatch.setattr(bench, "run_cell", lambda *a: flaky_run_cell(*a) if a[2].method != "base"
                         else {**a[2].describe(), "evaluations": [], "cached": False})
     records = {r["method"]: r for r in bench.run_bench(SMOKE, tmp_path, plan, retries=2)}
-    assert calls == ["fedit", "fedit", "fedrouter", "fedrouter", "fedrouter"]
+    assert calls == ["fedrouter", "fedrouter", "fedrouter", "fedit", "fedit"]
     assert records["fedit"]["retried_after"] == ["RuntimeError: fedit crashed"] and "error" not in records["fedit"]
     assert "fingerprints" in records["fedit"]
     assert records["fedrouter"]["error"] == "RuntimeError: fedrouter crashed"
@@ -240,7 +260,7 @@ def test_smoke_bench_end_to_end_and_resume(tmp_path: Path, tiny_model: str, inpr
 
     command = ["-r", str(tmp_path / "bench"), "--preset", "smoke", "--model", tiny_model,
                "--methods", "fedrouter,fedit", "--scenarios", "single", "--ablation-clients", "2",
-               "--fixed-k-scenario", "single", "--curve-scenario", "single", "--json"]
+               "--k-rule-scenarios", "single", "--curve-scenario", "single", "--json"]
     payload = json.loads(bench(*command).stdout)
     assert payload["cells"] == 5 and payload["failed_cells"] == [] and payload["cached_cells"] == 0
     tables_ = payload["tables"]
@@ -248,7 +268,13 @@ def test_smoke_bench_end_to_end_and_resume(tmp_path: Path, tiny_model: str, inpr
     assert tables_["generalization"]["fedrouter"]["routing_accuracy"]["mean"] is not None
     assert tables_["scenarios"]["single"]["fedit"]["megabytes"]["mean"] > 0
     assert set(tables_["clients"]) == {"2", "4"}
-    assert set(tables_["fixed_k"]) == {"K = 4 (number of tasks)", "K by silhouette"}
+    assert set(tables_["k_rule"]) == {"single / tasks", "single / auto"}
+    router = tables_["scenarios"]["single"]["fedrouter"]
+    assert router["interval"]["low"] <= router["rouge1"]["mean"] <= router["interval"]["high"]
+    assert {g["against"] for g in tables_["paired"]["single"] if g["method"] == "fedrouter"} == {"base", "fedit"}
+    samples = json.loads((tmp_path / "bench" / "results" / "samples" / "single-s0" / "fedrouter.json").read_text())
+    assert set(samples["evaluations"]) == {"local", "global+all-tasks", "local@r1"}
+    assert len(samples["evaluations"]["local"]["rouge1"]) == 4 * 4  # 4 clients x 4 test samples
     names = {Path(p).name for p in payload["plots"]}
     assert {"rouge1_single.png", "generalization.png", "rouge1_per_round.png", "silhouette_local.png",
             "silhouette_global.png", "embedding_map.png"} <= names

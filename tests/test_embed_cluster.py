@@ -1,6 +1,5 @@
 """embed, cluster-local and select-k through the real MiniLM encoder and scikit-learn."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np

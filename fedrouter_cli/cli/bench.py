@@ -22,8 +22,11 @@ GeneralizationOpt = Annotated[bool, typer.Option(
     "--generalization/--no-generalization", help="Also test the single-scenario models on every task.")]
 AblationClientsOpt = Annotated[str, typer.Option(
     "--ablation-clients", help="Client counts for FedRouter's single-scenario ablation; 'none' to skip.")]
-FixedKOpt = Annotated[str, typer.Option(
-    "--fixed-k-scenario", help="Scenario of the silhouette-K vs fixed-K ablation; 'none' to skip.")]
+KRuleOpt = Annotated[str, typer.Option(
+    "--k-rule", help="FedRouter's K rule in the main table: 'tasks' (the paper's: global K = the number of tasks, "
+                     "local K = the tasks a client holds) or 'auto' (this tool's silhouette rules).")]
+KRuleScenariosOpt = Annotated[str, typer.Option(
+    "--k-rule-scenarios", help="Scenarios of the ablation row with the other K rule (first seed); 'none' to skip.")]
 CurveScenarioOpt = Annotated[str, typer.Option(
     "--curve-scenario", help="Scenario in which every round of --curve-methods is evaluated; 'none' to skip.")]
 CurveMethodsOpt = Annotated[str, typer.Option("--curve-methods", help="Methods with a ROUGE-1-per-round curve.")]
@@ -80,7 +83,8 @@ def bench(
     seeds: SeedsOpt = "0",
     generalization: GeneralizationOpt = True,
     ablation_clients: AblationClientsOpt = "4,8,16",
-    fixed_k_scenario: FixedKOpt = "all",
+    k_rule: KRuleOpt = "tasks",
+    k_rule_scenarios: KRuleScenariosOpt = "single,dual,all",
     curve_scenario: CurveScenarioOpt = "dual",
     curve_methods: CurveMethodsOpt = "fedrouter,fedit",
     rounds: o.RoundsOpt = None,
@@ -114,7 +118,8 @@ def bench(
             methods=tuple(o.split_tasks(methods) or METHODS), scenarios=tuple(o.split_tasks(scenarios) or ()),
             seeds=_ints("--seeds", seeds), generalization=generalization,
             ablation_clients=_ints("--ablation-clients", ablation_clients),
-            fixed_k_scenario=_optional(fixed_k_scenario), curve_scenario=_optional(curve_scenario),
+            k_rule=k_rule, k_rule_scenarios=tuple(o.split_tasks(_optional(k_rule_scenarios) or "") or ()),
+            curve_scenario=_optional(curve_scenario),
             curve_methods=tuple(o.split_tasks(curve_methods) or ()))
         started = time.perf_counter()
         cached = 0

@@ -24,7 +24,8 @@ def cluster_local(run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR, *, shared: dict[str,
     """K-Means per client on its train embeddings; writes centroids and assignments, reports purity.
 
     --n-clusters auto: the largest K within 0.01 of the best silhouette (K=1 when the best is
-    below 0.05). Runs partition and embed first when needed.
+    below 0.05). --n-clusters tasks: the paper's rule, K = the tasks the client holds in the
+    scenario (single 1, dual 2, all every task). Runs partition and embed first when needed.
     """
     force = shared["force"]
 

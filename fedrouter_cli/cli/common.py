@@ -38,6 +38,23 @@ def quiet_libraries() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+class _WarningsToStderr(logging.Handler):
+    """Our own warnings (a client failed, a round was late) as plain lines on whatever stderr is
+    at the moment, so they reach the user without relying on logging's last-resort handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def show_own_warnings() -> None:
+    logger = logging.getLogger("fedrouter_cli")
+    if not any(isinstance(h, _WarningsToStderr) for h in logger.handlers):
+        handler = _WarningsToStderr(logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False  # printed once, here
+
+
 @contextmanager
 def progress_reporter(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
     """A `progress(label, done, total)` callback drawing Rich bars on stderr."""
@@ -63,6 +80,7 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
             render: Callable[[dict[str, Any], Console], None]) -> None:
     """Run one command: config from run dir + preset + options, then the action, then output."""
     quiet_libraries()
+    show_own_warnings()
     if debug:
         os.environ["FEDROUTER_DEBUG"] = "1"  # stages then let the libraries' own error logs through
     out = stderr if json_out else Console()

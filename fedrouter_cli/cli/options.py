@@ -43,7 +43,8 @@ EmbedBatchOpt = Annotated[Optional[int], typer.Option(
 
 # cluster
 NClustersOpt = Annotated[Optional[str], typer.Option(
-    "--n-clusters", help="Local clusters per client: a number, or 'auto' (silhouette over k-min..k-max; K=1 if nothing splits).")]
+    "--n-clusters", help="Local clusters per client: a number; 'tasks' (the paper's rule: the tasks the client holds in the scenario, "
+            "single 1 / dual 2 / all every task, no silhouette); or 'auto' (silhouette over k-min..k-max; K=1 if nothing splits).")]
 KMinOpt = Annotated[Optional[int], typer.Option("--k-min", help="Smallest K tried by silhouette (default 2).")]
 KMaxOpt = Annotated[Optional[int], typer.Option("--k-max", help="Largest K tried by silhouette (default 8).")]
 
@@ -62,7 +63,7 @@ def data_overrides(source=None, tasks=None, scenario=None, clients=None, train_p
 
 # simulate
 AlgOpt = Annotated[Optional[str], typer.Option(
-    "--alg", help="Algorithm: fedrouter, or a baseline (fedit, local, fedcluster, fedsa, ffa-lora, feddpa).")]
+    "--alg", help="Algorithm: fedrouter, or a baseline (fedit, local, fedcluster, fedsa, ffa-lora, feddpa, feddpa-knn).")]
 VariantOpt = Annotated[Optional[str], typer.Option(
     "--variant", help="FedRouter variant: standard (one local cluster per round, round-robin) or star (all every round).")]
 RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", help="Federated rounds (paper: 25).")]
@@ -75,7 +76,9 @@ LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", help=
 MaxLengthOpt = Annotated[Optional[int], typer.Option("--max-length", help="Max tokens per training example (paper: 1024).")]
 GlobalClustersOpt = Annotated[Optional[str], typer.Option(
     "--global-clusters", "--clusters",
-    help="Server-side clusters: FedRouter's global task clusters / FedCluster's client groups; a number or 'auto' (silhouette).")]
+    help="Server-side clusters: FedRouter's global task clusters / FedCluster's client groups; a number, 'tasks' "
+         "(the paper's rule: the number of tasks in the federation) or 'auto' (silhouette; for FedRouter the "
+         "smallest K within 15% of the best, so one task's sub-clusters merge).")]
 WorkersOpt = Annotated[int, typer.Option(
     "--workers", min=0, help="Clients that train at once, one core each (0 = auto: one per core, as memory allows). "
                       "Results do not depend on it.")]

@@ -1,14 +1,16 @@
 """The ClientApp: answers the centroid query and trains the adapters the server sends.
 
 A train message carries one or more jobs. Job i comes with the arrays `adapter-i` and says which
-local cluster to train on (-1 = all the client's data), which LoRA part is trainable, which part
-goes back to the server and which part the client keeps for itself between rounds. Every
+local clusters to train on, as one data set ('0,2'; '' = all the client's data), which LoRA part
+is trainable, which part goes back to the server, which part the client keeps for itself between
+rounds, and which other job's adapter (its companion) is active and frozen while it trains. Every
 algorithm is expressed in these terms, so the client needs no per-algorithm code.
 Only arrays and numbers leave the client.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 
@@ -22,7 +24,7 @@ from fedrouter_cli.federation.node import NodeData, latest_state, node_folder, s
 from fedrouter_cli.federation.privacy import privatize_centroids, privatize_update
 from fedrouter_cli.federation.wire import from_record, select, to_record
 from fedrouter_cli.model.device import resolve_device
-from fedrouter_cli.model.lora import get_adapter, peft_model, set_adapter_weights
+from fedrouter_cli.model.lora import companion_adapter, get_adapter, peft_model, set_adapter_weights
 from fedrouter_cli.model.train import train_steps
 
 app = ClientApp()
@@ -67,6 +69,14 @@ def _train_config(cfg: ConfigRecord) -> TrainConfig:
                        lora_dropout=float(cfg["lora-dropout"]), target_modules=tuple(cfg["target-modules"]))
 
 
+def job_clusters(cfg: ConfigRecord) -> list[list[int]]:
+    """Each job's local clusters: 'job-clusters' ('0,2'; '' = all data), or a server of before
+    issue #14 that sent one cluster per job ('job-cluster', -1 = all data)."""
+    if "job-clusters" in cfg:
+        return [[int(c) for c in str(value).split(",") if c.strip()] for value in cfg["job-clusters"]]
+    return [[int(value)] for value in cfg["job-cluster"]]
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg = msg.content["config"]
@@ -79,10 +89,12 @@ def train(msg: Message, context: Context) -> Message:
     placement = resolve_device(str(cfg.get("device", "auto")))
     model, tokenizer = peft_model(str(cfg["model"]), _train_config(cfg), bool(cfg.get("load-in-4bit", False)),
                                   placement)
+    names = [str(n) for n in cfg["job-name"]]
+    companions = [str(c) for c in cfg.get("job-companion", [""] * len(names))]
     alg = str(cfg["alg"])
     reply = RecordDict()
     losses, first, last, samples, seconds = [], [], [], [], []
-    for i, cluster in enumerate(cfg["job-cluster"]):
+    for i, clusters in enumerate(job_clusters(cfg)):
         name, keep = str(cfg["job-name"][i]), str(cfg["job-keep"][i])
         key = f"adapter-{i}"
         adapter = from_record(msg.content[key]) if key in msg.content else {}
@@ -93,9 +105,14 @@ def train(msg: Message, context: Context) -> Message:
             adapter.setdefault(k, np.zeros_like(v))  # (LoRA's initial B), never at a previous job's weights
         set_adapter_weights(model, adapter)
         seed = int(cfg["seed"]) + 7919 * round_number + 104729 * node.client + i
-        outcome = train_steps(model, tokenizer, node.rows(int(cluster)), int(cfg["local-steps"]),
-                              int(cfg["batch-size"]), float(cfg["lr"]), int(cfg["max-length"]),
-                              seed=seed, trainable=str(cfg["job-trainable"][i]))
+        frozen = contextlib.nullcontext()
+        if companions[i]:  # another job's adapter, as the server sent it, active and frozen beside this one
+            frozen = companion_adapter(model, from_record(msg.content[f"adapter-{names.index(companions[i])}"]),
+                                       _train_config(cfg))
+        with frozen:
+            outcome = train_steps(model, tokenizer, node.rows(clusters), int(cfg["local-steps"]),
+                                  int(cfg["batch-size"]), float(cfg["lr"]), int(cfg["max-length"]),
+                                  seed=seed, trainable=str(cfg["job-trainable"][i]))
         trained = get_adapter(model)
         if keep != "none":
             save_state(node.folder, alg, name, round_number, select(trained, keep))

@@ -60,7 +60,8 @@ def main(grid: Grid, context: Context) -> None:
     peft_model(config.model.model, config.train)  # load (and convert) the base model once, up front
     job = FederationJob(config=config, out_dir=out, num_nodes=num_nodes,
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
-                        progress=_progress, torch_threads=int(rc.get("torch-threads", 0)))
+                        progress=_progress, torch_threads=int(rc.get("torch-threads", 0)),
+                        tasks=tuple(run.require("partition")["summary"]["tasks"]))
     strategy = STRATEGIES[alg](job)
     log.info("waiting for %d SuperNodes", num_nodes)
     strategy.connect(grid, timeout=float(rc.get("connect-timeout", 600.0)))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,12 @@ class InferenceInput:
     local_centroids: np.ndarray     # the client's local centroids
     local_tasks: list[str]          # majority task of each local cluster
     global_tasks: dict[str, str]    # adapter name -> majority task of the clients' clusters it serves
+    instructions: list[str] = field(default_factory=list)        # the test instructions (raw), row by row
+    train_instructions: list[str] = field(default_factory=list)  # the client's train instructions
+    # last-layer hidden state at the last prompt token of each instruction (formatted as a prompt),
+    # of the base model with the given adapter: [n, hidden]; None where no model is at hand
+    hidden_states: Callable[[list[str], Adapter], np.ndarray] | None = None
+    seed: int = 0                   # --seed, for methods that draw at random
 
 
 @dataclass

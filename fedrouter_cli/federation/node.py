@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +57,10 @@ class NodeData:
                    centroids=flat.astype(np.float32).reshape(len(cents), -1),
                    sizes=np.asarray(cents.column("size").to_pylist(), dtype=np.int64))
 
-    def rows(self, cluster: int) -> list[tuple[str, str]]:
-        """Train rows of one local cluster, or all rows for cluster -1."""
-        picked = range(len(self.instructions)) if cluster < 0 else np.flatnonzero(self.clusters == cluster)
+    def rows(self, clusters: Sequence[int] = ()) -> list[tuple[str, str]]:
+        """Train rows of the given local clusters (in row order), or all rows for () or [-1]."""
+        wanted = [c for c in clusters if c >= 0]
+        picked = np.flatnonzero(np.isin(self.clusters, wanted)) if wanted else range(len(self.instructions))
         return [(self.instructions[i], self.responses[i]) for i in picked]
 
 

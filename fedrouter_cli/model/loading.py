@@ -113,13 +113,16 @@ def _placement_kwargs(placement: Placement, load_in_4bit: bool = False) -> dict:
 
 
 def load_causal_lm(name: str, load_in_4bit: bool = False, placement: Placement = CPU):  # -> (model, tokenizer)
-    """The base model for training and generation, loaded once per process and reused."""
+    """A fresh copy of the base model for training and generation.
+
+    Not cached here: PEFT injects its LoRA layers into the model it wraps (and `unload()` strips
+    them again), so two wrappers must never share one base. lora.peft_model keeps the process's
+    one wrapped model instead."""
     if load_in_4bit:
         check_4bit(placement)
     return _load_causal_lm(name, bool(load_in_4bit), placement)
 
 
-@functools.lru_cache(maxsize=4)
 def _load_causal_lm(name: str, load_in_4bit: bool, placement: Placement):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -6,6 +6,7 @@ Only LoRA weights ever move between server and clients; they are keyed the way P
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from pathlib import Path
@@ -27,6 +28,14 @@ def lora_config(train: TrainConfig):
 
     return LoraConfig(r=train.lora_r, lora_alpha=train.lora_alpha, lora_dropout=train.lora_dropout,
                       target_modules=list(train.target_modules), bias="none", task_type="CAUSAL_LM")
+
+
+def with_rank(train: TrainConfig, weights: Adapter) -> TrainConfig:
+    """LoRA settings for weights whose rank may differ from --lora-r, keeping the scale alpha/r."""
+    from dataclasses import replace
+
+    rank = next(v.shape[0] for k, v in weights.items() if "lora_A" in k)
+    return replace(train, lora_r=rank, lora_alpha=round(train.lora_alpha * rank / train.lora_r))
 
 
 def lora_key(train: TrainConfig) -> tuple:
@@ -68,6 +77,27 @@ def set_adapter_weights(model, adapter: Adapter, adapter_name: str = "default") 
     unexpected = getattr(result, "unexpected_keys", [])
     if [k for k in unexpected if "lora_" in k]:
         raise ValueError(f"adapter keys do not fit the model: {unexpected[:3]}")
+
+
+COMPANION = "companion"
+
+
+@contextlib.contextmanager
+def companion_adapter(model, weights: Adapter, train: TrainConfig, name: str = COMPANION):
+    """Within the block, a second adapter with `weights` is active beside 'default' (their LoRA
+    updates add up in every forward pass) and frozen: train_steps(..., adapter='default') trains
+    'default' only. FedDPA trains its local adapter this way, on top of the frozen global one."""
+    model.add_adapter(name, lora_config(train))
+    try:
+        set_adapter_weights(model, weights, adapter_name=name)
+        model.base_model.set_adapter(["default", name])  # PEFT's multi-adapter activation (LoRA sums them)
+        for param_name, param in model.named_parameters():
+            if f".{name}." in param_name:
+                param.requires_grad_(False)
+        yield
+    finally:
+        model.base_model.set_adapter("default")
+        model.delete_adapter(name)
 
 
 def initial_adapter(model_name: str, train: TrainConfig, seed: int) -> Adapter:

@@ -73,10 +73,11 @@ def response_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def train_steps(model, tokenizer, rows: list[tuple[str, str]], steps: int, batch_size: int, lr: float,
-                max_length: int, seed: int, trainable: str = "all") -> TrainOutcome:
+                max_length: int, seed: int, trainable: str = "all", adapter: str = "default") -> TrainOutcome:
     """Run `steps` AdamW steps on batches drawn (seeded, without replacement per pass) from `rows`.
 
-    trainable: 'all' LoRA weights, or 'lora_B' only (lora_A frozen, as FFA-LoRA does).
+    trainable: 'all' LoRA weights, or 'lora_B' only (lora_A frozen, as FFA-LoRA does), of the
+    adapter named `adapter`; any other adapter active beside it (lora.companion_adapter) stays frozen.
     """
     import time
 
@@ -86,7 +87,7 @@ def train_steps(model, tokenizer, rows: list[tuple[str, str]], steps: int, batch
     encoded = [encode(tokenizer, q, a, max_length) for q, a in rows]
     params = []
     for name, param in model.named_parameters():
-        wanted = "lora_" in name and (trainable == "all" or trainable in name)
+        wanted = "lora_" in name and f".{adapter}." in name and (trainable == "all" or trainable in name)
         param.requires_grad_(wanted)
         if wanted:
             params.append(param)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from fedrouter_cli.data.sources import resolve_tasks
 from fedrouter_cli.config import SCENARIOS, Config, build_config, save_config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.rundir import RunDir
@@ -23,19 +22,26 @@ from fedrouter_cli.stages.common import Progress, no_progress
 
 METHODS = ("fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa", "fedrouter", "fedrouter-star")
 BASE = "base"
-GROUPS = ("main", "clients", "fixed-k")
+GROUPS = ("main", "clients", "k-rule")
+# How FedRouter picks its local and global K: 'tasks' is the paper's rule (as many global
+# clusters as tasks, local K = the tasks a client holds), 'auto' this tool's silhouette rules.
+K_RULES = ("tasks", "auto")
 
 
 @dataclass(frozen=True)
 class BenchPlan:
-    """Which parts of the matrix to run. The defaults are the paper's experiments for one seed."""
+    """Which parts of the matrix to run. The defaults are the paper's experiments for one seed.
+
+    The main table (every seed) runs first; the ablations run after it, on the first seed only."""
 
     methods: tuple[str, ...] = METHODS
     scenarios: tuple[str, ...] = SCENARIOS
     seeds: tuple[int, ...] = (0,)
     generalization: bool = True          # methods trained on `single`, tested on every task
+    k_rule: str = "tasks"                # FedRouter's K rule in the main table
     ablation_clients: tuple[int, ...] = (4, 8, 16)  # FedRouter, single scenario; () = skip
-    fixed_k_scenario: str | None = "all"  # FedRouter with K = number of tasks vs silhouette; None = skip
+    # FedRouter with the other K rule than the main table's, one row per scenario; () = skip
+    k_rule_scenarios: tuple[str, ...] = SCENARIOS
     curve_scenario: str | None = "dual"   # evaluate every round of `curve_methods` here; None = skip
     curve_methods: tuple[str, ...] = ("fedrouter", "fedit")
 
@@ -43,7 +49,9 @@ class BenchPlan:
         for method in self.methods + self.curve_methods:
             if method not in METHODS:
                 raise FedrouterError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
-        for scenario in (*self.scenarios, self.fixed_k_scenario, self.curve_scenario):
+        if self.k_rule not in K_RULES:
+            raise FedrouterError(f"--k-rule must be one of {', '.join(K_RULES)}, got {self.k_rule!r}.")
+        for scenario in (*self.scenarios, *self.k_rule_scenarios, self.curve_scenario):
             if scenario is not None and scenario not in SCENARIOS:
                 raise FedrouterError(f"Unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}.")
         if not self.methods or not self.scenarios or not self.seeds:
@@ -61,7 +69,7 @@ class Cell:
     method: str
     seed: int
     clients: int
-    fixed_k: int | None = None  # global K; each client's local K is its number of tasks
+    k_rule: str = "tasks"       # FedRouter's local and global K rule (K_RULES)
     evaluations: tuple[tuple[str, str, int], ...] = field(default=())  # (mode, test_tasks, round; 0 = last)
 
     def run_dir(self, root: Path) -> RunDir:
@@ -70,11 +78,11 @@ class Cell:
     def describe(self) -> dict[str, Any]:
         """The fields every record of this cell starts with (finished, read back, or failed)."""
         return {"cell": self.name, "group": self.group, "scenario": self.scenario, "method": self.method,
-                "seed": self.seed, "clients": self.clients, "fixed_k": self.fixed_k}
+                "seed": self.seed, "clients": self.clients, "k_rule": self.k_rule}
 
     @property
     def name(self) -> str:
-        setting = {"main": "", "clients": f"-c{self.clients}", "fixed-k": f"-k{self.fixed_k}"}[self.group]
+        setting = {"main": "", "clients": f"-c{self.clients}", "k-rule": f"-k{self.k_rule}"}[self.group]
         return f"{self.scenario}{setting}-s{self.seed}/{self.method}"
 
 
@@ -85,25 +93,27 @@ def _eval_mode(method: str, generalization: bool) -> str:
 
 
 def plan_cells(plan: BenchPlan, config: Config) -> list[Cell]:
-    """The cells of `plan` in the order they run: main matrix first, then ablations."""
+    """The cells of `plan` in the order they run: the main matrix for every seed first, then the
+    ablations on the first seed. Within a scenario FedRouter runs first, the base model last."""
     clients, rounds = config.data.clients, config.train.rounds
+    order = sorted((BASE, *plan.methods), key=lambda m: (m == BASE, not m.startswith("fedrouter")))
     cells: list[Cell] = []
     for seed in plan.seeds:
         for scenario in plan.scenarios:
-            for method in (BASE, *plan.methods):
+            for method in order:
                 evals = [("local", "scenario", 0)]
                 if plan.generalization and scenario == "single":
                     evals.append((_eval_mode(method, True), "all", 0))
-                if scenario == plan.curve_scenario and method in plan.curve_methods:
+                if seed == plan.seeds[0] and scenario == plan.curve_scenario and method in plan.curve_methods:
                     evals += [("local", "scenario", r) for r in range(1, rounds)]
-                cells.append(Cell("main", scenario, method, seed, clients, evaluations=tuple(evals)))
-        for n in plan.ablation_clients:
-            if n != clients or "single" not in plan.scenarios:
-                cells.append(Cell("clients", "single", "fedrouter", seed, n, evaluations=(("local", "scenario", 0),)))
-        if plan.fixed_k_scenario:
-            tasks = len(resolve_tasks(config.data.source, config.data.tasks))
-            cells.append(Cell("fixed-k", plan.fixed_k_scenario, "fedrouter", seed, clients, fixed_k=tasks,
-                              evaluations=(("local", "scenario", 0),)))
+                cells.append(Cell("main", scenario, method, seed, clients, plan.k_rule, tuple(evals)))
+    seed = plan.seeds[0]
+    other_rule = next(rule for rule in K_RULES if rule != plan.k_rule)
+    for scenario in plan.k_rule_scenarios:
+        cells.append(Cell("k-rule", scenario, "fedrouter", seed, clients, other_rule, (("local", "scenario", 0),)))
+    for n in plan.ablation_clients:
+        if n != clients or "single" not in plan.scenarios:
+            cells.append(Cell("clients", "single", "fedrouter", seed, n, plan.k_rule, (("local", "scenario", 0),)))
     return cells
 
 
@@ -111,20 +121,19 @@ def cell_config(config: Config, cell: Cell) -> Config:
     alg, variant = ("fedrouter", "star") if cell.method == "fedrouter-star" else (cell.method, "standard")
     layer: dict[str, dict[str, Any]] = {
         "data": {"scenario": cell.scenario, "seed": cell.seed, "clients": cell.clients, "test_tasks": "scenario"},
-        "cluster": {"seed": cell.seed},
+        "cluster": {"seed": cell.seed, "n_clusters": cell.k_rule},
         "train": {"seed": cell.seed, "variant": variant, **({} if cell.method == BASE else {"alg": alg})},
     }
-    if cell.fixed_k is not None:
-        per_client = {"single": 1, "dual": min(2, cell.fixed_k), "all": cell.fixed_k}[cell.scenario]
-        layer["cluster"]["n_clusters"] = per_client
-        layer["train"]["global_clusters"] = cell.fixed_k
+    if alg == "fedrouter":  # FedCluster's --clusters (client groups) keeps its own default
+        layer["train"]["global_clusters"] = cell.k_rule
     return build_config(config, layer)
 
 
 def run_cell(config: Config, root: Path, cell: Cell, progress: Progress = no_progress) -> dict[str, Any]:
     """Run (or reuse) one cell's stages; returns what the results tables need."""
     from fedrouter_cli.pipeline import prepare
-    from fedrouter_cli.stages.evaluate import BASE_ALG, run_evaluate
+    from fedrouter_cli.stages.bench_stats import sample_scores
+    from fedrouter_cli.stages.evaluate import BASE_ALG, evaluation_name, run_evaluate
     from fedrouter_cli.stages.select_k import run_select_k
     from fedrouter_cli.stages.simulate import run_simulate
 
@@ -135,21 +144,35 @@ def run_cell(config: Config, root: Path, cell: Cell, progress: Progress = no_pro
     results = prepare(cfg, run, "cluster-local", progress=progress)
     record: dict[str, Any] = {**cell.describe(), "run_dir": str(run.root), "evaluations": []}
     if cell.method.startswith("fedrouter"):
-        selected = {level: run_select_k(cfg, run, level) for level in ("local", "global")}
-        results += selected.values()
-        record["select_k"] = {level: result.summary for level, result in selected.items()}
+        try:  # the silhouette curves are a diagnostic: a few points (a small ablation) have none
+            selected = {level: run_select_k(cfg, run, level) for level in ("local", "global")}
+        except FedrouterError as exc:
+            record["select_k_skipped"] = str(exc)
+        else:
+            results += selected.values()
+            record["select_k"] = {level: result.summary for level, result in selected.items()}
+        record["cluster_local"] = local_clusters(run)
     alg = BASE_ALG if cell.method == BASE else cfg.train.alg
     if alg != BASE_ALG:
         results.append(run_simulate(cfg, run, progress=progress))
         # the manifest's seconds are the training run's, also when this call was a cache hit
         record["simulate"] = {**results[-1].to_json(), "seconds": run.require("simulate", alg)["seconds"]}
+    record["samples"] = {}  # per-sample scores, for the intervals (bench_stats moves them to a file)
     for mode, test_tasks, round_number in cell.evaluations:
         eval_cfg = replace(cfg, data=replace(cfg.data, test_tasks=test_tasks),
                            eval=replace(cfg.eval, mode=mode, round=round_number))
         results.append(run_evaluate(eval_cfg, run, alg, progress=progress))
         record["evaluations"].append(results[-1].summary)
+        record["samples"][evaluation_name(mode, test_tasks, round_number)] = sample_scores(
+            Path(results[-1].summary["predictions_path"]))
     record["cached"] = all(result.cache_hit for result in results)
     return record
+
+
+def local_clusters(run: RunDir) -> dict[str, Any]:
+    """The K each client chose and the mean purity of its clusters (cluster-local's summary)."""
+    summary = run.require("cluster-local")["summary"]
+    return {"purity": summary["purity"], "k": [c["k"] for c in summary["clients"]]}
 
 
 def cell_fingerprints(config: Config, cell: Cell) -> dict[str, str]:
@@ -197,6 +220,7 @@ def finished_cell(config: Config, root: Path, cell: Cell) -> dict[str, Any] | No
         selected = {level: run.manifest("select-k", level) for level in ("local", "global")}
         if all(selected.values()):
             record["select_k"] = {level: m["summary"] for level, m in selected.items()}
+        record["cluster_local"] = local_clusters(run)
     for mode, test_tasks, round_number in cell.evaluations:
         evaluated = run.manifest("evaluate", alg, evaluation_name(mode, test_tasks, round_number))
         if evaluated is None:

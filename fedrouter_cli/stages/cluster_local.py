@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from fedrouter_cli.clustering import K_TOLERANCE, best_k, kmeans, majority, purity, silhouette_curve
 from fedrouter_cli.config import Config
+from fedrouter_cli.data.partition import client_tasks
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name, fingerprint, read_table, write_json, write_table
 from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
@@ -46,8 +47,19 @@ def client_train(run: RunDir, client: str) -> tuple[list[str], list[str], np.nda
     return ids, rows.column("task").to_pylist(), vectors
 
 
-def choose_k(points: np.ndarray, config: Config, client: str) -> int:
+def tasks_held(config: Config, federation_tasks: tuple[str, ...], index: int) -> int:
+    """How many tasks client `index` holds in the scenario: single 1, dual 2, all every task."""
+    return len(client_tasks(config.data.scenario, tuple(federation_tasks), config.data.clients, index))
+
+
+def choose_k(points: np.ndarray, config: Config, client: str, held: int | None = None) -> int:
+    """K of one client: --n-clusters N; 'tasks' = `held`, the tasks the client holds (the paper's
+    rule, no silhouette); 'auto' = silhouette (the largest K within K_TOLERANCE of the best)."""
     wanted = config.cluster.n_clusters
+    if wanted == "tasks":
+        if held is None:
+            raise FedrouterError("--n-clusters tasks needs the tasks of the federation (the partition stage's).")
+        return max(1, min(held, len(points)))
     if wanted == "auto":
         scores = silhouette_curve(points, config.cluster.k_min, config.cluster.k_max, config.cluster.seed)
         return best_k(scores, tolerance=K_TOLERANCE)
@@ -65,9 +77,11 @@ def run_cluster_local(config: Config, run: RunDir, force: bool = False) -> Stage
     if hit := cache_hit(run, "cluster-local", fp, force):
         return hit
     started = time.perf_counter()
-    clients = [client_name(i) for i in range(len(run.require("partition")["summary"]["clients"]))]
+    partition = run.require("partition")["summary"]
+    clients = [client_name(i) for i in range(len(partition["clients"]))]
     data = {c: client_train(run, c) for c in clients}
-    chosen = {c: choose_k(data[c][2], config, c) for c in clients}  # validate all before writing
+    held = {c: tasks_held(config, tuple(partition["tasks"]), i) for i, c in enumerate(clients)}
+    chosen = {c: choose_k(data[c][2], config, c, held[c]) for c in clients}  # validate all before writing
     report = []
     with staged_outputs(run, "cluster-local") as at:
         for client in clients:

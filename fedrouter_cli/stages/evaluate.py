@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from dataclasses import asdict
@@ -61,13 +62,27 @@ def _routings(config: Config, run: RunDir, alg: str, round_number: int, clients:
     local = {c: read_centroids(run.centroids_file(client_name(c))) for c in range(clients)}
     adapter_tasks = strategy.adapter_tasks(state, {c: local[c][2] for c in local})
     routings = []
-    for c, (_, vectors) in enumerate(tests):
+    for c, (rows, vectors) in enumerate(tests):
+        train_rows = read_table(run.partition_file(client_name(c), "train"), PARTITION_TEXT)
         inputs = InferenceInput(client=c, mode=config.eval.mode, embeddings=vectors, state=state,
                                 adapters_dir=round_dir / "adapters", node_dir=run.client_dir(client_name(c)),
                                 train_embeddings=read_embeddings(run.embedding_file(client_name(c), "train"))[1],
-                                local_centroids=local[c][0], local_tasks=local[c][2], global_tasks=adapter_tasks)
+                                local_centroids=local[c][0], local_tasks=local[c][2], global_tasks=adapter_tasks,
+                                instructions=rows.column("instruction").to_pylist(),
+                                train_instructions=train_rows.column("instruction").to_pylist(),
+                                hidden_states=functools.partial(_hidden_states, config), seed=config.train.seed)
         routings.append(strategy.route(inputs))
     return routings
+
+
+def _hidden_states(config: Config, instructions: list[str], adapter) -> Any:
+    """Last-token hidden states of the evaluated base model with `adapter` (loaded on first use)."""
+    from fedrouter_cli.model.generate import last_token_states
+    from fedrouter_cli.model.lora import peft_model
+
+    model, tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit)
+    return last_token_states(model, tokenizer, instructions, adapter, config.train,
+                             max_length=config.train.max_length, batch_size=config.eval.batch_size)
 
 
 def evaluation_name(mode: str, test_tasks: str, explicit_round: int = 0) -> str:
@@ -127,17 +142,9 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
     return StageResult("evaluate", False, seconds, summary)
 
 
-def _with_rank(train, weights) -> Any:
-    """LoRA settings for weights whose rank may differ from --lora-r, keeping the scale alpha/r."""
-    from dataclasses import replace
-
-    rank = next(v.shape[0] for k, v in weights.items() if "lora_A" in k)
-    return replace(train, lora_r=rank, lora_alpha=round(train.lora_alpha * rank / train.lora_r))
-
-
 def _generate_all(config: Config, tests, routings: list[Routing], progress: Progress) -> tuple[list[list[str]], float]:
     """Generate every client's answers in one stream, so batches mix clients and adapters."""
-    from fedrouter_cli.model.lora import lora_config, peft_model, set_adapter_weights
+    from fedrouter_cli.model.lora import lora_config, peft_model, set_adapter_weights, with_rank
 
     placement = resolve_device(config.model.device)
     model, tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit, placement)
@@ -147,7 +154,7 @@ def _generate_all(config: Config, tests, routings: list[Routing], progress: Prog
         for name, build in routing.build.items():  # names are unique across clients
             if name not in loaded:
                 weights = build()
-                model.add_adapter(name, lora_config(_with_rank(config.train, weights)))
+                model.add_adapter(name, lora_config(with_rank(config.train, weights)))
                 set_adapter_weights(model, weights, adapter_name=name)
                 loaded.append(name)
         prompts += rows.column("instruction").to_pylist()

@@ -19,7 +19,7 @@ from fedrouter_cli.clustering import kmeans, majority, purity
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name, read_table, write_table
-from fedrouter_cli.stages.cluster_local import centroids_table, choose_k
+from fedrouter_cli.stages.cluster_local import centroids_table, choose_k, tasks_held
 from fedrouter_cli.stages.common import Progress, no_progress
 from fedrouter_cli.stages.embed import embed_unique
 from fedrouter_cli.stages.partition import run_partition
@@ -45,13 +45,14 @@ def prepare_node(config: Config, client: int, dest: Path, progress: Progress = n
         run = RunDir(Path(tmp))
         run_partition(config, run)  # text rows only: cheap, and the same draw on every machine
         train = read_table(run.partition_file(name, "train"), PARTITION_TEXT)
+        held = tasks_held(config, tuple(run.require("partition")["summary"]["tasks"]), client)
     texts = train.column("instruction").to_pylist()
     unique = sorted(set(texts))
     vectors, _, _, _ = embed_unique(config, unique, progress)
     row_of = {text: i for i, text in enumerate(unique)}
     points = vectors[[row_of[t] for t in texts]]
     tasks = train.column("task").to_pylist()
-    centroids, labels = kmeans(points, choose_k(points, config, name), config.cluster.seed)
+    centroids, labels = kmeans(points, choose_k(points, config, name, held), config.cluster.seed)
     sizes = np.bincount(labels, minlength=len(centroids)).tolist()
     majors = majority(labels, tasks)
     # file by file (each atomic), so state the node keeps between rounds (dest/state) survives

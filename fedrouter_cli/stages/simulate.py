@@ -36,7 +36,10 @@ def model_settings(config: Config) -> dict:
 def simulate_fingerprint(config: Config) -> str:
     # privacy joins the fingerprint only when on, so runs made before it existed stay cached
     privacy = (asdict(config.privacy),) if config.privacy.enabled else ()
-    return fingerprint("simulate", cluster_fingerprint(config), asdict(config.train), model_settings(config), *privacy)
+    train = asdict(config.train)
+    if not train["lr_floor"]:  # likewise the schedule floor: runs without one keep their fingerprint
+        del train["lr_floor"]
+    return fingerprint("simulate", cluster_fingerprint(config), train, model_settings(config), *privacy)
 
 
 def check_privacy(config: Config) -> None:
@@ -170,7 +173,8 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
                                                             gpus_per_client)
     job = FederationJob(config=config, out_dir=out, num_nodes=len(clients),
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
-                        progress=progress, torch_threads=threads)
+                        progress=progress, torch_threads=threads,
+                        tasks=tuple(run.require("partition")["summary"]["tasks"]))
     errors: list[BaseException] = []
     os.environ["FEDROUTER_NODES_ROOT"] = str(run.stage_dir("nodes"))
     _quiet_flower()

@@ -45,12 +45,14 @@ class Job:
     """One adapter a node trains in a round."""
 
     name: str                 # the client's name for it (keys its kept state)
-    cluster: int              # local cluster to train on; -1 = all the client's data
+    clusters: tuple[int, ...] # local clusters to train on, as one data set; () = all the client's data
     adapter: Adapter          # what the server sends (may be empty)
     tag: str                  # what the server aggregates it into (e.g. a global cluster)
     trainable: str = "all"    # 'all' or 'lora_B'
     send: str = "all"         # part returned: 'all', 'lora_A', 'lora_B' or 'none'
     keep: str = "none"        # part the client keeps between rounds: 'none', 'all', 'lora_B'
+    companion: str = ""       # name of another job of the message whose adapter, as sent, is active
+                              # and frozen while this one trains ('' = none)
 
 
 @dataclass
@@ -76,6 +78,7 @@ class FederationJob:
     initial_adapter: Callable[[int], Adapter]
     progress: Callable[[str, int, int], None] = lambda label, done, total: None
     torch_threads: int = 0
+    tasks: tuple[str, ...] = ()   # the federation's tasks (partition stage), for '--global-clusters tasks'
 
 
 class AdapterStrategy(Strategy):
@@ -112,11 +115,20 @@ class AdapterStrategy(Strategy):
 
     # -- helpers ----------------------------------------------------------------------------
     def lr_at(self, round_number: int) -> float:
-        """Cosine from --lr down to lr_min over the rounds, constant within a round."""
-        if self.train.rounds == 1:
-            return self.train.lr
-        progress = (round_number - 1) / (self.train.rounds - 1)
-        return self.train.lr_min + 0.5 * (self.train.lr - self.train.lr_min) * (1 + math.cos(math.pi * progress))
+        """Cosine from --lr down to max(lr_min, lr_floor x lr) over the rounds, constant within a round."""
+        t = self.train
+        if t.rounds == 1:
+            return t.lr
+        end = max(t.lr_min, t.lr_floor * t.lr)
+        progress = (round_number - 1) / (t.rounds - 1)
+        return end + 0.5 * (t.lr - end) * (1 + math.cos(math.pi * progress))
+
+    def tasks_k(self, points: int) -> int:
+        """'--global-clusters tasks': as many server-side clusters as tasks in the federation
+        (the paper's rule, section 3.2), at most one per point."""
+        if not self.job.tasks:
+            raise FederationStopped("--global-clusters tasks needs the federation's tasks; the server was given none")
+        return min(len(self.job.tasks), points)
 
     @staticmethod
     def weighted_groups(results: list[JobResult]) -> dict[str, list[JobResult]]:
@@ -209,9 +221,9 @@ class AdapterStrategy(Strategy):
             "torch-threads": self.job.torch_threads,
             # each node places the model on its own machine: 'auto' takes its GPU when it has one
             "device": self.config.model.device, "load-in-4bit": self.config.model.load_in_4bit,
-            "job-name": [j.name for j in jobs], "job-cluster": [j.cluster for j in jobs],
+            "job-name": [j.name for j in jobs], "job-clusters": [",".join(map(str, j.clusters)) for j in jobs],
             "job-trainable": [j.trainable for j in jobs], "job-send": [j.send for j in jobs],
-            "job-keep": [j.keep for j in jobs],
+            "job-keep": [j.keep for j in jobs], "job-companion": [j.companion for j in jobs],
             "dp-epsilon": self.config.privacy.dp_epsilon, "dp-clip": self.config.privacy.dp_clip,
             "dp-delta": self.config.privacy.dp_delta,
         })
@@ -264,6 +276,9 @@ class AdapterStrategy(Strategy):
         return {
             "round": round_number, "client": client, "job": job.name if job else "", "tag": job.tag if job else "",
             "status": status, "samples": result.samples if result else 0,
+            # what the adapter was trained with this round: optimizer steps and learning rate
+            "steps": self.train.local_steps if result else 0,
+            "lr": self.lr_at(round_number) if job else float("nan"),
             "loss": result.loss if result else float("nan"),
             "first_loss": result.first_loss if result else float("nan"),
             "last_loss": result.last_loss if result else float("nan"),

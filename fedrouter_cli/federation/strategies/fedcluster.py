@@ -73,9 +73,9 @@ class FedCluster(BaselineStrategy):
 
     def plan(self, round_number: int, client: int) -> list[Job]:
         if not self.groups:  # warm-up (round 1, or until some client has replied)
-            return [Job(name=WARMUP, cluster=-1, adapter=self.adapters[WARMUP], tag=WARMUP)]
+            return [Job(name=WARMUP, clusters=(), adapter=self.adapters[WARMUP], tag=WARMUP)]
         tag = group_name(self.groups.get(client, largest_group(self.groups)))
-        return [Job(name="group", cluster=-1, adapter=self.adapters[tag], tag=tag)]
+        return [Job(name="group", clusters=(), adapter=self.adapters[tag], tag=tag)]
 
     def combine(self, round_number: int, results: list[JobResult]) -> None:
         warm = sorted((r for r in results if r.job.tag == WARMUP), key=lambda r: r.client)
@@ -85,7 +85,10 @@ class FedCluster(BaselineStrategy):
 
     def _form_groups(self, warm: list[JobResult]) -> None:
         updates = np.stack([flat_update(r.adapter, r.job.adapter) for r in warm])
-        labels = group_clients(updates, self.train.global_clusters, self.config.cluster.k_max, self.train.seed)
+        wanted = self.train.global_clusters
+        if wanted == "tasks":  # as many client groups as tasks in the federation
+            wanted = self.tasks_k(len(updates))
+        labels = group_clients(updates, wanted, self.config.cluster.k_max, self.train.seed)
         self.similarity = np.round(cosine_matrix(updates), 6).tolist()
         self.similarity_clients = [r.client for r in warm]
         self.groups = {r.client: int(g) for r, g in zip(warm, labels)}

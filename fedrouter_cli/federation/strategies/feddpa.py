@@ -1,23 +1,32 @@
-"""FedDPA: a global and a local adapter per client, mixed per test instance (after Long et al. 2024).
+"""FedDPA: a global and a local adapter per client, mixed per test instance (Long et al. 2024).
 
-Training: each round a client runs two jobs on all its data: the global adapter (sent whole,
-FedAvg'd by the server, weighted by samples) and its own local adapter (kept on its node,
-keep='all', send='none'; the server sends the shared initial adapter only until the client
-holds one). Simplification of the paper: the local adapter trains on its own, not stacked on
-the frozen global one.
+Two algorithms share the training scheme and differ in how the local adapter trains and how the
+test-time weight is found:
 
-Inference (instance-wise dynamic weighting):
-    w_local  = clip(mean cosine similarity of the instance's embedding to its k=5 nearest train
-               embeddings of the client, 0, 1), then rounded to steps of 0.1
-    w_global = 1 - w_local
+`feddpa`, as the authors' reference implementation does it:
+- Training: each round a client runs two jobs on all its data: the global adapter (sent whole,
+  FedAvg'd by the server, weighted by samples), then its own local adapter (kept on its node,
+  keep='all', send='none'), trained with the global adapter as the server sent it active and
+  frozen beside it (job companion: their LoRA updates add up in the forward pass, only the local
+  one gets gradients).
+- Inference: w_local = 0.5 x the mean cosine similarity between the instance's and 5 local
+  training instructions' last-token hidden states (last layer, on the formatted prompt, the base
+  model with the local adapter); the 5 are drawn at random (seeded: --seed, client) once per
+  client. w_global = 1 - w_local. w_local is clipped to [0, 1] and rounded to steps of 0.05.
+
+`feddpa-knn`, this tool's earlier, cheaper variant:
+- Training: the local adapter trains on its own, not stacked on the frozen global one.
+- Inference: w_local = mean cosine similarity of the instance's sentence embedding (the router's
+  embedder, MiniLM by default) to its 5 nearest train embeddings of the client, clipped to
+  [0, 1], rounded to steps of 0.1. No forward pass of the language model is needed to route.
+
 The mixture is one adapter of rank 2r:
     A_mix = concat([A_global, A_local], dim 0)          (2r x in)
     B_mix = concat([w_global*B_global, w_local*B_local], dim 1)   (out x 2r)
 so B_mix @ A_mix = w_global*B_global@A_global + w_local*B_local@A_local; the evaluate stage keeps
-the scale alpha/r (it loads a rank-2r adapter with alpha*2). Rounding w_local to 0.1 bounds the
-adapters to at most 11 per client, named 'cNN-mix0_7' for w_local = 0.7 (PEFT adapter names
-cannot contain '.'). A client with no local adapter (it
-never completed a round) uses the global adapter ('global') for every instance.
+the scale alpha/r (it loads a rank-2r adapter with alpha*2). Rounding w_local bounds the adapters
+to at most 11 per client (PEFT adapter names cannot contain '.'). A client with no local adapter
+(it never completed a round) uses the global adapter ('global') for every instance.
 """
 
 from __future__ import annotations
@@ -33,28 +42,46 @@ from fedrouter_cli.federation.strategies.common_baselines import (GLOBAL, Baseli
 from fedrouter_cli.model.lora import Adapter
 
 LOCAL = "local"
-NEIGHBOURS = 5
-STEPS = 10  # w_local is rounded to multiples of 1/STEPS
+NEIGHBOURS = 5   # feddpa-knn: nearest train embeddings averaged
+STEPS = 10       # feddpa-knn: w_local is rounded to multiples of 1/STEPS
+ANCHORS = 5      # feddpa: local train instructions drawn per client
+SCALE = 0.5      # feddpa: w_local = SCALE x mean cosine similarity
+GRID = 20        # feddpa: w_local is rounded to multiples of 1/GRID (at most 11 values in [0, 0.5])
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def local_weight(embeddings: np.ndarray, train_embeddings: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
-    """w_local per instance: mean cosine similarity to its k nearest train embeddings, clipped to [0, 1]."""
+    """feddpa-knn's w_local per instance: mean cosine similarity to its k nearest train embeddings, clipped to [0, 1]."""
     if len(train_embeddings) == 0:
         return np.zeros(len(embeddings))
-
-    def unit(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-    sims = unit(embeddings) @ unit(train_embeddings).T
+    sims = _unit(embeddings) @ _unit(train_embeddings).T
     k = min(k, sims.shape[1])
     nearest = -np.sort(-sims, axis=1)[:, :k]
     return np.clip(nearest.mean(axis=1), 0.0, 1.0)
 
 
-def quantize(weights: np.ndarray) -> np.ndarray:
-    """Rounded to steps of 1/STEPS, as integers 0..STEPS."""
-    return np.clip(np.rint(np.asarray(weights) * STEPS), 0, STEPS).astype(np.int64)
+def reference_weight(states: np.ndarray, anchor_states: np.ndarray, scale: float = SCALE) -> np.ndarray:
+    """feddpa's w_local per instance: scale x mean cosine similarity of its hidden state to the
+    anchors' (the drawn local train instructions'), clipped to [0, 1]."""
+    if len(anchor_states) == 0:
+        return np.zeros(len(states))
+    return np.clip(scale * (_unit(states) @ _unit(anchor_states).T).mean(axis=1), 0.0, 1.0)
+
+
+def draw_anchors(train_instructions: list[str], seed: int, client: int, k: int = ANCHORS) -> list[str]:
+    """k local train instructions drawn at random, the same for every run with this seed."""
+    rng = np.random.default_rng([seed, client])
+    picked = rng.choice(len(train_instructions), size=min(k, len(train_instructions)), replace=False)
+    return [train_instructions[i] for i in sorted(picked.tolist())]
+
+
+def quantize(weights: np.ndarray, steps: int = STEPS) -> np.ndarray:
+    """Rounded to steps of 1/steps, as integers 0..steps."""
+    return np.clip(np.rint(np.asarray(weights) * steps), 0, steps).astype(np.int64)
 
 
 def mix_adapter(global_adapter: Adapter, local_adapter: Adapter, w_local: float) -> Adapter:
@@ -70,34 +97,62 @@ def mix_adapter(global_adapter: Adapter, local_adapter: Adapter, w_local: float)
     return out
 
 
-def mix_name(client: int, step: int) -> str:
-    return client_adapter(client, f"mix{step // STEPS}_{step % STEPS}")  # no "." in PEFT adapter names
+def mix_name(client: int, step: int, steps: int = STEPS) -> str:
+    """'cNN-mix0_7' for w_local = 0.7 with steps of 0.1, 'cNN-mix0_45' for 0.45 with steps of 0.05."""
+    whole, rest = divmod(step, steps)
+    digits = len(str(steps - 1))
+    return client_adapter(client, f"mix{whole}_{rest * 10 ** digits // steps:0{digits}d}")
+
+
+def _mixture_routing(client: int, own: Adapter, global_build, w_local: np.ndarray, steps: int) -> Routing:
+    grid = quantize(w_local, steps)
+    shared = functools.lru_cache(maxsize=1)(global_build)
+    names = [mix_name(client, int(s), steps) for s in grid]
+    build = {mix_name(client, s, steps): (lambda s=s: mix_adapter(shared(), own, s / steps))
+             for s in sorted(set(grid.tolist()))}
+    return Routing(names=names, build=build, routed_tasks=None)
 
 
 class FedDPA(BaselineStrategy):
     name = "feddpa"
+    stacked = True  # the local adapter trains with the global one active and frozen
 
     def initialize(self) -> None:
         self.adapters = {GLOBAL: self.initial}
 
     def plan(self, round_number: int, client: int) -> list[Job]:
         own = {} if client in self.has_state else self.initial
-        return [Job(name=GLOBAL, cluster=-1, adapter=self.adapters[GLOBAL], tag=GLOBAL),
-                Job(name=LOCAL, cluster=-1, adapter=own, tag=LOCAL, send="none", keep="all")]
+        return [Job(name=GLOBAL, clusters=(), adapter=self.adapters[GLOBAL], tag=GLOBAL),
+                Job(name=LOCAL, clusters=(), adapter=own, tag=LOCAL, send="none", keep="all",
+                    companion=GLOBAL if self.stacked else "")]
 
     def combine(self, round_number: int, results: list[JobResult]) -> None:
         self.average_tags(results, tags={GLOBAL})
         self.note_kept(results)
 
-    @staticmethod
-    def route(inputs: InferenceInput) -> Routing:
-        own = kept_state(inputs.node_dir, FedDPA.name, LOCAL, inputs.state)
+    @classmethod
+    def route(cls, inputs: InferenceInput) -> Routing:
+        own = kept_state(inputs.node_dir, cls.name, LOCAL, inputs.state)
         global_build = load_named(inputs.adapters_dir, GLOBAL)
         if not own:
             return one_adapter(GLOBAL, global_build, len(inputs.embeddings))
-        steps = quantize(local_weight(inputs.embeddings, inputs.train_embeddings))
-        shared = functools.lru_cache(maxsize=1)(global_build)
-        names = [mix_name(inputs.client, int(s)) for s in steps]
-        build = {mix_name(inputs.client, s): (lambda s=s: mix_adapter(shared(), own, s / STEPS))
-                 for s in sorted(set(steps.tolist()))}
-        return Routing(names=names, build=build, routed_tasks=None)
+        return _mixture_routing(inputs.client, own, global_build, cls.local_weights(inputs, own),
+                                GRID if cls.stacked else STEPS)
+
+    @staticmethod
+    def local_weights(inputs: InferenceInput, own: Adapter) -> np.ndarray:
+        if inputs.hidden_states is None:
+            raise ValueError("feddpa needs the model's hidden states to weight its adapters (InferenceInput.hidden_states)")
+        anchors = draw_anchors(inputs.train_instructions, inputs.seed, inputs.client)
+        states = inputs.hidden_states(list(inputs.instructions) + anchors, own)
+        n = len(inputs.instructions)
+        return reference_weight(states[:n], states[n:])
+
+
+class FedDPAKnn(FedDPA):
+    name = "feddpa-knn"
+    stacked = False
+
+    @staticmethod
+    def local_weights(inputs: InferenceInput, own: Adapter) -> np.ndarray:
+        return local_weight(inputs.embeddings, inputs.train_embeddings)

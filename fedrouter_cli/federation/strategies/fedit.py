@@ -19,7 +19,7 @@ class FedIT(BaselineStrategy):
         self.adapters = {GLOBAL: self.initial}
 
     def plan(self, round_number: int, client: int) -> list[Job]:
-        return [Job(name=GLOBAL, cluster=-1, adapter=self.adapters[GLOBAL], tag=GLOBAL)]
+        return [Job(name=GLOBAL, clusters=(), adapter=self.adapters[GLOBAL], tag=GLOBAL)]
 
     def combine(self, round_number: int, results: list[JobResult]) -> None:
         self.average_tags(results)

@@ -1,23 +1,33 @@
 """FedRouter: one adapter per global task cluster, routed to clients by their local clusters.
 
-Round 0 (setup): every client sends its local centroids; the server clusters them (K-Means,
-`--global-clusters N|auto`) into global clusters and keeps one adapter per global cluster.
-Each round, each client trains one of its local clusters (round-robin) on the adapter of that
-cluster's global cluster; FedRouter* (`--variant star`) trains all of them. The server averages
-returned adapters per global cluster, weighted by samples; an untrained cluster keeps its adapter.
+Round 0 (setup): every client sends its local centroids; the server clusters them (K-Means)
+into global clusters and keeps one adapter per global cluster. K: `--global-clusters tasks` =
+the number of tasks in the federation (the paper's rule, section 3.2); `auto` = the smallest K
+whose silhouette is within 15% of the best (this tool's rule: it merges one task's sub-clusters
+rather than keep them apart); or a number.
+Each round, each client trains one global adapter, round-robin over the distinct global adapters
+it holds data for, as one job on the data of all its local clusters that route to it; FedRouter*
+(`--variant star`) trains each of those adapters once every round. Where local clusters map
+one-to-one to global ones (the paper's setting) this is the paper's round-robin over local
+clusters; where several map to one adapter (a client split a task in two), the adapter is not
+trained twice as often, nor do the others wait for their turn. The server averages returned
+adapters per global cluster, weighted by samples; an untrained cluster keeps its adapter.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
-from fedrouter_cli.clustering import best_k, kmeans, majority, silhouette_curve
+from fedrouter_cli.clustering import best_global_k, kmeans, majority, silhouette_curve
 from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
 from fedrouter_cli.federation.strategies.base import AdapterStrategy, Job, JobResult
 from fedrouter_cli.model.lora import average
 from fedrouter_cli.router import nearest
+
+log = logging.getLogger(__name__)
 
 
 def adapter_name(global_cluster: int) -> str:
@@ -37,9 +47,11 @@ class FedRouter(AdapterStrategy):
         clients = sorted(self.local_centroids)
         stacked = np.concatenate([self.local_centroids[c] for c in clients])
         wanted = self.train.global_clusters
-        if wanted == "auto":
-            k = best_k(silhouette_curve(stacked, self.config.cluster.k_min, self.config.cluster.k_max,
-                                        self.train.seed), threshold=-1.0)
+        if wanted == "tasks":
+            k = self.tasks_k(len(stacked))
+        elif wanted == "auto":
+            k = best_global_k(silhouette_curve(stacked, self.config.cluster.k_min, self.config.cluster.k_max,
+                                               self.train.seed))
         else:
             k = min(int(wanted), len(stacked))
         self.global_centroids, labels = kmeans(stacked, k, self.train.seed)
@@ -53,17 +65,20 @@ class FedRouter(AdapterStrategy):
         self.cluster_globally()
         self.adapters = {adapter_name(g): self.job.initial_adapter(self.train.seed + g)
                          for g in range(len(self.global_centroids))}
+        most = max((len(set(r)) for r in self.routes.values()), default=0)
+        if self.train.variant == "standard" and most > self.train.rounds:
+            log.warning("a client holds data for %d global adapters but the run has %d rounds: round-robin "
+                        "leaves %d of them untrained there; pass more --rounds or --global-clusters tasks",
+                        most, self.train.rounds, most - self.train.rounds)
 
     def plan(self, round_number: int, client: int) -> list[Job]:
         routes = self.routes.get(client)
         if not routes:
             return []
-        if self.train.variant == "star":
-            chosen = range(len(routes))
-        else:
-            chosen = [(round_number - 1) % len(routes)]
-        return [Job(name=f"l{local}", cluster=local, adapter=self.adapters[adapter_name(routes[local])],
-                    tag=adapter_name(routes[local])) for local in chosen]
+        held = sorted(set(routes))  # the distinct global adapters this client has data for
+        chosen = held if self.train.variant == "star" else [held[(round_number - 1) % len(held)]]
+        return [Job(name=adapter_name(g), clusters=tuple(local for local, to in enumerate(routes) if to == g),
+                    adapter=self.adapters[adapter_name(g)], tag=adapter_name(g)) for g in chosen]
 
     def combine(self, round_number: int, results: list[JobResult]) -> None:
         for tag, group in self.weighted_groups(results).items():

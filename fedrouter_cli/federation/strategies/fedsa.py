@@ -25,7 +25,7 @@ class FedSA(BaselineStrategy):
         self.adapters = {GLOBAL: select(self.initial, "lora_A")}
 
     def plan(self, round_number: int, client: int) -> list[Job]:
-        return [Job(name=GLOBAL, cluster=-1, adapter=select(self.adapters[GLOBAL], "lora_A"), tag=GLOBAL,
+        return [Job(name=GLOBAL, clusters=(), adapter=select(self.adapters[GLOBAL], "lora_A"), tag=GLOBAL,
                     send="lora_A", keep="lora_B")]
 
     def combine(self, round_number: int, results: list[JobResult]) -> None:

@@ -22,7 +22,7 @@ class FFALoRA(BaselineStrategy):
         self.adapters = {GLOBAL: self.initial}
 
     def plan(self, round_number: int, client: int) -> list[Job]:
-        return [Job(name=GLOBAL, cluster=-1, adapter=self.adapters[GLOBAL], tag=GLOBAL,
+        return [Job(name=GLOBAL, clusters=(), adapter=self.adapters[GLOBAL], tag=GLOBAL,
                     trainable="lora_B", send="lora_B")]
 
     def combine(self, round_number: int, results: list[JobResult]) -> None:

@@ -25,7 +25,7 @@ class Local(BaselineStrategy):
 
     def plan(self, round_number: int, client: int) -> list[Job]:
         sent = {} if client in self.has_state else self.initial
-        return [Job(name=JOB, cluster=-1, adapter=sent, tag=JOB, send="none", keep="all")]
+        return [Job(name=JOB, clusters=(), adapter=sent, tag=JOB, send="none", keep="all")]
 
     def combine(self, round_number: int, results: list[JobResult]) -> None:
         self.note_kept(results)

@@ -1,0 +1,146 @@
+"""The K rules and the router embedding, measured: local K, purity, global K, routing accuracy.
+
+For each task set and scenario, partition (8 clients, the cpu preset's sizes, 100 test samples per
+client), embed with each embedder, cluster every client with each local rule, cluster the local
+centroids with each global rule, and route every test sample to the nearest local centroid (local
+mode) or global centroid (global mode). No training: routing depends only on the clusters.
+
+Rules: 'tasks' is the paper's (local K = the tasks a client holds, global K = the tasks of the
+federation), 'auto' this tool's silhouette rules (clustering.best_k locally, best_global_k on the
+server). The automatic rules' constants were set on the FLAN set A tasks; the raw tasks and FLAN
+set B are held out.
+
+    python bench/k_rules.py [--sets raw,flan-a,flan-b] [--embedders minilm,base] [--scenarios single,dual,all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, write_result  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SETS = {
+    "raw": (SHARED / "raw", ("qqp", "webnlg", "samsum", "gigaword")),
+    "flan-a": (SHARED / "flan", ("glue_qqp", "web_nlg_en", "gigaword", "trec")),
+    "flan-b": (SHARED / "flan", ("cola", "definite_pronoun_resolution", "fix_punct", "snli")),
+}
+
+
+def measure(config, run, rule: str) -> dict:
+    from fedrouter_cli.clustering import best_global_k, kmeans, majority, purity, silhouette_curve
+    from fedrouter_cli.router import nearest
+    from fedrouter_cli.rundir import PARTITION_TEXT, client_name, read_table
+    from fedrouter_cli.stages.cluster_local import run_cluster_local
+    from fedrouter_cli.stages.embed import read_embeddings
+
+    cfg = replace(config, cluster=replace(config.cluster, n_clusters=rule))
+    local = run_cluster_local(cfg, run, force=True).summary
+    centroids, owners, tasks_of = [], [], []
+    tests = []
+    for c in range(cfg.data.clients):
+        name = client_name(c)
+        rows = read_table(run.partition_file(name, "train"), PARTITION_TEXT)
+        _, vectors = read_embeddings(run.embedding_file(name, "train"))
+        labels = read_table(run.assignments_file(name)).column("cluster").to_numpy()
+        tasks = rows.column("task").to_pylist()
+        points = np.stack([vectors[labels == k].mean(0) for k in range(labels.max() + 1)])
+        centroids.append(points)
+        owners += [c] * len(points)
+        majors = majority(labels, tasks)
+        tasks_of += [majors[k] for k in range(len(points))]
+        test_rows = read_table(run.partition_file(name, "test"), PARTITION_TEXT)
+        tests.append((read_embeddings(run.embedding_file(name, "test"))[1], test_rows.column("task").to_pylist()))
+    stacked = np.concatenate(centroids)
+    n_tasks = len({t for _, ts in tests for t in ts} | set(tasks_of))
+    federation_tasks = len(run.require("partition")["summary"]["tasks"])
+    if rule == "tasks":
+        k = min(federation_tasks, len(stacked))
+        scores = {}
+    else:
+        scores = silhouette_curve(stacked, cfg.cluster.k_min, cfg.cluster.k_max, cfg.cluster.seed)
+        k = best_global_k(scores)
+    global_centroids, global_labels = kmeans(stacked, k, cfg.cluster.seed)
+    # the task each global cluster serves: the majority over the local clusters mapped to it
+    global_task = majority(global_labels, tasks_of)
+    correct_local = correct_global = total = 0
+    start = 0
+    for c, points in enumerate(centroids):
+        routes = global_labels[start:start + len(points)]
+        start += len(points)
+        vectors, truth = tests[c]
+        local_pick = routes[nearest(vectors, points)]
+        global_pick = nearest(vectors, global_centroids)
+        correct_local += sum(global_task[int(g)] == t for g, t in zip(local_pick, truth))
+        correct_global += sum(global_task[int(g)] == t for g, t in zip(global_pick, truth))
+        total += len(truth)
+    return {"rule": rule, "local_k": [r["k"] for r in local["clients"]], "local_purity": local["purity"],
+            "global_k": k, "global_purity": round(purity(global_labels, tasks_of), 4),
+            "global_silhouette": {str(kk): round(v, 4) for kk, v in scores.items()},
+            "routing_accuracy_local": round(correct_local / total, 4),
+            "routing_accuracy_global": round(correct_global / total, 4), "tasks": n_tasks}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="raw,flan-a,flan-b")
+    parser.add_argument("--embedders", default="minilm,base")
+    parser.add_argument("--scenarios", default="single,dual,all")
+    args = parser.parse_args()
+
+    from fedrouter_cli.config import PRESETS, Config, build_config
+    from fedrouter_cli.rundir import RunDir
+    from fedrouter_cli.stages.embed import run_embed
+    from fedrouter_cli.stages.partition import run_partition
+
+    rows = []
+    for set_name in args.sets.split(","):
+        source, tasks = SETS[set_name]
+        if not source.is_dir():
+            print(f"skipping {set_name}: {source} is not here", file=sys.stderr)
+            continue
+        for scenario in args.scenarios.split(","):
+            for embedder in args.embedders.split(","):
+                config = build_config(Config(), PRESETS["cpu"], {
+                    "data": {"source": str(source), "tasks": tasks, "scenario": scenario, "test_per_client": 100},
+                    "embed": {"embedder": embedder}})
+                with tempfile.TemporaryDirectory() as tmp:
+                    run = RunDir(Path(tmp) / "run")
+                    run_partition(config, run)
+                    started = time.perf_counter()
+                    embedded = run_embed(config, run).summary
+                    seconds = time.perf_counter() - started
+                    for rule in ("tasks", "auto"):
+                        row = {"set": set_name, "scenario": scenario, "embedder": embedder,
+                               "embed_seconds": round(seconds, 1), "embed_computed": embedded["computed_texts"],
+                               **measure(config, run, rule)}
+                        rows.append(row)
+                        print(json.dumps(row), file=sys.stderr)
+    write_result("k_rules", {"command": "python bench/k_rules.py " + " ".join(sys.argv[1:]), "rows": rows})
+    (RESULTS / "k_rules.md").write_text(markdown(rows))
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["# K rules and router embeddings (bench/k_rules.py)", "",
+           "8 clients x 150 train / 100 test samples, cpu preset; routing accuracy = share of test samples sent "
+           "to an adapter whose majority task is their own.", "",
+           "| set | scenario | embedder | rule | local K per client | local purity | global K | global purity | "
+           "routing acc. (local) | routing acc. (global) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['set']} | {r['scenario']} | {r['embedder']} | {r['rule']} | "
+                   f"{','.join(map(str, r['local_k']))} | {r['local_purity']:.3f} | {r['global_k']} | "
+                   f"{r['global_purity']:.3f} | {r['routing_accuracy_local']:.3f} | {r['routing_accuracy_global']:.3f} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""bench.md: the bench's tables as Markdown, with intervals and the paper's orderings checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The paper's ROUGE-1 (Llama-3.2-1B, 25 rounds), for side-by-side reading; None = not reported.
+PAPER_ROUGE1: dict[str, dict[str, float | None]] = {
+    "fedrouter": {"single": 0.561, "dual": 0.558, "all": 0.566, "generalization": 0.583},
+    "fedrouter-star": {"single": 0.562, "dual": 0.563, "all": 0.575, "generalization": None},
+    "fedit": {"single": 0.546, "dual": 0.550, "all": 0.560, "generalization": 0.570},
+    "feddpa": {"single": None, "dual": None, "all": None, "generalization": 0.461},
+    "local": {"single": None, "dual": None, "all": None, "generalization": 0.25},
+    "fedcluster": {"single": None, "dual": None, "all": None, "generalization": 0.25},
+    "fedsa": {"single": None, "dual": None, "all": None, "generalization": 0.25},
+}
+
+
+def _fmt(stat: dict[str, Any], digits: int = 3) -> str:
+    if stat["mean"] is None:
+        return "–"
+    return f"{stat['mean']:.{digits}f}" + (f" ± {stat['std']:.{digits}f}" if stat["n"] > 1 else "")
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(interval: dict[str, Any] | None, digits: int = 3) -> str:
+    return "–" if not interval else f"[{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
+
+
+def _with_interval(row: dict[str, Any]) -> str:
+    return _fmt(row["rouge1"]) + (f" {_ci(row['interval'])}" if row.get("interval") else "")
+
+
+def machine_time(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seconds each finished cell took when it ran (carried-over cells keep their own), summed."""
+    ran = [r for r in records if "error" not in r]
+    return {"cells": len(ran), "seconds": round(sum(float(r.get("bench_seconds", 0.0)) for r in ran), 1),
+            "carried_over": sum(bool(r.get("carried_over")) for r in ran)}
+
+
+def markdown(result: dict[str, Any], failures: list[dict[str, Any]], machine: dict[str, Any] | None = None) -> str:
+    out = ["# fedrouter bench", ""]
+    if machine:
+        out += [f"{machine['cells']} finished cells, {machine['seconds'] / 3600:.2f} h of machine time "
+                "(each cell's own run, summed)", ""]
+    out += ["Figures: mean ± std over seeds; in brackets after a figure, the 95% bootstrap interval over test "
+            "samples (resampled within each seed and client); paper values in braces.", ""]
+    scenarios = list(result["scenarios"])
+    if scenarios:
+        out += _scenario_tables(result, scenarios)
+    if result["generalization"]:
+        out += ["", "## Generalization: trained on `single`, tested on every task (FedRouter in global mode)", "",
+                "| method | seeds | ROUGE-1 | paper | routing acc. |", "|---|---|---|---|---|"]
+        for m, row in result["generalization"].items():
+            paper = PAPER_ROUGE1.get(m, {}).get("generalization")
+            out.append(f"| {m} | {row['seeds']} | {_with_interval(row)} | {_num(paper)} | {_fmt(row['routing_accuracy'])} |")
+    for table, gaps in result.get("paired", {}).items():
+        out += _paired_markdown(table, gaps)
+    if result["k_rule"]:
+        out += ["", "## Ablation: the paper's K rule ('tasks') against this tool's silhouette rules ('auto'), FedRouter",
+                "", "| scenario / rule | local K per client | local purity | global K | global purity | routing acc. | ROUGE-1 |",
+                "|---|---|---|---|---|---|---|"]
+        for name, row in result["k_rule"].items():
+            ks = row["local_k"]
+            out.append(f"| {name} | {'–' if ks is None else ', '.join(map(str, ks))} | {_num(row['local_purity'])} | "
+                       f"{row['global_clusters']} | {_num(row['global_purity'])} | {_fmt(row['routing_accuracy'])} | "
+                       f"{_with_interval(row)} |")
+    if result["clients"]:
+        out += ["", "## Ablation: number of clients (FedRouter, single scenario)", "",
+                "| clients | ROUGE-1 | routing acc. | wall s | MB sent |", "|---|---|---|---|---|"]
+        for n, row in result["clients"].items():
+            out.append(f"| {n} | {_fmt(row['rouge1'])} | {_fmt(row['routing_accuracy'])} | "
+                       f"{_fmt(row['seconds'], 0)} | {_fmt(row['megabytes'], 1)} |")
+    out += _orderings_markdown(result.get("orderings", []))
+    if failures:
+        out += ["", "## Cells that failed (rerun `fedrouter bench` to retry them)", ""]
+        out += [f"- `{f['cell']}`: {f['error']}" for f in failures]
+    return "\n".join(out) + "\n"
+
+
+def _scenario_tables(result: dict[str, Any], scenarios: list[str]) -> list[str]:
+    out = ["## ROUGE-1 by scenario (FedRouter routes in local mode)", "",
+           "| method | " + " | ".join(scenarios) + " |", "|---|" + "---|" * len(scenarios)]
+    methods = list(result["scenarios"][scenarios[0]])
+    for m in methods:
+        cells = []
+        for s in scenarios:
+            row = result["scenarios"][s].get(m)
+            paper = PAPER_ROUGE1.get(m, {}).get(s)
+            cells.append(("–" if row is None else _with_interval(row)) + (f" {{{paper:.3f}}}" if paper else ""))
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    for s in scenarios:
+        rows = result["scenarios"][s]
+        labels = sorted({t for row in rows.values() for t in row.get("label_accuracy", {})})
+        out += ["", f"### {s}", "",
+                "| method | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L | " + "".join(f"{t} label acc. | " for t in labels)
+                + "routing acc. | wall s | MB sent |", "|---|" + "---|" * (8 + len(labels))]
+        for m, row in rows.items():
+            accuracy = "".join(f"{_num((row.get('label_accuracy') or {}).get(t, {}).get('mean'))} "
+                               f"{_ci((row.get('label_accuracy') or {}).get(t))} | " for t in labels)
+            out.append(f"| {m} | {row['seeds']} | {_with_interval(row)} | {_fmt(row['rouge2'], 4)} | "
+                       f"{_fmt(row['rougeL'], 4)} | {accuracy}{_fmt(row['routing_accuracy'])} | "
+                       f"{_fmt(row['seconds'], 0)} | {_fmt(row['megabytes'], 1)} |")
+        tasks = sorted({t for row in rows.values() for t in row["per_task"]})
+        if tasks:
+            out += ["", f"### {s}: ROUGE-1 per task", "", "| method | " + " | ".join(tasks) + " |",
+                    "|---|" + "---|" * len(tasks)]
+            out += [f"| {m} | " + " | ".join(_fmt(row["per_task"][t]) if t in row["per_task"] else "–" for t in tasks)
+                    + " |" for m, row in rows.items()]
+    return out
+
+
+def _paired_markdown(table: str, gaps: list[dict[str, Any]]) -> list[str]:
+    if not gaps:
+        return []
+    out = ["", f"## Paired differences in ROUGE-1, {table}: FedRouter(*) minus each method on the same test samples",
+           "", "| method | against | seeds | samples | difference | 95% interval | significant |", "|---|---|---|---|---|---|---|"]
+    for g in gaps:
+        mark = "**yes**" if g["excludes_zero"] else "no"
+        out.append(f"| {g['method']} | {g['against']} | {g['seeds']} | {g['samples']} | {g['mean']:+.4f} | "
+                   f"[{g['low']:+.4f}, {g['high']:+.4f}] | {mark} |")
+    return out
+
+
+def _orderings_markdown(checked: list[dict[str, Any]]) -> list[str]:
+    if not any(c["holds"] is not None for c in checked):
+        return []
+    out = ["", "## The paper's orderings, checked here (ROUGE-1; paper values in braces)", "",
+           "| where | ordering | ours | paired difference [95% interval] | verdict |", "|---|---|---|---|---|"]
+    for c in checked:
+        paper = " {" + " vs ".join("–" if v is None else f"{v:.3f}" for v in c["paper"]) + "}"
+        ours = "not run yet" if c["holds"] is None else f"{c['ours'][0]:.3f} vs {c['ours'][1]:.3f}"
+        gap = c.get("paired")
+        diff = "–" if not gap else f"{gap['mean']:+.4f} [{gap['low']:+.4f}, {gap['high']:+.4f}]"
+        out.append(f"| {c['table']} | {c['better']} > {c['worse']} | {ours}{paper} | {diff} | {c['verdict'] or '–'} |")
+    return out

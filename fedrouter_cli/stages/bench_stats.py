@@ -1,0 +1,121 @@
+"""The bench's per-sample scores and the statistics built on them.
+
+Every evaluation of a cell keeps its per-sample ROUGE-1 (and label exact match) in
+`<results dir>/samples/<cell>.json`, written once when the cell finishes and committed with
+bench.json, so the intervals can be recomputed on any machine from the results alone.
+Tables then carry, per method and scenario, a 95% bootstrap interval over test samples (all
+seeds), the label accuracy of classification tasks, and paired differences of FedRouter and
+FedRouter* against every other method on the same test samples and seeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fedrouter_cli import stats
+from fedrouter_cli.rundir import atomic_path, read_table
+
+# the methods compared against every other one, pairwise
+CHALLENGERS = ("fedrouter", "fedrouter-star")
+
+
+def sample_scores(predictions_path: Path) -> dict[str, list]:
+    """One evaluation's per-sample scores from its predictions.parquet, column by column."""
+    table = read_table(predictions_path).to_pydict()
+    return {"client": table["client"], "id": table["id"], "task": table["task"],
+            "rouge1": [round(float(v), 5) for v in table["rouge1"]],
+            "exact": [stats.label_exact(p, r) for p, r in zip(table["prediction"], table["reference"])],
+            "reference_words": [len(r.split()) for r in table["reference"]]}
+
+
+def samples_path(out: Path, cell_name: str) -> Path:
+    return out / "samples" / f"{cell_name}.json"
+
+
+def store_samples(out: Path, record: dict[str, Any]) -> None:
+    """Move a fresh record's in-memory samples to their file (bench.json keeps only the tables)."""
+    samples = record.pop("samples", None)
+    if samples is None:
+        return
+    path = samples_path(out, record["cell"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"cell": record["cell"], "fingerprints": record.get("fingerprints", {}),
+                                   "evaluations": samples}, separators=(",", ":")))
+
+
+def load_samples(out: Path, record: dict[str, Any]) -> dict[str, dict[str, list]]:
+    """A record's per-sample scores by evaluation name ({} when they were never stored, or were
+    stored for other settings than the record's)."""
+    path = samples_path(out, record["cell"])
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if saved.get("fingerprints") != record.get("fingerprints"):
+        return {}
+    return saved["evaluations"]
+
+
+def keyed(record: dict[str, Any], samples: dict[str, list], value: str = "rouge1") -> dict[tuple, float]:
+    """(seed, client, sample id) -> score, for pairing methods on the same test samples."""
+    return {(record["seed"], c, i): v for c, i, v in zip(samples["client"], samples["id"], samples[value])}
+
+
+def label_tasks(samples: list[dict[str, list]]) -> set[str]:
+    """Tasks whose every reference is one word (class labels: QQP's yes/no): scored by exact match."""
+    words: dict[str, bool] = {}
+    for s in samples:
+        for task, n in zip(s["task"], s["reference_words"]):
+            words[task] = words.get(task, True) and n == 1
+    return {t for t, single in words.items() if single}
+
+
+def interval(records: list[dict[str, Any]], samples: list[dict[str, list]], value: str = "rouge1",
+             task: str | None = None) -> dict[str, Any] | None:
+    """Bootstrap interval of a method's figure over its cells' test samples (None without samples)."""
+    values, strata = [], []
+    for record, s in zip(records, samples):
+        for c, t, v in zip(s["client"], s["task"], s[value]):
+            if task is None or t == task:
+                values.append(v)
+                strata.append((record["seed"], c))
+    if not values:
+        return None
+    return stats.bootstrap(values, strata).to_json()
+
+
+def pair(rows: dict[str, list[tuple[dict[str, Any], dict[str, list]]]], better: str, worse: str
+         ) -> dict[str, Any] | None:
+    """Paired difference in ROUGE-1 of `better` minus `worse` over the test samples both scored
+    (same seed, client, sample id); None when either has no stored samples."""
+    if not rows.get(better) or not rows.get(worse):
+        return None
+    scores = []
+    for method in (better, worse):
+        merged: dict[tuple, float] = {}
+        for record, s in rows[method]:
+            merged |= keyed(record, s)
+        scores.append(merged)
+    try:
+        gap, n = stats.paired(scores[0], scores[1])
+    except ValueError:
+        return None
+    return {"method": better, "against": worse, "samples": n,
+            "seeds": len({k[0] for k in set(scores[0]) & set(scores[1])}), **gap.to_json()}
+
+
+def comparisons(rows: dict[str, list[tuple[dict[str, Any], dict[str, list]]]]) -> list[dict[str, Any]]:
+    """Paired differences in ROUGE-1 of each challenger against every other method of one table.
+
+    rows: method -> its (record, samples) pairs; pairs are matched by seed, client and sample id.
+    """
+    out = []
+    for i, challenger in enumerate(CHALLENGERS):
+        for other in rows:
+            if other == challenger or other in CHALLENGERS[:i]:
+                continue
+            if (gap := pair(rows, challenger, other)) is not None:
+                out.append(gap)
+    return out

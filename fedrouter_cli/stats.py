@@ -1,0 +1,89 @@
+"""Error bars for method comparisons: bootstrap intervals over test samples, paired differences.
+
+A method's figure is the mean over seeds of the mean over clients of each client's mean score,
+so resampling is stratified: test samples are redrawn with replacement within each (seed,
+client) stratum, and the statistic is the mean of the stratum means, as the tables compute it.
+Paired comparisons take the per-sample difference between two methods on the same test samples
+(same seed, client and sample id) and bootstrap its mean the same way: the interval then reflects
+how much the gap depends on which test samples were drawn, not how hard the samples are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+RESAMPLES = 2000
+LEVEL = 0.95
+
+
+def predicted_label(prediction: str) -> str:
+    """The first word of an answer, lower-cased, without punctuation: 'Yes, they are.' -> 'yes'."""
+    words = re.findall(r"[a-z0-9]+", prediction.lower())
+    return words[0] if words else ""
+
+
+def label_exact(prediction: str, reference: str) -> float:
+    """1.0 when the answer's label (its first word) is the reference label (QQP's 'yes'/'no')."""
+    return float(predicted_label(prediction) == reference.strip().lower())
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float
+    high: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def to_json(self, digits: int = 4) -> dict[str, float | bool]:
+        return {"mean": round(self.mean, digits), "low": round(self.low, digits), "high": round(self.high, digits),
+                "excludes_zero": self.excludes_zero}
+
+
+def stratified_mean(values: np.ndarray, strata: Sequence) -> float:
+    """Mean of the per-stratum means."""
+    values = np.asarray(values, dtype=np.float64)
+    groups = _groups(strata)
+    return float(np.mean([values[g].mean() for g in groups]))
+
+
+def bootstrap(values: Sequence[float], strata: Sequence, resamples: int = RESAMPLES, level: float = LEVEL,
+              seed: int = 0) -> Interval:
+    """Percentile bootstrap interval of the mean of stratum means, resampling within strata."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("bootstrap needs at least one value")
+    rng = np.random.default_rng(seed)
+    groups = _groups(strata)
+    draws = np.zeros(resamples)
+    for members in groups:
+        picks = rng.integers(0, len(members), size=(resamples, len(members)))
+        draws += values[members][picks].mean(axis=1)
+    draws /= len(groups)
+    tail = (1 - level) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return Interval(stratified_mean(values, strata), float(low), float(high))
+
+
+def paired(a: dict[tuple, float], b: dict[tuple, float], resamples: int = RESAMPLES, level: float = LEVEL,
+           seed: int = 0) -> tuple[Interval, int]:
+    """Bootstrap interval of mean(a - b) over the samples both score, keyed (seed, client, id);
+    strata are (seed, client). Returns the interval and the number of paired samples."""
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise ValueError("the two methods share no scored test sample")
+    differences = [a[k] - b[k] for k in common]
+    return bootstrap(differences, [k[:2] for k in common], resamples, level, seed), len(common)
+
+
+def _groups(strata: Sequence) -> list[np.ndarray]:
+    index: dict = {}
+    for i, s in enumerate(strata):
+        index.setdefault(s if not isinstance(s, list) else tuple(s), []).append(i)
+    return [np.asarray(members) for members in index.values()]

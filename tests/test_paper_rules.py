@@ -1,0 +1,368 @@
+"""Issue #14: the paper's clustering rules, adapters that all get trained, FedDPA as its authors
+define it, and generation prompts that keep their end. Unit tests, no Flower run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedrouter_cli.config import DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The default model's tokenizer alone (no weights): the folder the GGUF was converted to."""
+    from transformers import AutoTokenizer
+
+    from fedrouter_cli.model.loading import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+
+
+# -- generation keeps the end of a prompt --------------------------------------------------------
+
+def test_generation_cuts_long_prompts_from_the_left(tokenizer) -> None:
+    from fedrouter_cli.data.prompts import format_prompt
+    from fedrouter_cli.model.generate import encode_prompts
+
+    long = "Anna: " + " ".join(f"word{i}" for i in range(400)) + "\nBen: see you at the lake at noon"
+    short = "Is the sky blue?"
+    tokenizer.padding_side, tokenizer.truncation_side = "right", "right"
+    batch = encode_prompts(tokenizer, [long, short], max_length=64)
+    assert batch["input_ids"].shape[1] == 64
+    marker = tokenizer("### Response:\n", add_special_tokens=False)["input_ids"]
+    whole = tokenizer(format_prompt(long), add_special_tokens=False)["input_ids"]
+    ids = batch["input_ids"][0].tolist()
+    assert ids == whole[-64:]                          # the last 64 tokens: the response marker survives
+    assert ids[-len(marker):] == whole[-len(marker):]
+    assert tokenizer.decode(ids).rstrip().endswith("### Response:")
+    short_ids = batch["input_ids"][1][batch["attention_mask"][1].bool()].tolist()
+    assert short_ids == tokenizer(format_prompt(short), add_special_tokens=False)["input_ids"]
+    assert batch["attention_mask"][1, 0] == 0        # padded on the left, for generation
+    assert (tokenizer.padding_side, tokenizer.truncation_side) == ("right", "right")  # restored
+
+
+def test_cpu_preset_generates_enough_tokens_for_the_references() -> None:
+    """95th percentile of the raw tasks' references in SmolLM2 tokens, EOS included (measured on
+    ../shared/data/raw/*/train.jsonl): qqp 2, webnlg 64, samsum 55, gigaword 16."""
+    from fedrouter_cli.config import PRESETS
+
+    assert PRESETS["cpu"]["eval"]["max_new_tokens"] >= 64
+
+
+# -- the paper's K rules, and an automatic global rule that merges sub-clusters ----------------
+
+def task_blobs(tasks: int = 4, subs: int = 2, clients: int = 8, sub_sep: float = 0.3, noise: float = 0.01,
+               seed: int = 0) -> np.ndarray:
+    """Local centroids as the server sees them: each client sends one per sub-cluster of each of
+    its tasks; a task's sub-clusters (e.g. two prompt templates) sit close together, tasks apart."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(tasks, 16))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    offsets = rng.normal(size=(tasks, subs, 16))
+    offsets *= sub_sep / np.linalg.norm(offsets, axis=2, keepdims=True)
+    return np.array([centres[t] + offsets[t, s] + noise * rng.normal(size=16)
+                     for _ in range(clients) for t in range(tasks) for s in range(subs)])
+
+
+def test_auto_global_k_merges_one_tasks_sub_clusters() -> None:
+    from fedrouter_cli.clustering import best_global_k, best_k, silhouette_curve
+
+    points = task_blobs()
+    scores = silhouette_curve(points, 2, 8, seed=0)
+    assert best_k(scores, threshold=-1.0) == 8           # the silhouette argmax keeps the sub-clusters apart
+    assert best_global_k(scores) == 4                    # the server's rule: one cluster per task
+    plain = silhouette_curve(task_blobs(subs=1, sub_sep=0.0, noise=0.05), 2, 8, seed=0)
+    assert best_global_k(plain) == 4                     # and it does not merge real tasks
+    assert best_global_k({2: 0.5, 3: 0.45, 4: 0.44}) == 2
+    assert best_global_k({}) == 1
+
+
+def make_fedrouter(tmp_path: Path, centroids: dict[int, np.ndarray], tasks=("a", "b", "c", "d"), **train):
+    from fedrouter_cli.config import Config, TrainConfig
+    from fedrouter_cli.federation.strategies.base import FederationJob
+    from fedrouter_cli.federation.strategies.fedrouter import FedRouter
+
+    config = Config(train=TrainConfig(**train))
+    job = FederationJob(config=config, out_dir=tmp_path, num_nodes=len(centroids), tasks=tuple(tasks),
+                        initial_adapter=lambda seed: {"w.lora_A.weight": np.full((2, 2), seed, np.float32)})
+    strategy = FedRouter(job)
+    strategy.node_client = {100 + c: c for c in centroids}
+    strategy.local_centroids = centroids
+    strategy.initialize()
+    return strategy
+
+
+def test_global_clusters_tasks_is_the_number_of_tasks(tmp_path: Path) -> None:
+    points = task_blobs()
+    per_client = {c: points[8 * c:8 * (c + 1)] for c in range(8)}
+    assert len(make_fedrouter(tmp_path, per_client, global_clusters="tasks").adapters) == 4
+    assert len(make_fedrouter(tmp_path, per_client, tasks=("a", "b"), global_clusters="tasks").adapters) == 2
+    assert len(make_fedrouter(tmp_path, per_client, global_clusters="auto").adapters) == 4
+    assert len(make_fedrouter(tmp_path, per_client, global_clusters=6).adapters) == 6
+    routes = make_fedrouter(tmp_path, per_client, global_clusters="tasks").routes
+    assert all(r[0] == r[1] for r in routes.values())  # both sub-clusters of a task share its adapter
+
+
+def test_n_clusters_tasks_is_the_tasks_a_client_holds() -> None:
+    from fedrouter_cli.config import build_config, Config
+    from fedrouter_cli.stages.cluster_local import choose_k, tasks_held
+
+    tasks = ("qqp", "webnlg", "samsum", "gigaword")
+    points = np.random.default_rng(0).normal(size=(40, 8))
+    for scenario, expected in (("single", 1), ("dual", 2), ("all", 4)):
+        config = build_config(Config(), {"data": {"scenario": scenario, "clients": 8},
+                                         "cluster": {"n_clusters": "tasks"}})
+        for client in range(8):
+            held = tasks_held(config, tasks, client)
+            assert held == expected
+            assert choose_k(points, config, f"c{client:02d}", held) == expected   # no silhouette
+    assert build_config(Config(), {"train": {"global_clusters": "tasks"}}).train.global_clusters == "tasks"
+
+
+# -- round-robin over adapters, not over local clusters -------------------------------------------
+
+def two_task_client(tmp_path: Path, **train):
+    """Client 0 splits task A into two local clusters (0 and 2) and holds task B (cluster 1);
+    client 1 holds A and B with one cluster each."""
+    a, b = np.eye(4)[0], np.eye(4)[1]
+    centroids = {0: np.stack([a + 0.01, b, a - 0.01]).astype(np.float32),
+                 1: np.stack([a, b]).astype(np.float32)}
+    return make_fedrouter(tmp_path, centroids, tasks=("A", "B"), global_clusters="tasks", rounds=4, **train)
+
+
+def test_round_robin_cycles_over_distinct_adapters(tmp_path: Path) -> None:
+    s = two_task_client(tmp_path)
+    ga, gb = (f"g{s.routes[1][i]:02d}" for i in (0, 1))
+    assert s.routes[0] == [s.routes[1][0], s.routes[1][1], s.routes[1][0]]
+    plans = [s.plan(r, 0) for r in (1, 2, 3, 4)]
+    assert all(len(p) == 1 for p in plans)
+    assert [p[0].tag for p in plans] == [ga, gb, ga, gb]        # A's two clusters do not take two turns
+    assert plans[0][0].clusters == (0, 2) and plans[1][0].clusters == (1,)   # one job on all of A's data
+    assert [p[0].clusters for p in (s.plan(1, 1), s.plan(2, 1))] == [(0,), (1,)]  # one-to-one: the paper's rule
+
+
+def test_star_trains_each_adapter_once_per_round(tmp_path: Path) -> None:
+    s = two_task_client(tmp_path, variant="star")
+    jobs = s.plan(1, 0)
+    assert sorted((j.tag, j.clusters) for j in jobs) == sorted([(f"g{s.routes[0][0]:02d}", (0, 2)),
+                                                                (f"g{s.routes[0][1]:02d}", (1,))])
+    assert len({j.name for j in jobs}) == 2
+
+
+def test_jobs_travel_with_their_clusters_and_select_rows(tmp_path: Path) -> None:
+    from fedrouter_cli.federation.client_app import job_clusters
+    from fedrouter_cli.federation.strategies.base import Job
+    from fedrouter_cli.federation.node import NodeData
+
+    s = two_task_client(tmp_path, variant="star")
+    record = s._config_record(1, [*s.plan(1, 0), Job(name="all", clusters=(), adapter={}, tag="x")])
+    assert sorted(job_clusters(record)) == [[], [0, 2], [1]]
+    assert job_clusters({"job-cluster": [3, -1]}) == [[3], [-1]]    # a server from before the change
+    node = NodeData(folder=tmp_path, client=0, instructions=list("abcde"), responses=list("ABCDE"),
+                    clusters=np.array([0, 1, 2, 0, 1]), centroids=np.zeros((3, 2)), sizes=np.array([2, 2, 1]))
+    assert node.rows([0, 2]) == [("a", "A"), ("c", "C"), ("d", "D")]
+    assert node.rows([]) == node.rows([-1]) == list(zip("abcde", "ABCDE"))
+
+
+# -- no adapter trained only at a vanishing learning rate -----------------------------------------
+
+def test_lr_schedule_has_a_floor(tmp_path: Path) -> None:
+    from fedrouter_cli.config import PRESETS, Config, build_config
+    from fedrouter_cli.errors import FedrouterError
+
+    s = make_fedrouter(tmp_path, {0: np.eye(4, dtype=np.float32)}, rounds=5, lr=2e-3, lr_floor=0.25)
+    rates = [s.lr_at(r) for r in range(1, 6)]
+    assert rates[0] == pytest.approx(2e-3) and rates[-1] == pytest.approx(5e-4)
+    assert all(a > b for a, b in zip(rates, rates[1:])) and min(rates) >= 5e-4 - 1e-12
+    plain = make_fedrouter(tmp_path, {0: np.eye(4, dtype=np.float32)}, rounds=5, lr=2e-3)
+    assert plain.lr_at(5) == pytest.approx(1e-5)          # no floor: cosine to lr_min, as before
+    assert build_config(Config(), PRESETS["paper"]).train.lr_floor == 0.0
+    with pytest.raises(FedrouterError, match="lr_floor"):
+        build_config(Config(), {"train": {"lr_floor": 1.5}})
+
+
+@pytest.mark.parametrize("variant", ["standard", "star"])
+@pytest.mark.parametrize("scenario", ["single", "dual", "all"])
+def test_cpu_preset_trains_every_adapter_at_a_meaningful_rate(tmp_path: Path, scenario: str, variant: str) -> None:
+    """The paper's four tasks on the cpu preset and the paper's K rule: every (client, adapter)
+    pair with data gets at least one round at >= 25% of the peak rate."""
+    from fedrouter_cli.config import PRESETS, Config, build_config
+    from fedrouter_cli.data.partition import client_tasks
+    from fedrouter_cli.federation.strategies.base import FederationJob
+    from fedrouter_cli.federation.strategies.fedrouter import FedRouter
+
+    tasks = ("qqp", "webnlg", "samsum", "gigaword")
+    config = build_config(Config(), PRESETS["cpu"], {"data": {"scenario": scenario},
+                                                     "train": {"global_clusters": "tasks", "variant": variant}})
+    where = {t: np.eye(8, dtype=np.float32)[i] for i, t in enumerate(tasks)}
+    centroids = {c: np.stack([where[t] for t in client_tasks(scenario, tasks, config.data.clients, c)])
+                 for c in range(config.data.clients)}
+    job = FederationJob(config=config, out_dir=tmp_path, num_nodes=len(centroids), tasks=tasks,
+                        initial_adapter=lambda seed: {})
+    s = FedRouter(job)
+    s.local_centroids = centroids
+    s.initialize()
+    best: dict[tuple[int, str], float] = {}
+    for r in range(1, config.train.rounds + 1):
+        for c in centroids:
+            for j in s.plan(r, c):
+                best[(c, j.tag)] = max(best.get((c, j.tag), 0.0), s.lr_at(r))
+    wanted = {(c, f"g{g:02d}") for c, routes in s.routes.items() for g in routes}
+    assert set(best) == wanted
+    assert min(best.values()) >= 0.25 * config.train.lr
+
+
+def test_metrics_record_steps_and_rate_per_adapter(tmp_path: Path) -> None:
+    from fedrouter_cli.federation.strategies.base import JobResult
+
+    s = two_task_client(tmp_path, local_steps=3, lr=1e-3, lr_floor=0.5)
+    job = s.plan(2, 0)[0]
+    result = JobResult(client=0, job=job, adapter={}, samples=12, loss=1.0, first_loss=1.0, last_loss=1.0, seconds=0.1)
+    row = s._row(2, 0, job, result, "ok", 0, 0)
+    assert row["steps"] == 3 and row["lr"] == pytest.approx(s.lr_at(2)) and row["tag"] == job.tag
+    failed = s._row(2, 0, None, None, "failed", 0, 0)
+    assert failed["steps"] == 0
+    s.checkpoint(2, [row, failed])
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "metrics.parquet")
+    assert {"steps", "lr"} <= set(table.column_names)
+
+
+# -- FedDPA as its authors define it -----------------------------------------------------------------
+
+def test_feddpa_weight_is_half_the_mean_cosine_to_five_drawn_instructions(tmp_path: Path) -> None:
+    from fedrouter_cli.config import TrainConfig
+    from fedrouter_cli.federation.inference import InferenceInput
+    from fedrouter_cli.federation.node import save_state
+    from fedrouter_cli.federation.strategies.feddpa import FedDPA, draw_anchors, mix_adapter, reference_weight
+    from fedrouter_cli.model.lora import save_adapter
+
+    anchors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]])
+    states = np.array([[1.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
+    cos = np.array([[1, 1, 0, 2 ** -0.5, 1], [0, 0, 1, 2 ** -0.5, 0], [-1, -1, 0, -2 ** -0.5, -1]])
+    expected = np.clip(0.5 * cos.mean(axis=1), 0, 1)
+    np.testing.assert_allclose(reference_weight(states, anchors), expected)
+    assert reference_weight(states, anchors)[2] == 0.0                    # clipped at 0
+
+    train_texts = [f"train {i}" for i in range(30)]
+    drawn = draw_anchors(train_texts, seed=0, client=2)
+    assert len(drawn) == 5 == len(set(drawn)) and set(drawn) <= set(train_texts)
+    assert drawn == draw_anchors(train_texts, seed=0, client=2) != draw_anchors(train_texts, seed=0, client=3)
+
+    # route: hidden states of test instructions and the 5 drawn ones, with the client's local adapter
+    key = "base_model.model.model.layers.0.self_attn.q_proj.{}.weight"
+    rng = np.random.default_rng(0)
+    glob = {key.format("lora_A"): rng.normal(size=(2, 4)).astype(np.float32),
+            key.format("lora_B"): rng.normal(size=(4, 2)).astype(np.float32)}
+    local = {k: v + 1 for k, v in glob.items()}
+    node, adapters = tmp_path / "c02", tmp_path / "adapters"
+    save_state(node, "feddpa", "local", 1, local)
+    save_adapter(adapters / "global", glob, TrainConfig(lora_r=2, target_modules=("q_proj",)), "m")
+    vectors = {t: rng.normal(size=6) for t in train_texts + ["q1", "q2"]}
+    vectors["q2"] = vectors[drawn[0]]
+    seen = []
+
+    def hidden(texts, adapter):
+        seen.append((list(texts), adapter))
+        return np.stack([vectors[t] for t in texts])
+
+    inputs = InferenceInput(client=2, mode="local", embeddings=np.zeros((2, 3)), state={"round": 1, "extra": {}},
+                            adapters_dir=adapters, node_dir=node, train_embeddings=np.zeros((30, 3)),
+                            local_centroids=np.zeros((1, 3)), local_tasks=["t"], global_tasks={},
+                            instructions=["q1", "q2"], train_instructions=train_texts, hidden_states=hidden, seed=0)
+    routing = FedDPA.route(inputs)
+    assert seen[0][0] == ["q1", "q2", *drawn] and all(np.array_equal(seen[0][1][k], local[k]) for k in local)
+    w = reference_weight(np.stack([vectors["q1"], vectors["q2"]]), np.stack([vectors[t] for t in drawn]))
+    for name, w_i in zip(routing.names, w):
+        w_local = float(name.split("mix")[1].replace("_", "."))
+        assert w_local == pytest.approx(round(w_i * 20) / 20)            # rounded to steps of 0.05
+        mix = routing.build[name]()
+        a, b = key.format("lora_A"), key.format("lora_B")
+        np.testing.assert_allclose(mix[b] @ mix[a], (1 - w_local) * glob[b] @ glob[a] + w_local * local[b] @ local[a],
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tokenizer):
+    """A randomly initialised two-layer Llama with the default model's vocabulary, LoRA-wrapped."""
+    import torch
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fedrouter_cli.config import TrainConfig
+    from fedrouter_cli.model.lora import lora_config
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    train = TrainConfig(lora_r=2, lora_alpha=4, lora_dropout=0.0, target_modules=("q_proj", "v_proj"))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return get_peft_model(LlamaForCausalLM(config), lora_config(train)), tokenizer, train
+
+
+def test_feddpa_local_adapter_trains_beside_the_frozen_global_one(tiny_lm) -> None:
+    import torch
+
+    from fedrouter_cli.model.lora import COMPANION, companion_adapter, get_adapter, set_adapter_weights
+    from fedrouter_cli.model.train import train_steps
+
+    model, tokenizer, train = tiny_lm
+    rng = np.random.default_rng(1)
+    start = {k: (rng.normal(scale=0.5, size=v.shape) if "lora_A" in k else np.zeros(v.shape)).astype(np.float32)
+             for k, v in get_adapter(model).items()}
+    glob = {k: rng.normal(scale=0.5, size=v.shape).astype(np.float32) for k, v in start.items()}
+    set_adapter_weights(model, start)
+    batch = tokenizer(["Summarize: Anna meets Ben at noon."], return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        local_only = model(**batch).logits
+    rows = [("Summarize: Anna meets Ben at noon.", "Anna and Ben meet."), ("Is it raining?", "no")]
+    with companion_adapter(model, glob, train):
+        with torch.no_grad():
+            stacked = model(**batch).logits
+        assert not torch.allclose(stacked, local_only, atol=1e-4)       # the global adapter is active
+        train_steps(model, tokenizer, rows, steps=2, batch_size=2, lr=1e-2, max_length=32, seed=0)
+        frozen = get_adapter(model, COMPANION)
+        for k, v in glob.items():
+            assert np.array_equal(frozen[k], v), k                      # ... and frozen
+        assert all(not p.requires_grad for n, p in model.named_parameters() if f".{COMPANION}." in n)
+    trained = get_adapter(model)
+    assert any(not np.array_equal(trained[k], start[k]) for k in start if "lora_B" in k)  # the local one trained
+    assert COMPANION not in model.peft_config and model.active_adapters == ["default"]
+
+
+def test_last_token_states_use_the_given_adapter_and_leave_the_model_as_it_was(tiny_lm, tmp_path: Path) -> None:
+    from fedrouter_cli.federation.strategies.feddpa import FedDPA
+    from fedrouter_cli.model.generate import PROBE, last_token_states
+    from fedrouter_cli.model.lora import get_adapter
+
+    model, tokenizer, train = tiny_lm
+    zero = {k: np.zeros_like(v) for k, v in get_adapter(model).items()}
+    moved = {k: np.full_like(v, 0.3) for k, v in zero.items()}
+    prompts = ["short one", "a somewhat longer instruction " * 20]
+    a = last_token_states(model, tokenizer, prompts, zero, train, max_length=32, batch_size=1)
+    b = last_token_states(model, tokenizer, prompts, zero, train, max_length=32, batch_size=2)
+    c = last_token_states(model, tokenizer, prompts, moved, train, max_length=32)
+    assert a.shape == (2, 32)
+    np.testing.assert_allclose(a, b, atol=1e-4)          # padding does not change a prompt's state
+    assert not np.allclose(a, c, atol=1e-4)
+    assert PROBE not in model.peft_config and model.active_adapters == ["default"]
+
+
+def test_feddpa_sends_the_companion_with_the_local_job(tmp_path: Path) -> None:
+    from fedrouter_cli.config import Config, TrainConfig
+    from fedrouter_cli.federation.strategies.base import FederationJob
+    from fedrouter_cli.federation.strategies.feddpa import FedDPA, FedDPAKnn
+
+    for cls, expected in ((FedDPA, ["", "global"]), (FedDPAKnn, ["", ""])):
+        job = FederationJob(config=Config(train=TrainConfig(alg=cls.name)), out_dir=tmp_path, num_nodes=1,
+                            initial_adapter=lambda seed: {})
+        s = cls(job)
+        s.initialize()
+        record = s._config_record(1, s.plan(1, 0))
+        assert list(record["job-name"]) == ["global", "local"] and list(record["job-companion"]) == expected
