@@ -234,10 +234,9 @@ def measure_generation(path: str, placement, args, adapters: int = 4) -> dict:
 def release() -> None:
     import torch
 
-    from fedrouter_cli.model import loading, lora
+    from fedrouter_cli.model import lora
 
-    lora._peft_model.cache_clear()
-    loading._load_causal_lm.cache_clear()
+    lora._peft_model.cache_clear()  # the only cached copy of the base model (loading returns fresh ones)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -1,5 +1,6 @@
 """Stage `report`: one table of every method evaluated in one or more runs (seeds), as JSON,
-Markdown and a bar chart."""
+Markdown and a bar chart, with 95% bootstrap intervals over test samples and paired differences
+of FedRouter against every other method on the same test samples (fedrouter_cli.stats)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from fedrouter_cli import stats
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.plots import bar_chart
-from fedrouter_cli.rundir import RunDir, atomic_path, read_json, write_json
+from fedrouter_cli.rundir import RunDir, atomic_path, read_json, read_table, write_json
 
 METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
 
@@ -25,7 +27,8 @@ def collect(runs: list[RunDir]) -> list[dict[str, Any]]:
             scores = read_json(scores_path)
             simulated = run.manifest("simulate", scores["alg"]) or {}
             summary = simulated.get("summary", {})
-            found.append({**scores, "run": str(run.root),
+            found.append({**scores, "run": str(run.root), "run_index": runs.index(run),
+                          "predictions": str(scores_path.parent / "predictions.parquet"),
                           "bytes": summary.get("bytes_up", 0) + summary.get("bytes_down", 0),
                           "simulate_seconds": simulated.get("seconds")})
     return found
@@ -39,12 +42,16 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
+def _key(row: dict[str, Any]) -> tuple[str, str, str]:
+    mode = "-" if row["alg"] == "base" else row["mode"]  # the base model has no router
+    return row["alg"], mode, row.get("test_tasks", "scenario")
+
+
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± std over runs (seeds) of each (method, router mode, test set)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        mode = "-" if row["alg"] == "base" else row["mode"]  # the base model has no router
-        groups.setdefault((row["alg"], mode, row.get("test_tasks", "scenario")), []).append(row)
+        groups.setdefault(_key(row), []).append(row)
     table = []
     for (alg, mode, test_tasks), members in sorted(groups.items()):
         entry: dict[str, Any] = {"method": alg, "mode": mode, "test_tasks": test_tasks, "seeds": len(members)}
@@ -52,23 +59,71 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             mean, std = mean_std([m.get(metric) for m in members])
             entry[metric] = None if mean is None else round(mean, 4)
             entry[f"{metric}_std"] = None if std is None else round(std, 4)
+        scores = _sample_scores(members)
+        entry["rouge1_interval"] = (stats.bootstrap(list(scores.values()), [k[:2] for k in scores]).to_json()
+                                    if scores else None)
         table.append(entry)
     return table
 
 
-def markdown(table: list[dict[str, Any]]) -> str:
+def _sample_scores(members: list[dict[str, Any]]) -> dict[tuple, float]:
+    """(run, client, sample id) -> ROUGE-1, from the evaluations' predictions ({} if they are gone)."""
+    scores: dict[tuple, float] = {}
+    for m in members:
+        path = Path(m.get("predictions", ""))
+        if not path.is_file():
+            return {}
+        table = read_table(path, ("client", "id", "rouge1")).to_pydict()
+        scores |= {(m["run_index"], c, i): float(v) for c, i, v in zip(table["client"], table["id"], table["rouge1"])}
+    return scores
+
+
+def paired_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FedRouter (each router mode) minus every other method on the same test set, paired on
+    the same runs, clients and test samples: the difference in ROUGE-1 and its 95% interval."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(_key(row), []).append(row)
+    out = []
+    for mine_key, mine_rows in sorted(groups.items()):
+        if mine_key[0] != "fedrouter" or not (mine := _sample_scores(mine_rows)):
+            continue
+        for other_key, other_rows in sorted(groups.items()):
+            if other_key == mine_key or other_key[2] != mine_key[2] or not (theirs := _sample_scores(other_rows)):
+                continue
+            try:
+                gap, n = stats.paired(mine, theirs)
+            except ValueError:
+                continue
+            out.append({"method": f"{mine_key[0]}/{mine_key[1]}", "against": f"{other_key[0]}/{other_key[1]}",
+                        "test_tasks": mine_key[2], "samples": n, **gap.to_json()})
+    return out
+
+
+def markdown(table: list[dict[str, Any]], paired: list[dict[str, Any]] = ()) -> str:
     def cell(entry: dict, metric: str) -> str:
         if entry[metric] is None:
             return "–"
         return f"{entry[metric]:.4f} ± {entry[f'{metric}_std']:.4f}" if entry["seeds"] > 1 else f"{entry[metric]:.4f}"
 
-    lines = ["| method | router | test set | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L | routing acc. | MB sent | simulate s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    def interval(entry: dict) -> str:
+        ci = entry.get("rouge1_interval")
+        return "–" if not ci else f"[{ci['low']:.4f}, {ci['high']:.4f}]"
+
+    lines = ["| method | router | test set | seeds | ROUGE-1 | 95% interval | ROUGE-2 | ROUGE-L | routing acc. | MB sent | simulate s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         megabytes = "–" if not e["bytes"] else f"{e['bytes'] / 1e6:.1f}"
         seconds = "–" if e["simulate_seconds"] is None else f"{e['simulate_seconds']:.0f}"
         lines.append(f"| {e['method']} | {e['mode']} | {e['test_tasks']} | {e['seeds']} | {cell(e, 'rouge1')} | "
-                     f"{cell(e, 'rouge2')} | {cell(e, 'rougeL')} | {cell(e, 'routing_accuracy')} | {megabytes} | {seconds} |")
+                     f"{interval(e)} | {cell(e, 'rouge2')} | {cell(e, 'rougeL')} | {cell(e, 'routing_accuracy')} | "
+                     f"{megabytes} | {seconds} |")
+    if paired:
+        lines += ["", "Paired differences in ROUGE-1 on the same test samples (95% bootstrap interval):", "",
+                  "| method | against | test set | samples | difference | 95% interval | significant |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {g['method']} | {g['against']} | {g['test_tasks']} | {g['samples']} | {g['mean']:+.4f} | "
+                  f"[{g['low']:+.4f}, {g['high']:+.4f}] | {'**yes**' if g['excludes_zero'] else 'no'} |" for g in paired]
     return "\n".join(lines) + "\n"
 
 
@@ -81,12 +136,13 @@ def run_report(runs: list[RunDir]) -> dict[str, Any]:
     if not rows:
         raise FedrouterError("No evaluated methods in the run dir(s); run `fedrouter evaluate` first.")
     table = summarize(rows)
+    paired = paired_rows(rows)
     out = runs[0].stage_dir("report")
-    write_json(out / "report.json", {"runs": [str(r.root) for r in runs], "table": table})
+    write_json(out / "report.json", {"runs": [str(r.root) for r in runs], "table": table, "paired": paired})
     with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(markdown(table))
+        tmp.write_text(markdown(table, paired))
     with atomic_path(out / "rouge1.png") as tmp:
         bar_chart(tmp, [f"{e['method']}/{e['mode']}" for e in table], [e["rouge1"] for e in table],
                   [e["rouge1_std"] for e in table], "ROUGE-1 (mean over clients)")
-    return {"table": table, "markdown_path": str(out / "report.md"), "json_path": str(out / "report.json"),
+    return {"table": table, "paired": paired, "markdown_path": str(out / "report.md"), "json_path": str(out / "report.json"),
             "plot_path": str(out / "rouge1.png")}
