@@ -10,7 +10,7 @@ federation), 'auto' this tool's silhouette rules (clustering.best_k locally, bes
 server). The automatic rules' constants were set on the FLAN set A tasks; the raw tasks and FLAN
 set B are held out.
 
-    python bench/k_rules.py [--sets raw,flan-a,flan-b] [--embedders minilm,base] [--scenarios single,dual,all]
+    python bench/k_rules.py [--sets raw,flan-a,flan-b] [--embedders minilm+chars,minilm,base] [--scenarios ...]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def measure(config, run, rule: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="raw,flan-a,flan-b")
-    parser.add_argument("--embedders", default="minilm,base")
+    parser.add_argument("--embedders", default="minilm+chars,minilm,base")
     parser.add_argument("--scenarios", default="single,dual,all")
     args = parser.parse_args()
 
@@ -125,8 +125,22 @@ def main() -> None:
                                **measure(config, run, rule)}
                         rows.append(row)
                         print(json.dumps(row), file=sys.stderr)
-    write_result("k_rules", {"command": "python bench/k_rules.py " + " ".join(sys.argv[1:]), "rows": rows})
+    rows = merged(rows)
+    write_result("k_rules", {"command": "python bench/k_rules.py [--sets ...] (rows of earlier runs of other "
+                                        "sets, scenarios or embedders are kept)", "rows": rows})
     (RESULTS / "k_rules.md").write_text(markdown(rows))
+
+
+def merged(rows: list[dict]) -> list[dict]:
+    """These rows, plus those of an earlier run for settings this run did not measure."""
+    path = RESULTS / "k_rules.json"
+    def key(r: dict) -> tuple:
+        return r["set"], r["scenario"], r["embedder"], r["rule"]
+    fresh = {key(r) for r in rows}
+    earlier = json.loads(path.read_text())["rows"] if path.exists() else []
+    order = list(SETS)
+    return sorted([r for r in earlier if key(r) not in fresh] + rows,
+                  key=lambda r: (order.index(r["set"]), ("single", "dual", "all").index(r["scenario"]), r["embedder"]))
 
 
 def markdown(rows: list[dict]) -> str:

@@ -23,6 +23,9 @@ K_TOLERANCE = 0.01
 # task is what the paper keeps. Merging two real tasks costs far more silhouette than 15%
 # (4 tasks x 2 sub-clusters, tests/test_paper_rules.py: K=3 scores 72% of the best, K=4 91%).
 GLOBAL_K_TOLERANCE = 0.15
+# Versions of the automatic rules, in the fingerprints of runs that use them: a run clustered by
+# an older rule is not a cache hit (nor a bench cell carried over) once the rule changes.
+AUTO_RULE_VERSIONS = {"local": 1, "global": 2}
 
 
 def kmeans(points: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,11 @@ from typing import Any
 from fedrouter_cli.errors import FedrouterError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-DEFAULT_EMBEDDER = "minilm"
+# The router's embedding: MiniLM sentence vectors beside hashed character n-grams of the raw input
+# (issue 14, bench/results/k_rules.md): MiniLM alone mixes tasks that share a topic (news
+# headlines, dialogues and question pairs about the same events); the n-grams see their format.
+DEFAULT_EMBEDDER = "minilm+chars"
+CHARS_SUFFIX = "+chars"
 SCENARIOS = ("single", "dual", "all")
 VARIANTS = ("standard", "star")
 # `simulate --alg` names; federation.strategies.STRATEGIES has one Strategy class for each
@@ -102,13 +106,32 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    embedder: str = field(default=DEFAULT_EMBEDDER, metadata={"help": "minilm, base (the base model), or a sentence-embedding model id/folder"})
+    embedder: str = field(default=DEFAULT_EMBEDDER, metadata={
+        "help": "minilm, base (the base model), or a sentence-embedding model id/folder; '+chars' appends hashed "
+                "character n-grams of the text (default minilm+chars)"})
     batch_size: int = 32
     max_length: int = 256
     text_cache: bool = field(default=True, metadata={"help": "reuse embeddings of texts seen before (content-hash cache)"})
 
     def __post_init__(self) -> None:
         _check_positive("embed", batch_size=self.batch_size, max_length=self.max_length)
+        if not self.encoder.strip():
+            _fail(f"--embedder needs a model before '{CHARS_SUFFIX}' (minilm, base, or a model id/folder).")
+
+    @property
+    def encoder(self) -> str:
+        """The neural encoder part of --embedder (without '+chars')."""
+        return self.embedder.removesuffix(CHARS_SUFFIX)
+
+    @property
+    def char_features(self) -> bool:
+        return self.embedder.endswith(CHARS_SUFFIX)
+
+    @property
+    def normalized(self) -> bool:
+        """Sentence encoders are compared by cosine, so their vectors are L2-normalised (and so is a
+        combination with n-grams); the base model's mean-pooled states alone stay raw, as in the paper."""
+        return self.encoder != "base" or self.char_features
 
 
 @dataclass(frozen=True)
@@ -236,7 +259,9 @@ class Config:
 
     def embedder_id(self) -> str:
         """What the embedding space depends on: the embedder, and the base model when it is the embedder."""
-        return self.model.model if self.embed.embedder == "base" else self.embed.embedder
+        if self.embed.encoder == "base":
+            return self.model.model + (CHARS_SUFFIX if self.embed.char_features else "")
+        return self.embed.embedder
 
 
 # Presets: groups of settings sized for a machine. paper = the paper's settings (GPU users);

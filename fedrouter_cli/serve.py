@@ -56,8 +56,9 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
         raise FedrouterError("The prompt is not UTF-8 text; pass it in UTF-8 (check the terminal's locale).") from None
     _, centroids, adapters_dir = _global_router(run, config)
     placement = resolve_device(config.model.device)
-    encoder, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model), placement)
-    vector = embed_texts(encoder, tokenizer, [prompt], normalize=embed_settings(config)["normalize"])
+    encoder, tokenizer = load_encoder(resolve_embedder(config.embed.encoder, config.model.model), placement)
+    vector = embed_texts(encoder, tokenizer, [prompt], normalize=config.embed.normalized,
+                         char_features=config.embed.char_features)
     if vector.shape[1] != centroids.shape[1]:
         raise FedrouterError("The run's centroids come from another embedder; use the run's own --embedder.")
     distances = np.sqrt(((centroids - vector) ** 2).sum(1))

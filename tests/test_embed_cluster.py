@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from fedrouter_cli.clustering import best_k, purity
@@ -40,8 +41,14 @@ def test_embed_is_cached_and_reruns_on_change(smoke_copy: Path) -> None:
     again = run_embed(config, run)
     assert again.cache_hit
     ids, vectors = read_embeddings(run.embedding_file("c00", "train"))
-    assert vectors.dtype == np.float32 and vectors.shape == (len(ids), 384)
+    from fedrouter_cli.embed import CHAR_FEATURES, char_ngrams
+
+    assert vectors.dtype == np.float32 and vectors.shape == (len(ids), 384 + CHAR_FEATURES)  # MiniLM + n-grams
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    # the two halves weigh the same, and the second is the text's own n-grams
+    assert np.allclose(np.linalg.norm(vectors[:, :384], axis=1), 2 ** -0.5, atol=1e-4)
+    texts = pq.read_table(run.partition_file("c00", "train")).column("instruction").to_pylist()
+    assert np.allclose(vectors[:, 384:], char_ngrams(texts) / np.sqrt(2), atol=1e-6)
     changed = build_config(config, {"data": {"train_per_client": 20}})
     prepare(changed, run, "partition")
     assert not run_embed(changed, run).cache_hit

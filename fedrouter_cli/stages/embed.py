@@ -24,9 +24,7 @@ EMBED_SPLITS = ("train", *TEST_SPLITS)
 
 
 def embed_settings(config: Config) -> dict:
-    # Sentence encoders are compared by cosine, so their vectors are L2-normalised; the base
-    # model's mean-pooled states are kept raw, as in the paper.
-    return {"embedder": config.embedder_id(), "normalize": config.embed.embedder != "base",
+    return {"embedder": config.embedder_id(), "normalize": config.embed.normalized,
             "max_length": config.embed.max_length}
 
 
@@ -61,10 +59,10 @@ def embed_unique(config: Config, texts: list[str], progress: Progress = no_progr
     def compute(batch: list[str]) -> np.ndarray:
         nonlocal load_seconds
         loading = time.perf_counter()
-        model, tokenizer = load_encoder(resolve_embedder(config.embed.embedder, config.model.model), placement)
+        model, tokenizer = load_encoder(resolve_embedder(config.embed.encoder, config.model.model), placement)
         load_seconds = time.perf_counter() - loading
         return embed_texts(model, tokenizer, batch, embed_batch_size(config.embed.batch_size, placement),
-                           config.embed.max_length, settings["normalize"], progress)
+                           config.embed.max_length, settings["normalize"], progress, config.embed.char_features)
 
     started = time.perf_counter()
     # bf16 vectors are close to fp32 ones but not equal: they get their own text-cache entries (the

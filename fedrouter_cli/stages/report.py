@@ -20,14 +20,14 @@ METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
 def collect(runs: list[RunDir]) -> list[dict[str, Any]]:
     """Every evaluate/<alg>/<mode>/scores.json of the runs, with the run's communication cost."""
     found = []
-    for run in runs:
+    for index, run in enumerate(runs):
         for scores_path in sorted(run.root.glob("evaluate/*/*/scores.json")):
             if "@r" in scores_path.parent.name:
                 continue  # evaluations of earlier rounds are curves, not table rows
             scores = read_json(scores_path)
             simulated = run.manifest("simulate", scores["alg"]) or {}
             summary = simulated.get("summary", {})
-            found.append({**scores, "run": str(run.root), "run_index": runs.index(run),
+            found.append({**scores, "run": str(run.root), "run_index": index,
                           "predictions": str(scores_path.parent / "predictions.parquet"),
                           "bytes": summary.get("bytes_up", 0) + summary.get("bytes_down", 0),
                           "simulate_seconds": simulated.get("seconds")})
@@ -73,7 +73,7 @@ def _sample_scores(members: list[dict[str, Any]]) -> dict[tuple, float]:
         path = Path(m.get("predictions", ""))
         if not path.is_file():
             return {}
-        table = read_table(path, ("client", "id", "rouge1")).to_pydict()
+        table = read_table(path, ("client", "id")).to_pydict()
         scores |= {(m["run_index"], c, i): float(v) for c, i, v in zip(table["client"], table["id"], table["rouge1"])}
     return scores
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from fedrouter_cli.clustering import purity
+from fedrouter_cli.clustering import AUTO_RULE_VERSIONS, purity
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import CorruptArtifactError, FederationStopped, FedrouterError
 from fedrouter_cli.federation.node import NODE_FILES
@@ -39,13 +39,15 @@ def simulate_fingerprint(config: Config) -> str:
     train = asdict(config.train)
     if not train["lr_floor"]:  # likewise the schedule floor: runs without one keep their fingerprint
         del train["lr_floor"]
-    return fingerprint("simulate", cluster_fingerprint(config), train, model_settings(config), *privacy)
+    # an automatic server-side K joins with its rule's version (clustering.AUTO_RULE_VERSIONS)
+    rule = ({"auto_rule": AUTO_RULE_VERSIONS["global"]},) if config.train.global_clusters == "auto" else ()
+    return fingerprint("simulate", cluster_fingerprint(config), train, model_settings(config), *privacy, *rule)
 
 
 def check_privacy(config: Config) -> None:
-    if config.privacy.centroid_epsilon and config.embed.embedder == "base":
+    if config.privacy.centroid_epsilon and not config.embed.normalized:
         raise FedrouterError("--centroid-epsilon needs unit-norm embeddings to bound their sensitivity, and "
-                             "--embedder base is not normalized; use --embedder minilm (the default).")
+                             "--embedder base is not normalized; use --embedder minilm+chars (the default).")
 
 
 def check_request(config: Config, gpus_per_client: float = 0.0) -> Placement:
