@@ -147,3 +147,42 @@ def test_evaluate_bad_input(smoke_copy: Path, smoke_simulated: tuple[Path, dict]
     mismatch = cli("evaluate", "--run-dir", str(evaluated), "--force")
     assert mismatch.exit_code == 2 and "dimension 7 but the centroids 1408" in mismatch.stderr
     assert {p: p.read_bytes() for p in evaluated.rglob("*.json")} == before
+
+
+def test_row_dropping_greedy_gives_generates_tokens(tiny_model: str) -> None:
+    """The decoding loop that drops finished rows produces exactly model.generate's greedy tokens,
+    for rows that stop early (at an EOS) and rows that run to the limit, with mixed adapters."""
+    import torch
+
+    from fedrouter_cli.config import TrainConfig
+    from fedrouter_cli.model.generate import _greedy, _plain_greedy, encode_prompts
+    from fedrouter_cli.model.lora import get_adapter, lora_config, peft_model, set_adapter_weights
+
+    train = TrainConfig()
+    model, tokenizer = peft_model(tiny_model, train)
+    rng = np.random.default_rng(0)
+    other = {k: rng.normal(scale=0.5, size=v.shape).astype(np.float32) for k, v in get_adapter(model).items()}
+    model.add_adapter("other", lora_config(train))
+    set_adapter_weights(model, other, adapter_name="other")
+    model.eval()
+    assert _plain_greedy(model)
+    prompts = ["Summarize: Anna meets Ben at the lake at noon and they talk for a long time.", "yes or no?",
+               "a | b | c", "Question 1: Why?\nQuestion 2: How?"]
+    names = ["default", "other", "__base__", "other"]
+    batch = encode_prompts(tokenizer, prompts, 64)
+    try:
+        with torch.inference_mode():
+            free = model.generate(**batch, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                  eos_token_id=None, adapter_names=names)[:, batch["input_ids"].shape[1]:]
+            stop = int(free[1, 2])  # a token row 1 writes third: as "EOS", it ends that row (and maybe others) early
+            reference = model.generate(**batch, max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                       eos_token_id=stop, adapter_names=names)[:, batch["input_ids"].shape[1]:]
+            ours = _greedy(model, batch, names, 12, stop)
+    finally:
+        model.delete_adapter("other")
+    expected = []
+    for row in reference.tolist():
+        cut = row.index(stop) + 1 if stop in row else len(row)
+        expected.append(row[:cut])
+    assert ours == expected
+    assert len(ours[1]) <= 3 < max(len(r) for r in ours)  # one row stopped early, another went on
