@@ -35,71 +35,10 @@ def encode_prompts(tokenizer, prompts: list[str], max_length: int) -> dict[str, 
 def _generate_batch(model, tokenizer, prompts: list[str], adapters: list[str] | None, max_new_tokens: int,
                     max_length: int) -> list[str]:
     batch = to_model_device(encode_prompts(tokenizer, prompts, max_length), model)  # prompts go where the weights are
-    if _plain_greedy(model):
-        ids = _greedy(model, batch, adapters, max_new_tokens, tokenizer.eos_token_id)
-        return tokenizer.batch_decode(ids, skip_special_tokens=True)
     kwargs = {"adapter_names": adapters} if adapters is not None else {}
     output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
     return tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:].cpu(), skip_special_tokens=True)
-
-
-# generation settings that make greedy decoding more than the argmax of the logits, at their neutral value
-# (suppress_tokens is applied by the loop itself)
-_NEUTRAL = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None,
-            "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
-            "min_new_tokens": 0, "min_length": 0, "sequence_bias": None}
-
-
-def _plain_greedy(model) -> bool:
-    """True when the model's generation config adds nothing to greedy argmax decoding, so the
-    row-dropping loop below gives what `model.generate` would (otherwise generate runs)."""
-    config = getattr(model, "generation_config", None)
-    return config is not None and all(getattr(config, name, None) in (None, neutral) for name, neutral in _NEUTRAL.items())
-
-
-def _greedy(model, batch: dict[str, torch.Tensor], adapters: list[str] | None, max_new_tokens: int,
-            eos_id: int) -> list[list[int]]:
-    """Greedy decoding with a KV cache that drops each row as soon as it has produced EOS.
-
-    `model.generate` keeps finished rows in the batch until the last one ends, so a batch that
-    mixes two-token labels (QQP's yes/no) with sixty-token descriptions decodes every row sixty
-    times; here the later steps run only the rows still writing. The same forward passes as
-    `generate` (left padding, positions counted over the real tokens), so the tokens are the same.
-    """
-    mask = batch["attention_mask"]
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    step_ids, step_positions = batch["input_ids"], positions
-    last = positions[:, -1]
-    rows = list(range(len(mask)))
-    names = list(adapters) if adapters is not None else None
-    produced: list[list[int]] = [[] for _ in rows]
-    past = None
-    suppressed = getattr(model.generation_config, "suppress_tokens", None) or []
-    for step in range(max_new_tokens):
-        extra = {"adapter_names": names} if names is not None else {}
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, past_key_values=past,
-                    use_cache=True, **extra)
-        past = out.past_key_values
-        logits = out.logits[:, -1]
-        if suppressed:
-            logits[:, suppressed] = float("-inf")
-        tokens = logits.argmax(-1)
-        for row, token in zip(rows, tokens.tolist()):
-            produced[row].append(token)
-        alive = tokens != eos_id
-        if step == max_new_tokens - 1 or not bool(alive.any()):
-            break
-        if not bool(alive.all()):
-            keep = alive.nonzero().squeeze(1)
-            past.batch_select_indices(keep)
-            kept = keep.tolist()
-            rows, tokens, mask, last = [rows[i] for i in kept], tokens[keep], mask[keep], last[keep]
-            names = [names[i] for i in kept] if names is not None else None
-        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-        last = last + 1
-        step_ids, step_positions = tokens[:, None], last[:, None]
-    return produced
 
 
 def generate(model, tokenizer, prompts: list[str], adapters: list[str], *, strategy: str = "mixed",
