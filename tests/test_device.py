@@ -71,8 +71,11 @@ def test_device_is_a_validated_setting_and_not_in_the_fingerprints(tmp_path: Pat
     assert load_config(path).model.device == "cpu"
     # the fingerprint as it was computed before the setting existed: runs made then stay cached
     train = {k: v for k, v in asdict(config.train).items() if k != "lr_floor"}  # a newer setting, left out at 0
+    from fedrouter_cli.clustering import AUTO_RULE_VERSIONS
+
+    rule = {"auto_rule": AUTO_RULE_VERSIONS["global"]}  # the default server-side K is the automatic rule
     before = fingerprint("simulate", cluster_fingerprint(config), train,
-                         {"model": config.model.model, "load_in_4bit": False})
+                         {"model": config.model.model, "load_in_4bit": False}, rule)
     assert simulate_fingerprint(config) == before
     for device in ("cpu", "cuda"):
         moved = replace(config, model=replace(config.model, device=device))
