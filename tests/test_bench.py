@@ -94,6 +94,7 @@ def test_tables_average_over_seeds_and_pair_the_ablations() -> None:
     assert fedit["per_task"]["trec"] == {"mean": 0.3, "std": 0.1, "n": 2}
     assert fedit["per_task"]["gigaword"] == {"mean": 0.1, "std": 0.0, "n": 1}
     assert "| fedit | 0.100 | 0.300 ± 0.100 |" in markdown(result, [])
+    assert_tables_well_formed(markdown(result, []))
     assert "local" not in result["scenarios"]["dual"]  # a failed cell is listed as failed, not scored
     assert result["k_rule"]["all / auto"]["rouge1"]["mean"] == 0.45
     assert result["k_rule"]["all / tasks"]["rouge1"]["mean"] == 0.50
@@ -125,6 +126,19 @@ def test_paper_orderings_are_checked_against_our_means() -> None:
     text = markdown(result, [])
     assert "| dual | fedrouter > fedit | 0.400 vs 0.420 {0.558 vs 0.550} | – | does not hold (means only) |" in text
     assert "| single | fedrouter > fedit | not run yet" in text
+
+
+def assert_tables_well_formed(text: str) -> None:
+    """Every Markdown table has as many cells in each row as in its header."""
+    table: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            widths = {row.count("|") for row in table}
+            assert len(widths) == 1, table[:3]
+        table = []
 
 
 SMOKE = build_config(Config(), {"data": {"clients": 2, "train_per_client": 8, "test_per_client": 2},
@@ -281,6 +295,7 @@ def test_smoke_bench_end_to_end_and_resume(tmp_path: Path, tiny_model: str, inpr
     assert all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in payload["plots"])
     markdown_text = Path(payload["markdown"]).read_text()
     assert "## Generalization" in markdown_text and "| fedrouter |" in markdown_text
+    assert_tables_well_formed(markdown_text)
     data = json.loads(Path(payload["json"]).read_text())
     curve = next(c for c in data["cells"] if c["cell"] == "single-s0/fedrouter")
     assert sorted(e["round"] for e in curve["evaluations"] if e["test_tasks"] == "scenario") == [1, 2]

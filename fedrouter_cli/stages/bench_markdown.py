@@ -97,7 +97,7 @@ def _scenario_tables(result: dict[str, Any], scenarios: list[str]) -> list[str]:
         labels = sorted({t for row in rows.values() for t in row.get("label_accuracy", {})})
         out += ["", f"### {s}", "",
                 "| method | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L | " + "".join(f"{t} label acc. | " for t in labels)
-                + "routing acc. | wall s | MB sent |", "|---|" + "---|" * (8 + len(labels))]
+                + "routing acc. | wall s | MB sent |", "|---|" + "---|" * (7 + len(labels))]
         for m, row in rows.items():
             accuracy = "".join(f"{_num((row.get('label_accuracy') or {}).get(t, {}).get('mean'))} "
                                f"{_ci((row.get('label_accuracy') or {}).get(t))} | " for t in labels)
