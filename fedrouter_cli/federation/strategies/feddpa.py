@@ -116,6 +116,7 @@ def _mixture_routing(client: int, own: Adapter, global_build, w_local: np.ndarra
 class FedDPA(BaselineStrategy):
     name = "feddpa"
     stacked = True  # the local adapter trains with the global one active and frozen
+    weight_steps = GRID  # w_local is rounded to multiples of 1/weight_steps
 
     def initialize(self) -> None:
         self.adapters = {GLOBAL: self.initial}
@@ -136,8 +137,7 @@ class FedDPA(BaselineStrategy):
         global_build = load_named(inputs.adapters_dir, GLOBAL)
         if not own:
             return one_adapter(GLOBAL, global_build, len(inputs.embeddings))
-        return _mixture_routing(inputs.client, own, global_build, cls.local_weights(inputs, own),
-                                GRID if cls.stacked else STEPS)
+        return _mixture_routing(inputs.client, own, global_build, cls.local_weights(inputs, own), cls.weight_steps)
 
     @staticmethod
     def local_weights(inputs: InferenceInput, own: Adapter) -> np.ndarray:
@@ -152,6 +152,7 @@ class FedDPA(BaselineStrategy):
 class FedDPAKnn(FedDPA):
     name = "feddpa-knn"
     stacked = False
+    weight_steps = STEPS
 
     @staticmethod
     def local_weights(inputs: InferenceInput, own: Adapter) -> np.ndarray:
