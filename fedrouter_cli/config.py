@@ -1,8 +1,16 @@
 """Typed configuration, validated on construction and saved as TOML in the run directory.
 
-A command's options override the run directory's saved config, which overrides the preset's
-values, which override the defaults here. So `fedrouter evaluate` after
-`fedrouter simulate --scenario all` evaluates the run that was simulated, not a default one.
+Which value wins (resolve_config), highest first:
+1. the options typed on this command;
+2. the options typed on earlier commands of the same run dir (kept in typed.toml beside
+   config.toml), so `fedrouter partition --clients 8 ...` then `fedrouter simulate --preset smoke`
+   keeps 8 clients;
+3. the preset, when one is given on the command line; without one, the run dir's saved
+   config.toml (so `fedrouter evaluate` after `fedrouter simulate --scenario all` evaluates the run
+   that was simulated), or a command's default preset for a new run dir (`run` and `bench`: cpu);
+4. the defaults here.
+A preset fills in what nobody typed; it never overwrites a typed value. A run dir saved before
+typed.toml existed keeps the old order (saved config, then the preset, then this command's options).
 """
 
 from __future__ import annotations
@@ -353,24 +361,79 @@ def load_config(path: Path) -> Config:
     return build_config(Config(), raw)
 
 
-def resolve_config(path: Path, preset: str | None, overrides: dict[str, dict[str, Any]]) -> Config:
-    """Saved config, then the preset, then the options the user typed."""
-    layers: list[dict[str, dict[str, Any]]] = []
-    if preset is not None:
-        if preset not in PRESETS:
-            _fail(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
-        layers.append(PRESETS[preset])
-    layers.append(overrides)
-    return build_config(load_config(path), *layers)
+def typed_path(config_path: Path) -> Path:
+    """The options typed on a run dir's commands so far, beside its config.toml."""
+    return config_path.with_name("typed.toml")
 
 
-def save_config(path: Path, config: Config) -> None:
-    import tomli_w  # only to write; reading needs nothing beyond the standard library
+def typed_values(overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The options actually given (None = not typed), by section."""
+    given = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
+    return {section: values for section, values in given.items() if values}
+
+
+def load_typed(config_path: Path) -> dict[str, dict[str, Any]] | None:
+    path = typed_path(config_path)
+    if not path.exists():
+        return None
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FedrouterError(f"{path} is not valid TOML ({exc}); fix or delete it.") from None
+
+
+def merged_typed(before: dict[str, dict[str, Any]] | None, overrides: dict[str, dict[str, Any]]
+                 ) -> dict[str, dict[str, Any]]:
+    merged = {section: dict(values) for section, values in (before or {}).items()}
+    for section, values in typed_values(overrides).items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def resolve_config(path: Path, preset: str | None, overrides: dict[str, dict[str, Any]],
+                   default_preset: str | None = None) -> Config:
+    """This command's options over earlier typed ones over the preset (see the module docstring)."""
+    if preset is None and not path.exists():
+        preset = default_preset
+    if preset is not None and preset not in PRESETS:
+        _fail(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
+    typed_before = load_typed(path)
+    if preset is None:
+        return build_config(load_config(path), overrides)
+    if typed_before is None and path.exists():  # a run dir from before typed.toml: the old order
+        return build_config(load_config(path), PRESETS[preset], overrides)
+    return build_config(Config(), PRESETS[preset], typed_before or {}, overrides)
+
+
+def save_typed(config_path: Path, overrides: dict[str, dict[str, Any]]) -> None:
+    """Add this command's typed options to the run dir's record of them."""
+    import tomli_w
 
     from fedrouter_cli.rundir import atomic_path
 
+    with atomic_path(typed_path(config_path)) as tmp:
+        tmp.write_text(tomli_w.dumps(_toml_ready(merged_typed(load_typed(config_path), overrides))))
+
+
+def changed_settings(before: Config, after: Config) -> list[tuple[str, str, Any, Any]]:
+    """(section, name, old, new) for every setting that differs."""
+    old, new = before.to_dict(), after.to_dict()
+    return [(section, name, old[section][name], value) for section in SECTIONS
+            for name, value in new[section].items() if old[section].get(name) != value]
+
+
+def config_toml(config: Config) -> str:
+    """The config as config.toml text (also how the server sends it to nodes that evaluate)."""
+    import tomli_w  # only to write; reading needs nothing beyond the standard library
+
+    return tomli_w.dumps(_toml_ready(config.to_dict()))
+
+
+def save_config(path: Path, config: Config) -> None:
+    from fedrouter_cli.rundir import atomic_path
+
     with atomic_path(path) as tmp:
-        tmp.write_text(tomli_w.dumps(_toml_ready(config.to_dict())))
+        tmp.write_text(config_toml(config))
 
 
 def _toml_ready(value: Any) -> Any:

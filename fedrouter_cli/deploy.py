@@ -28,7 +28,7 @@ from pathlib import Path
 import tomli_w
 
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.federation.node import NODE_FILES
+from fedrouter_cli.federation.node import NODE_FILES, embeddings_file, test_rows_file
 from fedrouter_cli.rundir import RunDir
 
 SERVER_APP = "fedrouter_cli.federation.deploy_app:app"
@@ -45,6 +45,10 @@ RUN_CONFIG_DEFAULTS: dict[str, object] = {
     "connect-timeout": 600.0,  # seconds to wait for all SuperNodes
     "torch-threads": 0,       # torch threads per ClientApp; 0 = torch's default
     "force": False,           # start over even if this run already finished
+    "stage": "simulate",      # simulate (train), or evaluate: each SuperNode scores its own test set
+    "evaluate": False,        # after training, evaluate on the nodes in the same run
+    "eval-mode": "",          # router mode of that evaluation; "" = the run dir's config.toml
+    "eval-alg": "",           # what to evaluate (an algorithm or 'base'); "" = the trained one
 }
 
 
@@ -114,7 +118,8 @@ def supernode_command(superlink: str, data_dir: Path, ca_cert: Path | None = Non
 
 
 def prepare_node_dir(run: RunDir, client: str, dest: Path) -> Path:
-    """Copy one client's node files (train rows, local clusters, centroids) into `dest`.
+    """Copy one client's node files (train rows, local clusters, centroids, and the test rows with
+    the embeddings `evaluate --on nodes` needs) into `dest`.
 
     The ClientApp learns its client index from the folder name, so `dest` must end in it
     (e.g. /data/fedrouter/c03 for client c03).
@@ -132,6 +137,14 @@ def prepare_node_dir(run: RunDir, client: str, dest: Path) -> Path:
     for name in NODE_FILES:
         if sources[name].resolve() != (dest / name).resolve():
             shutil.copyfile(sources[name], dest / name)
+    optional = {embeddings_file(dest, "train"): run.embedding_file(client, "train")}
+    for split in ("test", "test_all"):
+        optional |= {test_rows_file(dest, split): run.partition_file(client, split),
+                     embeddings_file(dest, split): run.embedding_file(client, split)}
+    for target, source in optional.items():
+        if source.exists() and source.resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
     return dest
 
 

@@ -76,8 +76,14 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
 
 EXPORT_README = """# FedRouter export
 
-- `adapters/gNN/`: one LoRA adapter per global task cluster, in PEFT format
-  (`PeftModel.from_pretrained(base_model, "adapters/g00")`).
+- `adapters/gNN/`: one LoRA adapter per global task cluster, in PEFT format. Each
+  `adapter_config.json` names the base model by its hub id (or the absolute folder it was trained
+  from), so `AutoPeftModelForCausalLM.from_pretrained("adapters/g00")` loads base and adapter
+  where the hub (or its cache) is reachable.
+- Offline, load the base from a folder and the adapter on top of it:
+  `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE_DIR), "adapters/g00")`.
+  For the default model, BASE_DIR is the folder fedrouter converted it to:
+  `python -c "from fedrouter_cli.model.loading import resolve_model; print(resolve_model('smollm2-135m-instruct'))"`.
 - `router/centroids.parquet`: the global centroids (`adapter`, `centroid`), in the embedding space of
   `router/router.json["embedder"]` (mean-pooled last hidden layer; L2-normalised when `normalize` is true).
 - To route a prompt: embed its raw instruction the same way, take the adapter of the nearest centroid
@@ -97,6 +103,8 @@ def export_run(config: Config, run: RunDir, out: Path) -> dict:
     try:
         with atomic_dir(out) as tmp:
             shutil.copytree(adapters_dir, tmp / "adapters")
+            for adapter_config in (tmp / "adapters").glob("*/adapter_config.json"):
+                _name_base_model(adapter_config, config.model.model)  # rounds saved by older versions too
             flat = pa.array(centroids.ravel(), type=pa.float32())
             vectors = pa.FixedSizeListArray.from_arrays(flat, centroids.shape[1])
             write_table(tmp / "router" / "centroids.parquet", pa.table({"adapter": names, "centroid": vectors}))
@@ -108,6 +116,17 @@ def export_run(config: Config, run: RunDir, out: Path) -> dict:
         raise FedrouterError(f"Could not write the export to --out {out} ({exc.strerror or exc}); "
                              "pass a writable folder.") from None
     return {"out": str(out), "adapters": names, "round": round_number}
+
+
+def _name_base_model(adapter_config: Path, model: str) -> None:
+    """Point the adapter at a base model other tools can load (see model_reference)."""
+    import json
+
+    from fedrouter_cli.model.loading import model_reference
+
+    settings = json.loads(adapter_config.read_text())
+    settings["base_model_name_or_path"] = model_reference(model)
+    adapter_config.write_text(json.dumps(settings, indent=2))
 
 
 def _export_target(run: RunDir, out: Path) -> Path:

@@ -88,6 +88,7 @@ def smoke_simulated(smoke_data: Path, tmp_path_factory) -> tuple[Path, dict]:
     result = subprocess.run([*FEDROUTER_SCRIPT, "simulate", "--run-dir", str(target), "--preset", "smoke",
                              "--workers", "1", "--json"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
+    (target.parent / "simulate.stderr").write_text(result.stderr)  # for the test of a quiet CLI
     return target, json.loads(result.stdout)
 
 
@@ -97,3 +98,45 @@ def simulated_copy(smoke_simulated: tuple[Path, dict], tmp_path_factory) -> Path
     target = tmp_path_factory.mktemp("evaluated") / "run"
     shutil.copytree(smoke_simulated[0], target)
     return target
+
+
+@pytest.fixture(scope="session")
+def smoke(smoke_data, tmp_path_factory):
+    """A copy of the prepared smoke run dir; each method's simulate + evaluate on first use, shared
+    by the tests that ask (each method writes its own simulate/<alg>/). Flower's simulation engine
+    runs the ClientApps in this process (the rules, not Ray, are tested with it)."""
+    import time
+
+    import torch
+    from inprocess_engine import install
+
+    from fedrouter_cli.config import resolve_config
+    from fedrouter_cli.pipeline import prepare
+    from fedrouter_cli.rundir import RunDir
+    from fedrouter_cli.stages.evaluate import run_evaluate
+    from fedrouter_cli.stages.simulate import run_simulate
+
+    run = RunDir(tmp_path_factory.mktemp("baselines") / "run")
+    shutil.copytree(smoke_data, run.root)
+
+    def config(alg: str):
+        return resolve_config(run.config_path, "smoke", {"train": {"alg": alg}})
+
+    prepare(config("fedit"), run, "cluster-local")  # reuses the copied stages
+    done: dict[str, dict] = {}
+
+    def outcome(alg: str) -> dict:
+        if alg not in done:
+            threads = torch.get_num_threads()  # the ClientApp sets the torch threads it was told to use
+            with pytest.MonkeyPatch.context() as env:
+                install(env)
+                started = time.perf_counter()
+                sim = run_simulate(config(alg), run).summary
+                middle = time.perf_counter()
+                evaluated = run_evaluate(config(alg), run).summary
+            torch.set_num_threads(threads)
+            done[alg] = {"simulate": sim, "evaluate": evaluated, "config": config(alg), "run": run}
+            print(f"\n{alg}: simulate {middle - started:.1f}s, evaluate {time.perf_counter() - middle:.1f}s")
+        return done[alg]
+
+    return outcome

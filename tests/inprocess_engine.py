@@ -30,6 +30,9 @@ class InProcessBackend(Backend):
     """A Flower simulation backend with one worker: the calling thread."""
 
     calls: list[tuple[Message, Message]] = []  # (sent, reply) pairs, for tests that inspect the wire
+    # failures tests inject: (client, round) fails that client's message of that round; round 0 is
+    # a query before the first round, "evaluate" an evaluation on the nodes
+    fail_on: set[tuple[int, int | str]] = set()
 
     def __init__(self, backend_config: BackendConfig) -> None:
         self.app_fn: Callable[[], ClientApp] | None = None
@@ -50,6 +53,11 @@ class InProcessBackend(Backend):
     def process_message(self, message: Message, context: Context) -> tuple[Message, Context]:
         assert self.app_fn is not None, "build() was not called"
         received = wire(message)
+        client = int(context.node_config["partition-id"])
+        when: int | str = "evaluate" if received.metadata.message_type == "evaluate" else \
+            int(received.content["config"]["round"])
+        if (client, when) in InProcessBackend.fail_on:
+            raise ClientAppException(f"injected failure of client {client} in round {when}")
         try:  # as Flower's Ray actor does: a ClientApp's exception becomes an error reply
             reply = self.app_fn()(message=received, context=context)
         except Exception as ex:
@@ -64,6 +72,7 @@ def install(monkeypatch) -> type[InProcessBackend]:
     from flwr.server.superlink.fleet.vce.backend import raybackend
 
     InProcessBackend.calls = []
+    InProcessBackend.fail_on = set()
     # vce_api's backend factory imports RayBackend from this module at call time
     monkeypatch.setattr(raybackend, "RayBackend", InProcessBackend)
     return InProcessBackend

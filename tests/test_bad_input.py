@@ -87,9 +87,9 @@ def _non_utf8_parquet(tmp: Path) -> None:
     pq.write_table(table.set_column(table.column_names.index("instruction"), "instruction", junk), path)
 
 
-def _binary_instructions(tmp: Path) -> None:
-    """c00's train partition with the instruction column stored as bytes instead of text."""
-    path = tmp / "run" / "partition" / "clients" / "c00" / "train.parquet"
+def _binary_instructions(tmp: Path, split: str = "train") -> None:
+    """c00's train (or test) partition with the instruction column stored as bytes instead of text."""
+    path = tmp / "run" / "partition" / "clients" / "c00" / f"{split}.parquet"
     table = pq.read_table(path)
     raw = pa.array([text.encode() for text in table.column("instruction").to_pylist()], pa.binary())
     pq.write_table(table.set_column(table.column_names.index("instruction"), "instruction", raw), path)
@@ -177,6 +177,11 @@ CASES: dict[str, Case | tuple[Case, pytest.MarkDecorator]] = {
     "embed/non-utf8-parquet": Case("embed --run-dir {run} --force", "Invalid UTF8", spoil=_non_utf8_parquet),
     "embed/binary-instruction-column": Case("embed --run-dir {run} --force", "has no text column 'instruction'",
                                             spoil=_binary_instructions),
+    "simulate/binary-instruction-column": Case("simulate --run-dir {run}", "has no text column 'instruction'",
+                                               spoil=_binary_instructions),
+    "evaluate/binary-test-instruction-column": Case("evaluate --run-dir {run} --alg base",
+                                                    "has no text column 'instruction'",
+                                                    spoil=lambda tmp: _binary_instructions(tmp, "test")),
     "cluster-local/binary-instruction-column": Case("cluster-local --run-dir {run} --force",
                                                     "has no text column 'instruction'", spoil=_binary_instructions),
     # cluster-local

@@ -4,7 +4,6 @@ through Flower's simulation engine (in-process backend, tiny model) and the eval
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -284,47 +283,6 @@ def test_feddpa_plan_and_route(tmp_path: Path) -> None:
 
 
 # -- end to end through Flower ------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def smoke(smoke_data, tmp_path_factory):
-    """A copy of the prepared smoke run dir (conftest); each method's simulate + evaluate on first
-    use, shared by the tests below (each method writes its own simulate/<alg>/)."""
-    import shutil
-
-    from fedrouter_cli.config import resolve_config
-    from fedrouter_cli.pipeline import prepare
-    from fedrouter_cli.rundir import RunDir
-    from fedrouter_cli.stages.evaluate import run_evaluate
-    from fedrouter_cli.stages.simulate import run_simulate
-
-    import torch
-    from inprocess_engine import install
-
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as env:
-        install(env)  # Flower's simulation engine, ClientApps in this process: the rules, not Ray, are tested here
-        run = RunDir(tmp_path_factory.mktemp("baselines") / "run")
-        shutil.copytree(smoke_data, run.root)
-
-        def config(alg: str):
-            return resolve_config(run.config_path, "smoke", {"train": {"alg": alg}})
-
-        prepare(config("fedit"), run, "cluster-local")  # reuses the copied stages
-        done: dict[str, dict] = {}
-
-        def outcome(alg: str) -> dict:
-            if alg not in done:
-                started = time.perf_counter()
-                sim = run_simulate(config(alg), run).summary
-                middle = time.perf_counter()
-                evaluated = run_evaluate(config(alg), run).summary
-                done[alg] = {"simulate": sim, "evaluate": evaluated, "config": config(alg), "run": run}
-                print(f"\n{alg}: simulate {middle - started:.1f}s, evaluate {time.perf_counter() - middle:.1f}s")
-            return done[alg]
-
-        yield outcome
-    torch.set_num_threads(threads)
-
 
 ADAPTER_NAMES = {
     "fedit": r"global", "ffa-lora": r"global", "local": r"c{c:02d}-local", "fedsa": r"c{c:02d}-fedsa",

@@ -126,3 +126,38 @@ def test_too_many_clusters_and_unknown_model(smoke_copy: Path) -> None:
     four_bit = invoke("simulate", "--run-dir", str(smoke_copy), "--load-in-4bit")
     assert four_bit.returncode == 2 and "needs a CUDA GPU" in four_bit.stderr
     assert snapshot(smoke_copy) == before
+
+
+def test_progress_in_a_log_is_one_line_per_piece_of_work_and_round() -> None:
+    from fedrouter_cli.cli.common import line_progress
+
+    lines: list[str] = []
+    progress = line_progress(lines.append)
+    for done in range(0, 11):
+        progress("embed", done, 10)
+    for done in range(0, 4):
+        progress("round", done, 3)
+    progress("embed", 0, 5)  # the same work again later starts a new pair of lines
+    progress("embed", 5, 5)
+    assert lines == ["embed 0/10", "embed 10/10", "round 0/3", "round 1/3", "round 2/3", "round 3/3",
+                     "embed 0/5", "embed 5/5"]
+
+
+def test_a_stage_in_a_log_shows_progress_lines_and_no_library_noise(smoke_simulated, tmp_path: Path) -> None:
+    """What a user sees in a CI log or under nohup: stderr is not a terminal there (nor here)."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_simulated[0], run_dir)
+    shown = invoke("evaluate", "--run-dir", str(run_dir), "--alg", "base", "--force")
+    assert shown.returncode == 0, shown.stderr
+    import re
+
+    lines = shown.stderr.splitlines()
+    assert lines and all(re.fullmatch(r"[\w ]+ \d+/\d+", line) for line in lines), shown.stderr  # progress only
+    generated = [line for line in lines if line.startswith("generate ")]
+    assert len(generated) == 2 and generated[-1] == "generate 16/16", lines  # its first batch, and the end
+    # the real script's simulate (Ray workers, peft, bitsandbytes imported): nothing a user cannot act on
+    noise = (smoke_simulated[0].parent / "simulate.stderr").read_text()
+    for library_message in ("gemm_4bit", "Warning", "warnings.warn", "Loading weights"):
+        assert library_message not in noise, noise[-2000:]

@@ -6,7 +6,8 @@ from fedrouter_cli.config import Config, build_config, load_config, resolve_conf
 from fedrouter_cli.errors import FedrouterError
 
 
-def test_saved_config_then_preset_then_options(tmp_path: Path) -> None:
+def test_a_run_dir_from_before_typed_toml_keeps_the_old_order(tmp_path: Path) -> None:
+    """Saved config, then the preset, then the options (run dirs that recorded no typed options)."""
     path = tmp_path / "config.toml"
     save_config(path, build_config(Config(), {"data": {"scenario": "all", "clients": 5}}))
     config = resolve_config(path, "smoke", {"train": {"rounds": 7}, "data": {"clients": None}})
@@ -36,3 +37,46 @@ def test_corrupt_config_toml(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe not toml [[[")
     with pytest.raises(FedrouterError, match="not valid TOML"):
         load_config(path)
+
+
+def test_typed_values_win_over_any_preset_which_fills_in_the_rest(tmp_path: Path) -> None:
+    """`partition --clients 8 --train-per-client 150`, then `simulate --preset smoke`: still 8 x 150."""
+    from fedrouter_cli.config import PRESETS, save_typed
+
+    path = tmp_path / "config.toml"
+    typed = {"data": {"clients": 8, "train_per_client": 150, "test_per_client": None}}
+    save_config(path, resolve_config(path, None, typed))
+    save_typed(path, typed)
+    config = resolve_config(path, "smoke", {"train": {"rounds": 3}})
+    assert (config.data.clients, config.data.train_per_client) == (8, 150)  # typed earlier
+    assert config.data.test_per_client == PRESETS["smoke"]["data"]["test_per_client"]  # nobody typed it
+    assert config.train.rounds == 3 and config.train.local_steps == PRESETS["smoke"]["train"]["local_steps"]
+    save_typed(path, {"train": {"rounds": 3}})
+    assert resolve_config(path, "cpu", {}).train.rounds == 3  # typed values accumulate
+
+
+def test_a_default_preset_applies_to_a_new_run_dir_only(tmp_path: Path) -> None:
+    """`run` and `bench` default to the cpu preset; rerun on a run dir they keep what it saved."""
+    from fedrouter_cli.config import PRESETS
+
+    path = tmp_path / "config.toml"
+    fresh = resolve_config(path, None, {}, default_preset="cpu")
+    assert fresh.data.train_per_client == PRESETS["cpu"]["data"]["train_per_client"]
+    save_config(path, build_config(fresh, {"data": {"train_per_client": 40}}))
+    assert resolve_config(path, None, {}, default_preset="cpu").data.train_per_client == 40
+
+
+def test_a_command_that_changes_an_earlier_stage_says_so_first(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedrouter_cli.cli.app import app
+
+    run = str(tmp_path / "run")
+    first = CliRunner().invoke(app, ["partition", "--run-dir", run, "--preset", "smoke", "--clients", "3"])
+    assert first.exit_code == 0 and "Note:" not in first.stderr
+    same = CliRunner().invoke(app, ["partition", "--run-dir", run])
+    assert same.exit_code == 0 and "Note:" not in same.stderr
+    changed = CliRunner().invoke(app, ["partition", "--run-dir", run, "--clients", "2"])
+    assert changed.exit_code == 0
+    notes = [line for line in changed.stderr.splitlines() if line.startswith("Note:")]
+    assert len(notes) == 1 and "data.clients 3 -> 2" in notes[0] and "partition" in notes[0], changed.stderr

@@ -2,10 +2,12 @@
 meets: a SuperLink (TLS, its state in a database) and 3 SuperNodes as processes on 127.0.0.1,
 each machine's folder made by `fedrouter deploy prepare-node`, a SuperNode killed mid-round and
 restarted (it rejoins), the SuperLink and its ServerApp killed after a saved round and restarted
-(the run resumes), and evaluate at the end. The tiny model keeps each ClientApp process cheap."""
+(the run resumes), and at the end an evaluation on the nodes by a server that holds no test data.
+The tiny model keeps each ClientApp process cheap."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -123,11 +125,17 @@ def test_deployment_federation_survives_node_and_server_crashes(federation: Fede
     federation.kill(federation.link)
     assert not leftovers({federation.link.pid})
     written = {r: (run.round_dir("fedrouter", r) / "state.json").stat().st_mtime_ns for r in (1, 2)}
+    # 3. meanwhile the server forgets every test row and test embedding: the resubmitted run trains
+    # its last round and then has each node score its own test set (evaluate=true, the same run)
+    held = [*run.stage_dir("partition").rglob("test*.parquet"), *run.stage_dir("embed").rglob("test*.parquet")]
+    assert held
+    for path in held:
+        path.unlink()
     federation.start_link()  # same address; the SuperNodes reconnect on their own
-    status = federation.wait(federation.submit(), timeout=600)
+    status = federation.wait(federation.submit(evaluate=True), timeout=900)
     assert status == "finished:completed", f"run ended {status}:\n{federation.logs()}"
     seconds = time.monotonic() - started
-    federation.stop()  # free the cores for evaluate; the fixture checks nothing is left
+    federation.stop()  # the fixture checks nothing is left
 
     # round 1 closed at its short timeout, not the default hour (with room for the server's work)
     assert round_one.stat().st_mtime - killed_at < FAULT_ROUND_TIMEOUT + 60
@@ -145,11 +153,14 @@ def test_deployment_federation_survives_node_and_server_crashes(federation: Fede
     # each SuperNode read only its own machine's folder; the run dir's shared nodes/ folder was never made
     assert not run.stage_dir("nodes").exists()
 
-    from fedrouter_cli.stages.evaluate import run_evaluate
-
     config = load_config(run.config_path)
-    scores = run_evaluate(config, run)
-    assert scores.summary["samples"] == CLIENTS * config.data.test_per_client
-    assert set(scores.summary["per_client"]) == {client_name(i) for i in range(CLIENTS)}
-    assert scores.summary["routing_accuracy"] > 0.5  # 3 smoke clients of 24 rows: most prompts find their task
-    print(f"deployment federation: run {seconds:.1f}s, evaluate {time.monotonic() - started - seconds:.1f}s")
+    scores = json.loads((run.evaluate_dir("fedrouter", "local+nodes") / "scores.json").read_text())
+    assert scores["on"] == "nodes" and scores["missing_clients"] == {}
+    assert scores["samples"] == CLIENTS * config.data.test_per_client
+    assert set(scores["per_client"]) == {client_name(i) for i in range(CLIENTS)}
+    assert scores["routing_accuracy"] > 0.5  # 3 smoke clients of 24 rows: most prompts find their task
+    assert not list(run.root.rglob("predictions.parquet"))  # predictions stay on the nodes
+    for i in range(CLIENTS):
+        kept = pq.read_table(federation.node_dir(i) / "evaluations" / "fedrouter" / "local+nodes" / "predictions.parquet")
+        assert kept.num_rows == config.data.test_per_client
+    print(f"deployment federation with its evaluation on the nodes: {seconds:.1f}s")

@@ -67,6 +67,14 @@ def test_base_model_row_and_generate_and_export(simulated_copy: Path, tmp_path: 
     assert len(pq.read_table(tmp_path / "export" / "router" / "centroids.parquet")) == len(exported["adapters"])
     again = cli("export", "--run-dir", str(simulated_copy), "--out", str(tmp_path / "export"))
     assert again.exit_code == 2 and "not empty" in again.stderr
+    # an exported adapter names a base model that PEFT's auto class loads by itself (here the tiny
+    # model's folder; for the offline default, its hub id)
+    from peft import AutoPeftModelForCausalLM
+
+    first = tmp_path / "export" / "adapters" / exported["adapters"][0]
+    named = json.loads((first / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(named).is_absolute() and (Path(named) / "config.json").exists()
+    assert AutoPeftModelForCausalLM.from_pretrained(str(first)).peft_config
     ok_json("evaluate", "--run-dir", str(simulated_copy), "--mode", "local")  # a cache hit after the test above
     report = ok_json("report", "--run-dir", str(simulated_copy), "--run-dir", str(simulated_copy))
     table = {(e["method"], e["mode"]): e for e in report["table"]}
@@ -147,3 +155,12 @@ def test_evaluate_bad_input(smoke_copy: Path, smoke_simulated: tuple[Path, dict]
     mismatch = cli("evaluate", "--run-dir", str(evaluated), "--force")
     assert mismatch.exit_code == 2 and "dimension 7 but the centroids 1408" in mismatch.stderr
     assert {p: p.read_bytes() for p in evaluated.rglob("*.json")} == before
+
+
+def test_adapters_name_a_base_model_other_tools_can_load(tmp_path: Path) -> None:
+    from fedrouter_cli.model.loading import model_reference
+
+    assert model_reference("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert model_reference("meta-llama/Llama-3.2-1B") == "meta-llama/Llama-3.2-1B"
+    (tmp_path / "m").mkdir()
+    assert model_reference(str(tmp_path / "m")) == str((tmp_path / "m").resolve())

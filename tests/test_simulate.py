@@ -152,9 +152,9 @@ def test_results_do_not_depend_on_workers_and_threads(smoke_simulated: tuple[Pat
     assert moved, "no adapter was trained"
 
 
-def test_failing_client_does_not_stop_the_run(smoke_copy: Path, inprocess, monkeypatch) -> None:
+def test_failing_client_does_not_stop_the_run(smoke_copy: Path, inprocess) -> None:
     """A client's exception reaches the server as one line; the others' work counts."""
-    monkeypatch.setenv("FEDROUTER_FAIL_ON", "1:1")
+    inprocess.fail_on = {(1, 1)}
     result = invoke("simulate", "--run-dir", str(smoke_copy), "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -169,18 +169,18 @@ def test_failing_client_does_not_stop_the_run(smoke_copy: Path, inprocess, monke
     assert any(m["client"] == 1 and m["round"] == 2 and m["status"] == "ok" for m in metrics)
 
 
-def test_a_round_no_client_trained_in_is_not_saved_and_resumes(smoke_copy: Path, inprocess, monkeypatch) -> None:
+def test_a_round_no_client_trained_in_is_not_saved_and_resumes(smoke_copy: Path, inprocess) -> None:
     """Every client fails in round 2: the run stops with a plain error instead of saving an
     untrained round as done (which resume would then skip for good), and the rerun trains it."""
     out = smoke_copy / "simulate" / "fedrouter"
-    monkeypatch.setenv("FEDROUTER_FAIL_ON", "0:2,1:2,2:2,3:2")
+    inprocess.fail_on = {(c, 2) for c in range(4)}
     failed = invoke("simulate", "--run-dir", str(smoke_copy))
     assert failed.exit_code == 1, failed.output
     assert failed.stderr.strip().splitlines()[-1].startswith("Error: round 2: no client returned a trained adapter")
     assert "Traceback" not in failed.output
     assert (out / "rounds" / "r0001" / "state.json").exists() and not (out / "rounds" / "r0002").exists()
     assert not (out / "manifest.json").exists()
-    monkeypatch.delenv("FEDROUTER_FAIL_ON")
+    inprocess.fail_on = set()
     resumed = invoke("simulate", "--run-dir", str(smoke_copy), "--json")
     assert resumed.exit_code == 0, resumed.output
     summary = json.loads(resumed.stdout)
@@ -189,8 +189,8 @@ def test_a_round_no_client_trained_in_is_not_saved_and_resumes(smoke_copy: Path,
     assert rounds.count(1) == rounds.count(2) == 4
 
 
-def test_nodes_that_never_answer_stop_the_run_before_round_one(smoke_copy: Path, inprocess, monkeypatch) -> None:
-    monkeypatch.setenv("FEDROUTER_FAIL_ON", "0:0,1:0,2:0,3:0")
+def test_nodes_that_never_answer_stop_the_run_before_round_one(smoke_copy: Path, inprocess) -> None:
+    inprocess.fail_on = {(c, 0) for c in range(4)}
     failed = invoke("simulate", "--run-dir", str(smoke_copy))
     assert failed.exit_code == 1, failed.output
     assert "none of the 4 nodes answered the centroid query" in failed.stderr

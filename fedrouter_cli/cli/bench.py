@@ -77,7 +77,7 @@ def _mean(stat: dict[str, Any]) -> str:
                 {"json_out": o.JsonOpt, "debug": o.DebugOpt})
 def bench(
     run_dir: o.RunDirOpt = Path("artifacts/bench"),
-    preset: o.PresetOpt = "cpu",
+    preset: o.PresetOpt = None,
     methods: MethodsOpt = None,
     scenarios: ScenariosOpt = "single,dual,all",
     seeds: SeedsOpt = "0",
@@ -152,5 +152,6 @@ def bench(
         return {**written, "cells": len(records), "cached_cells": cached,
                 "seconds": round(time.perf_counter() - started, 1)}
 
-    execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset, overrides=overrides,
+    execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset,
+            default_preset="cpu", overrides=overrides,
             action=action, render=render_bench)

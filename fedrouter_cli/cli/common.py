@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from fedrouter_cli.config import Config, resolve_config, save_config
+from fedrouter_cli.config import Config, changed_settings, load_config, resolve_config, save_config, save_typed
 from fedrouter_cli.errors import FederationStopped, FedrouterError
 from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.stages.common import StageResult
@@ -36,6 +36,9 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    from fedrouter_cli.quiet import silence_dependencies
+
+    silence_dependencies()
 
 
 class _WarningsToStderr(logging.Handler):
@@ -55,11 +58,29 @@ def show_own_warnings() -> None:
         logger.propagate = False  # printed once, here
 
 
+def line_progress(write: Callable[[str], None]) -> Callable[[str, int, int], None]:
+    """Progress for a log (stderr not a terminal: CI, nohup): one line when a piece of work starts
+    and one when it ends, and one per federated round, so long stages are not silent."""
+    started: set[str] = set()
+
+    def update(label: str, done: int, total: int) -> None:
+        if label == "round" or label not in started or done >= total:
+            write(f"{label} {done}/{total}")
+        started.add(label)
+        if done >= total:
+            started.discard(label)
+
+    return update
+
+
 @contextmanager
 def progress_reporter(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A `progress(label, done, total)` callback drawing Rich bars on stderr."""
+    """A `progress(label, done, total)` callback drawing Rich bars on stderr (lines in a log)."""
     if not enabled:
         yield lambda label, done, total: None
+        return
+    if not stderr.is_terminal:
+        yield line_progress(lambda line: print(line, file=sys.stderr, flush=True))
         return
     bars = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=stderr, transient=True)
@@ -74,11 +95,33 @@ def progress_reporter(enabled: bool) -> Iterator[Callable[[str, int, int], None]
         yield update
 
 
+def announce_changes(run: RunDir, saved: Config | None, config: Config) -> None:
+    """One line, before any work, when this command's settings change an earlier stage's inputs."""
+    if saved is None:
+        return
+    changes = [c for c in changed_settings(saved, config) if c[0] != "eval" and c[1] != "alg"]
+    if not changes:
+        return
+    from fedrouter_cli.stages.staleness import stale_stages
+
+    try:
+        stale = stale_stages(run, config)
+    except FedrouterError:
+        return  # bad settings: the stage says so in its own words
+    if stale:
+        what = ", ".join(f"{section}.{name} {old!r} -> {new!r}" for section, name, old, new in changes[:4])
+        more = f" and {len(changes) - 4} more" if len(changes) > 4 else ""
+        stderr.print(f"Note: settings changed since this run dir's last command ({escape(what)}{more}); "
+                     f"{', '.join(stale)} no longer match them and rerun where this command needs them.",
+                     highlight=False, soft_wrap=True)
+
+
 def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
             overrides: dict[str, dict[str, Any]],
             action: Callable[[Config, RunDir, Callable[[str, int, int], None]], dict[str, Any]],
-            render: Callable[[dict[str, Any], Console], None]) -> None:
-    """Run one command: config from run dir + preset + options, then the action, then output."""
+            render: Callable[[dict[str, Any], Console], None], default_preset: str | None = None) -> None:
+    """Run one command: config from options, earlier typed options, preset and the saved config
+    (fedrouter_cli.config's docstring says which wins), then the action, then output."""
     quiet_libraries()
     show_own_warnings()
     if debug:
@@ -86,7 +129,9 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
     out = stderr if json_out else Console()
     try:
         run = RunDir(run_dir)
-        config = resolve_config(run.config_path, preset, overrides)
+        saved = load_config(run.config_path) if run.config_path.exists() else None
+        config = resolve_config(run.config_path, preset, overrides, default_preset)
+        announce_changes(run, saved, config)
         if (overrides.get("model") or {}).get("device") is not None:
             from fedrouter_cli.model.device import resolve_device
 
@@ -95,6 +140,7 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
             payload = action(config, run, progress)
         run.root.mkdir(parents=True, exist_ok=True)
         save_config(run.config_path, config)
+        save_typed(run.config_path, overrides)
     except FedrouterError as exc:
         if debug:
             raise

@@ -117,9 +117,16 @@ def submit(run_dir: o.RunDirOpt, superlink_address: SuperlinkOpt, ca_cert: CaCer
            wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the run to finish.")] = False,
            num_nodes: Annotated[int, typer.Option(help="SuperNodes to wait for (0 = the run's clients).")] = 0,
            timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 24 * 3600.0,
+           stage: Annotated[str, typer.Option(
+               help="simulate: train the federation. evaluate: each SuperNode scores its own test set with "
+                    "the saved adapters and returns per-task sums; scores land in the server's run dir.")] = "simulate",
+           then_evaluate: Annotated[bool, typer.Option(
+               "--evaluate/--no-evaluate", help="After training, evaluate on the nodes in the same run.")] = False,
+           mode: o.ModeOpt = None, alg: o.AlgOpt = None,
            json_out: o.JsonOpt = False, debug: o.DebugOpt = False) -> None:
     """Submit the run dir's federation to the SuperLink (`flwr run`); the SuperLink machine's
-    --run-dir must hold the config (run `fedrouter cluster-local` there first)."""
+    --run-dir must hold the config (run `fedrouter cluster-local` there first). With --stage
+    evaluate (or --evaluate) the nodes score themselves: no test text reaches the server."""
     import subprocess
 
     from fedrouter_cli.deploy import (deploy_env, parse_run_id, parse_status, run_command, status_command,
@@ -127,6 +134,8 @@ def submit(run_dir: o.RunDirOpt, superlink_address: SuperlinkOpt, ca_cert: CaCer
 
     with guarded(debug):
         _existing(ca_cert)
+        if stage not in ("simulate", "evaluate"):
+            raise FedrouterError(f"--stage must be simulate or evaluate, got {stage!r}.")
         if not run_dir.is_absolute():
             raise FedrouterError(f"--run-dir must be an absolute path on the SuperLink machine, got {run_dir}.")
         home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
@@ -141,7 +150,9 @@ def submit(run_dir: o.RunDirOpt, superlink_address: SuperlinkOpt, ca_cert: CaCer
 
         with tempfile.TemporaryDirectory() as tmp:
             run_id = parse_run_id(flwr(run_command(write_app(Path(tmp) / "app"), "fedrouter", run_dir,
-                                                   num_nodes=num_nodes)))
+                                                   num_nodes=num_nodes, stage=stage, evaluate=then_evaluate,
+                                                   eval_mode=mode or "",
+                                                   **({"alg" if stage == "simulate" else "eval_alg": alg} if alg else {}))))
         status, deadline = "submitted", time.monotonic() + timeout
         while wait and not status.startswith("finished") and time.monotonic() < deadline:
             time.sleep(5)

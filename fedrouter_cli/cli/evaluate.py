@@ -14,6 +14,8 @@ def render_scores(payload: dict[str, Any], console: Console) -> None:
     rows = [[task, score] for task, score in payload["per_task"].items()]
     console.print(simple_table(f"{payload['alg']} ({payload['mode']} router, round {payload['round']}): ROUGE-1 per task",
                                ["task", "ROUGE-1"], rows))
+    for client, reason in (payload.get("missing_clients") or {}).items():
+        console.print(f"[yellow]{client} is missing from the scores[/yellow]: {reason}", highlight=False)
     acc = payload.get("routing_accuracy")
     state = "cached" if payload.get("cache_hit") else f"{payload['seconds']:.1f}s"
     console.print(f"[bold]evaluate[/bold] {state}: {payload['samples']} samples, ROUGE-1 {payload['rouge1']:.4f}, "
@@ -30,6 +32,7 @@ def evaluate(
     max_new_tokens: o.MaxNewTokensOpt = None,
     generation: o.GenerationOpt = None,
     eval_batch_size: o.EvalBatchOpt = None,
+    on: o.EvalOnOpt = "server",
     preset: o.PresetOpt = None,
     force: o.ForceOpt = False,
     json_out: o.JsonOpt = False,
@@ -39,6 +42,8 @@ def evaluate(
 
     --alg base evaluates the base model with no adapter, the same way. Needs `simulate` first
     (for any other --alg); settings not given come from the run directory's config.
+    --on nodes runs the scoring on each client's Flower node (simulation engine); for a deployed
+    federation use `fedrouter deploy submit --stage evaluate`.
     """
     overrides = {"data": {"test_tasks": test_tasks}, "train": {"alg": alg if alg != "base" else None},
                  "eval": {"mode": mode, "round": round, "max_new_tokens": max_new_tokens,
@@ -47,7 +52,7 @@ def evaluate(
     def action(cfg, run, progress):
         from fedrouter_cli.stages.evaluate import run_evaluate
 
-        return run_evaluate(cfg, run, alg, force, progress).to_json()
+        return run_evaluate(cfg, run, alg, force, progress, on=on).to_json()
 
     execute(run_dir=run_dir, json_out=json_out, debug=debug, preset=preset, overrides=overrides,
             action=action, render=render_scores)

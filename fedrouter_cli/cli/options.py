@@ -104,6 +104,9 @@ RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Round whose ad
 MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens generated per answer (CPU default 32; the paper allowed 512).")]
 GenerationOpt = Annotated[Optional[str], typer.Option(
     "--generation", help="mixed (different adapters in one batch; fastest), grouped (a batch per adapter) or per-sample.")]
+EvalOnOpt = Annotated[str, typer.Option(
+    "--on", help="server: this machine holds every client's test rows (a simulation). nodes: each client's node "
+                 "scores its own test set and returns only per-task sums and counts; predictions stay on the nodes.")]
 EvalBatchOpt = Annotated[Optional[int], typer.Option(
     "--eval-batch-size", help="Prompts per generation batch (on a GPU each batch holds 4x this).")]
 

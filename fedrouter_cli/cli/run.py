@@ -35,7 +35,7 @@ def render_run(report: dict[str, Any], console: Console) -> None:
 @o.with_options(o.EMBED_OPTIONS, o.DATA_OPTIONS, {"json_out": o.JsonOpt, "debug": o.DebugOpt})
 def run(
     run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
-    preset: o.PresetOpt = "cpu",
+    preset: o.PresetOpt = None,
     alg: o.AlgOpt = None,
     variant: o.VariantOpt = None,
     rounds: o.RoundsOpt = None,
@@ -57,5 +57,6 @@ def run(
 
         return run_all(cfg, rundir, progress, algs=(cfg.train.alg,))
 
-    execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset, overrides=overrides,
+    execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset,
+            default_preset="cpu", overrides=overrides,
             action=action, render=render_run)

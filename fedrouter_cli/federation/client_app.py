@@ -1,17 +1,18 @@
-"""The ClientApp: answers the centroid query and trains the adapters the server sends.
+"""The ClientApp: answers the centroid query, trains the adapters the server sends, and scores
+its own test set when asked (`evaluate --on nodes`).
 
 A train message carries one or more jobs. Job i comes with the arrays `adapter-i` and says which
 local clusters to train on, as one data set ('0,2'; '' = all the client's data), which LoRA part
 is trainable, which part goes back to the server, which part the client keeps for itself between
 rounds, and which other job's adapter (its companion) is active and frozen while it trains. Every
 algorithm is expressed in these terms, so the client needs no per-algorithm code.
-Only arrays and numbers leave the client.
+Only arrays and numbers leave the client (and, for evaluation, the task names of its labels).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import json
 import resource
 
 import numpy as np
@@ -26,7 +27,9 @@ from fedrouter_cli.federation.wire import from_record, select, to_record
 from fedrouter_cli.model.device import resolve_device
 from fedrouter_cli.model.lora import companion_adapter, get_adapter, peft_model, set_adapter_weights
 from fedrouter_cli.model.train import train_steps
+from fedrouter_cli.quiet import silence_dependencies
 
+silence_dependencies()  # a Ray worker or SuperNode process is as quiet as the CLI that started it
 app = ClientApp()
 
 _NODE_CACHE: dict[str, NodeData] = {}
@@ -40,19 +43,34 @@ def _node(context: Context) -> NodeData:
     return _NODE_CACHE[key]
 
 
-def _injected_failure(client: int, round_number: int) -> None:
-    """Testing aid: FEDROUTER_FAIL_ON='1:2,3:1' makes client 1 fail in round 2, client 3 in round 1;
-    round 0 is the centroid query before the first round."""
-    for item in filter(None, os.environ.get("FEDROUTER_FAIL_ON", "").split(",")):
-        who, when = item.split(":")
-        if int(who) == client and int(when) == round_number:
-            raise RuntimeError(f"injected failure of client {client} in round {round_number}")
+@app.query("tasks")
+def tasks(msg: Message, context: Context) -> Message:
+    """Who this node is, and the majority task of each local cluster (for routing accuracy)."""
+    from fedrouter_cli.federation.node_evaluate import local_tasks
+
+    node = _node(context)
+    content = RecordDict({"tasks": ConfigRecord({"local-tasks": json.dumps(local_tasks(node.folder))}),
+                          "metrics": MetricRecord({"client": node.client})})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Route, generate and score this node's test set; only per-task sums and counts go back."""
+    from fedrouter_cli.federation.eval_wire import EvalRequest, sums_to_content
+    from fedrouter_cli.federation.node_evaluate import evaluate_node
+
+    node = _node(context)
+    threads = int(msg.content["config"].get("torch-threads", 0))
+    if threads:
+        torch.set_num_threads(threads)
+    sums = evaluate_node(node, EvalRequest.from_content(msg.content))
+    return Message(content=sums_to_content(node.client, sums), reply_to=msg)
 
 
 @app.query("centroids")
 def centroids(msg: Message, context: Context) -> Message:
     node = _node(context)
-    _injected_failure(node.client, 0)
     cfg = msg.content["config"]
     epsilon = float(cfg.get("centroid-epsilon", 0.0))
     if epsilon > 0:
@@ -82,7 +100,6 @@ def train(msg: Message, context: Context) -> Message:
     cfg = msg.content["config"]
     node = _node(context)
     round_number = int(cfg["round"])
-    _injected_failure(node.client, round_number)
     threads = int(cfg.get("torch-threads", 0))
     if threads:
         torch.set_num_threads(threads)

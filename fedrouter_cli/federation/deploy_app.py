@@ -1,9 +1,13 @@
-"""The ServerApp for Flower's deployment engine (`flwr run`), the twin of `fedrouter simulate`.
+"""The ServerApp for Flower's deployment engine (`flwr run`), the twin of `fedrouter simulate`
+and of `fedrouter evaluate --on nodes`.
 
 It reads its run directory from the run config, runs the same strategy on the SuperNodes
 that connect to the SuperLink, and writes rounds, metrics and the simulate manifest into
-<run-dir>/simulate/<alg>/ exactly as `fedrouter simulate` does, so `fedrouter evaluate
---run-dir <run-dir>` works afterwards. Run config keys: see fedrouter_cli.deploy.RUN_CONFIG_DEFAULTS.
+<run-dir>/simulate/<alg>/ exactly as `fedrouter simulate` does. With `stage="evaluate"` (or
+`evaluate=true` after training, in the same run) each SuperNode scores its own test set and the
+server writes <run-dir>/evaluate/<alg>/<mode>+nodes/scores.json from their per-task sums; the
+server needs no copy of the clients' test data. Run config keys: see
+fedrouter_cli.deploy.RUN_CONFIG_DEFAULTS.
 """
 
 from __future__ import annotations
@@ -31,21 +35,45 @@ def _progress(label: str, done: int, total: int) -> None:
     log.info("fedrouter %s %d/%d", label, done, total)
 
 
+STAGES = ("simulate", "evaluate")
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    from fedrouter_cli.model.lora import initial_adapter, peft_model
-    from fedrouter_cli.stages.common import cache_hit
-    from fedrouter_cli.stages.simulate import finish_simulation, open_output, run_clients, simulate_fingerprint
-
     logging.getLogger("fedrouter_cli").setLevel(logging.INFO)
     rc = context.run_config
     run_dir = str(rc.get("run-dir", ""))
     if not run_dir or not Path(run_dir).is_absolute():
         raise FedrouterError(f"run config 'run-dir' must be an absolute path on the SuperLink machine, got {run_dir!r}.")
+    stage = str(rc.get("stage", "simulate"))
+    if stage not in STAGES:
+        raise FedrouterError(f"run config 'stage' must be one of {', '.join(STAGES)}, got {stage!r}.")
     run = RunDir(Path(run_dir))
     config = load_config(run.config_path)
     if rc.get("alg"):
         config = replace(config, train=replace(config.train, alg=str(rc["alg"])))
+    if stage == "simulate":
+        _train(grid, rc, run, config)
+    if stage == "evaluate" or bool(rc.get("evaluate", False)):
+        _evaluate(grid, rc, run, config)
+
+
+def _evaluate(grid: Grid, rc, run: RunDir, config) -> None:
+    from fedrouter_cli.stages.evaluate import run_evaluate
+
+    if rc.get("eval-mode"):
+        config = replace(config, eval=replace(config.eval, mode=str(rc["eval-mode"])))
+    alg = str(rc.get("eval-alg", "")) or config.train.alg
+    result = run_evaluate(config, run, alg, force=bool(rc.get("force", False)), progress=_progress, on="nodes",
+                          grid=grid)
+    log.info("fedrouter evaluate %s on the nodes: %s", alg, result.to_json())
+
+
+def _train(grid: Grid, rc, run: RunDir, config) -> None:
+    from fedrouter_cli.model.lora import initial_adapter, peft_model
+    from fedrouter_cli.stages.common import cache_hit
+    from fedrouter_cli.stages.simulate import finish_simulation, open_output, run_clients, simulate_fingerprint
+
     alg = config.train.alg  # a known one: the config checks it
     fp = simulate_fingerprint(config)
     force = bool(rc.get("force", False))

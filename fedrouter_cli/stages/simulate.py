@@ -20,7 +20,8 @@ from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob
 from fedrouter_cli.model.device import (Placement, check_4bit, check_gpu_share, client_gpu_bytes, free_gpu_bytes,
                                         gpu_workers, resolve_device, weight_bytes)
-from fedrouter_cli.rundir import RunDir, client_name, fingerprint, read_json, round_dir, saved_rounds, write_json
+from fedrouter_cli.rundir import (PARTITION_TEXT, RunDir, client_name, fingerprint, read_json, read_table, round_dir,
+                                  saved_rounds, write_json)
 from fedrouter_cli.stages.cluster_local import cluster_fingerprint
 from fedrouter_cli.stages.common import Progress, StageResult, manifest, no_progress, cache_hit
 
@@ -158,14 +159,13 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     fp = simulate_fingerprint(config)
     if hit := cache_hit(run, "simulate", fp, force, alg):
         return hit
-    from flwr.simulation import run_simulation
-
-    from fedrouter_cli.federation.client_app import app as client_app
     from fedrouter_cli.federation.server_app import build_server_app
     from fedrouter_cli.model.lora import initial_adapter, peft_model
 
     started = time.perf_counter()
     clients = run_clients(run)
+    for client in clients:  # a corrupt partition file fails here, in one sentence, before anything is written
+        read_table(run.partition_file(client, "train"), PARTITION_TEXT)
     out = open_output(run, alg, fp, force, clients)
     prepare_nodes(run, clients)
     # the server's copy (initial adapters) stays on the CPU in fp32; loading it first also converts
@@ -179,14 +179,23 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
                         tasks=tuple(run.require("partition")["summary"]["tasks"]))
     errors: list[BaseException] = []
     os.environ["FEDROUTER_NODES_ROOT"] = str(run.stage_dir("nodes"))
+    run_engine(build_server_app(job, STRATEGIES[alg], errors), len(clients), backend_config, errors)
+    return finish_simulation(config, run, out, fp, started,
+                             {**placement.describe(), "parallel_clients": workers,
+                              "gpus_per_client": backend_config["client_resources"]["num_gpus"]})
+
+
+def run_engine(server_app, num_supernodes: int, backend_config: dict, errors: list[BaseException]) -> None:
+    """Flower's simulation engine with this package's ClientApp; the ServerApp's own exception
+    (collected in `errors`) is raised as itself, an engine failure as FederationStopped."""
+    from flwr.simulation import run_simulation
+
+    from fedrouter_cli.federation.client_app import app as client_app
+
     _quiet_flower()
     try:
-        run_simulation(
-            server_app=build_server_app(job, STRATEGIES[alg], errors),
-            client_app=client_app,
-            num_supernodes=len(clients),
-            backend_config=backend_config,
-        )
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_supernodes,
+                       backend_config=backend_config)
     except RuntimeError as exc:  # Flower wraps every failure in "An error was encountered"; name the cause
         if errors:
             raise errors[0] from exc
@@ -194,9 +203,6 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
         raise FederationStopped(f"Flower's simulation engine failed ({cause.__class__.__name__}: {cause})") from exc
     if errors:
         raise errors[0]
-    return finish_simulation(config, run, out, fp, started,
-                             {**placement.describe(), "parallel_clients": workers,
-                              "gpus_per_client": backend_config["client_resources"]["num_gpus"]})
 
 
 def run_clients(run: RunDir) -> list[str]:

@@ -329,6 +329,12 @@ class AdapterStrategy(Strategy):
         raise NotImplementedError
 
     @staticmethod
+    def evaluation_adapters(state: dict[str, Any], client: int, mode: str) -> list[str]:
+        """The saved adapters a node needs to answer its test samples with `route` (evaluate --on
+        nodes sends only these); what the node kept for itself is already on it."""
+        return list(state["adapters"])
+
+    @staticmethod
     def adapter_tasks(state: dict[str, Any], local_tasks: dict[int, list[str]]) -> dict[str, str]:
         """Majority task of the data behind each adapter, where the method knows it (for routing accuracy)."""
         return {}

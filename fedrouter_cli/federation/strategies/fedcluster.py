@@ -99,14 +99,20 @@ class FedCluster(BaselineStrategy):
                          for g in sorted(set(labels.tolist()))}
 
     @staticmethod
-    def route(inputs: InferenceInput) -> Routing:
-        extra = inputs.state["extra"]
-        groups = {int(c): g for c, g in extra["groups"].items()}
+    def _client_adapter(state: dict[str, Any], client: int) -> str:
+        groups = {int(c): g for c, g in state["extra"]["groups"].items()}
         if groups:
-            name = group_name(groups.get(inputs.client, largest_group(groups)))
-        else:  # evaluated before any grouping (no warm-up reply yet)
-            name = WARMUP
+            return group_name(groups.get(client, largest_group(groups)))
+        return WARMUP  # evaluated before any grouping (no warm-up reply yet)
+
+    @staticmethod
+    def route(inputs: InferenceInput) -> Routing:
+        name = FedCluster._client_adapter(inputs.state, inputs.client)
         return one_adapter(name, load_named(inputs.adapters_dir, name), len(inputs.embeddings))
+
+    @staticmethod
+    def evaluation_adapters(state: dict[str, Any], client: int, mode: str) -> list[str]:
+        return [FedCluster._client_adapter(state, client)]
 
     def extra_state(self) -> dict[str, Any]:
         # routes: every local cluster of a client -> its group, so `simulate` reports global purity

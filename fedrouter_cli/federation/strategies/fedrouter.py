@@ -101,14 +101,24 @@ class FedRouter(AdapterStrategy):
 
     @staticmethod
     def adapter_tasks(state: dict[str, Any], local_tasks: dict[int, list[str]]) -> dict[str, str]:
-        """Each global adapter's majority task over the local clusters routed to it."""
+        """Each global adapter's majority task over the local clusters routed to it (of the clients
+        whose labels are known: an evaluation on the nodes may miss a node)."""
         labels: list[int] = []
         tasks: list[str] = []
         for client, routes in state["extra"]["routes"].items():
+            if int(client) not in local_tasks:
+                continue
             for g, task in zip(routes, local_tasks[int(client)], strict=True):
                 labels.append(g)
                 tasks.append(task)
         return {adapter_name(g): task for g, task in majority(np.asarray(labels), tasks).items()}
+
+    @staticmethod
+    def evaluation_adapters(state: dict[str, Any], client: int, mode: str) -> list[str]:
+        """Local mode needs only the adapters the client's local clusters route to."""
+        if mode == "local":
+            return sorted({adapter_name(g) for g in state["extra"]["routes"][str(client)]})
+        return list(state["adapters"])
 
     def extra_state(self) -> dict[str, Any]:
         return {"routes": {str(c): r for c, r in self.routes.items()},
