@@ -329,6 +329,23 @@ class AdapterStrategy(Strategy):
         raise NotImplementedError
 
     @staticmethod
+    def global_cluster_count(state: dict[str, Any]) -> int:
+        """How many global clusters (or shared adapters) a saved round holds, for the summary."""
+        return len(state["adapters"])
+
+    @staticmethod
+    def local_cluster_routes(state: dict[str, Any], local_counts: dict[int, int]) -> dict[int, list[int]]:
+        """The global cluster (or client group) of each client's local clusters, where the method
+        has one: what the simulate summary's global purity is measured on. {} = none."""
+        return {}
+
+    @staticmethod
+    def global_router(state: dict[str, Any]) -> tuple[np.ndarray, list[str]] | None:
+        """Centroids and adapter names of a router over every global adapter (answering a prompt
+        from no particular client, and export); None when the method has none."""
+        return None
+
+    @staticmethod
     def evaluation_adapters(state: dict[str, Any], client: int, mode: str) -> list[str]:
         """The saved adapters a node needs to answer its test samples with `route` (evaluate --on
         nodes sends only these); what the node kept for itself is already on it."""
