@@ -9,8 +9,8 @@ Which value wins (resolve_config), highest first:
    config.toml (so `fedrouter evaluate` after `fedrouter simulate --scenario all` evaluates the run
    that was simulated), or a command's default preset for a new run dir (`run` and `bench`: cpu);
 4. the defaults here.
-A preset fills in what nobody typed; it never overwrites a typed value. A run dir saved before
-typed.toml existed keeps the old order (saved config, then the preset, then this command's options).
+A preset fills in what nobody typed; it never overwrites a typed value. In a run dir saved without
+typed.toml (older versions, scripts), every saved value that differs from the defaults counts as typed.
 """
 
 from __future__ import annotations
@@ -397,12 +397,21 @@ def resolve_config(path: Path, preset: str | None, overrides: dict[str, dict[str
         preset = default_preset
     if preset is not None and preset not in PRESETS:
         _fail(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
-    typed_before = load_typed(path)
     if preset is None:
         return build_config(load_config(path), overrides)
-    if typed_before is None and path.exists():  # a run dir from before typed.toml: the old order
-        return build_config(load_config(path), PRESETS[preset], overrides)
-    return build_config(Config(), PRESETS[preset], typed_before or {}, overrides)
+    return build_config(Config(), PRESETS[preset], typed_so_far(path), overrides)
+
+
+def typed_so_far(config_path: Path) -> dict[str, dict[str, Any]]:
+    """typed.toml; for a run dir saved without one (older versions, or made by a script with
+    save_config), every saved value that differs from the defaults counts as typed, so no preset
+    overwrites what the run holds."""
+    typed = load_typed(config_path)
+    if typed is not None or not config_path.exists():
+        return typed or {}
+    saved, defaults = load_config(config_path).to_dict(), Config().to_dict()
+    return {section: {k: v for k, v in values.items() if v != defaults[section][k]}
+            for section, values in saved.items()}
 
 
 def save_typed(config_path: Path, overrides: dict[str, dict[str, Any]]) -> None:
@@ -412,7 +421,7 @@ def save_typed(config_path: Path, overrides: dict[str, dict[str, Any]]) -> None:
     from fedrouter_cli.rundir import atomic_path
 
     with atomic_path(typed_path(config_path)) as tmp:
-        tmp.write_text(tomli_w.dumps(_toml_ready(merged_typed(load_typed(config_path), overrides))))
+        tmp.write_text(tomli_w.dumps(_toml_ready(merged_typed(typed_so_far(config_path), overrides))))
 
 
 def changed_settings(before: Config, after: Config) -> list[tuple[str, str, Any, Any]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import tomllib
@@ -29,7 +28,7 @@ import tomli_w
 
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.federation.node import NODE_FILES, embeddings_file, test_rows_file
-from fedrouter_cli.rundir import RunDir
+from fedrouter_cli.rundir import RunDir, client_index
 
 SERVER_APP = "fedrouter_cli.federation.deploy_app:app"
 CLIENT_APP = "fedrouter_cli.federation.client_app:app"
@@ -125,7 +124,7 @@ def prepare_node_dir(run: RunDir, client: str, dest: Path) -> Path:
     (e.g. /data/fedrouter/c03 for client c03).
     """
     dest = Path(dest)
-    if re.sub(r"\D", "", dest.name) == "" or int(re.sub(r"\D", "", dest.name)) != int(re.sub(r"\D", "", client)):
+    if client_index(dest.name) is None or client_index(dest.name) != client_index(client):
         raise FedrouterError(f"The node folder for {client} must be named after it (e.g. .../{client}), got {dest}.")
     sources = {"train.parquet": run.partition_file(client, "train"),
                "assignments.parquet": run.assignments_file(client),

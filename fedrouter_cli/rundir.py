@@ -29,6 +29,13 @@ def client_name(index: int) -> str:
     return f"c{index:02d}"
 
 
+def client_index(name: str) -> int | None:
+    """The client a name stands for: the number it holds ('c03', a node folder 'c03' or 'node-3'),
+    None when it holds none. The inverse of client_name, and how a node knows its client."""
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return int(digits) if digits else None
+
+
 def round_dir(simulate_dir: Path, round_number: int) -> Path:
     """One saved round of a simulate folder: its state.json and adapters/."""
     return simulate_dir / "rounds" / f"r{round_number:04d}"

@@ -28,24 +28,28 @@ class Answer:
     answer: str
 
 
-def _global_router(run: RunDir, config: Config) -> tuple[int, np.ndarray, Path]:
-    if config.train.alg != "fedrouter":
-        raise FedrouterError("Routing a prompt needs a FedRouter run; run `fedrouter simulate --alg fedrouter` first.")
-    simulated = run.require("simulate", "fedrouter", hint="run `fedrouter simulate` first")
+def _global_router(run: RunDir, config: Config) -> tuple[int, np.ndarray, list[str], Path]:
+    """The evaluated round's router over every global adapter: round, centroids, adapter names, adapters folder."""
+    from fedrouter_cli.federation.strategies import STRATEGIES
+
+    alg = config.train.alg
+    simulated = run.require("simulate", alg, hint=f"run `fedrouter simulate --alg {alg}` first")
     # the adapters only fit the base model (and data) they were trained with; the run's config
     # changes when a later command is given another --model, and evaluate refuses that too
     if simulated["fingerprint"] != simulate_fingerprint(config):
-        raise FedrouterError("The run's fedrouter adapters were trained with other settings (e.g. another --model) "
+        raise FedrouterError(f"The run's {alg} adapters were trained with other settings (e.g. another --model) "
                              "than its config.toml now holds; rerun `fedrouter simulate` with the current settings.")
-    round_number = pick_round(run, "fedrouter", config.eval.round)
-    round_dir = run.round_dir("fedrouter", round_number)
-    centroids = np.asarray(read_json(round_dir / "state.json")["extra"]["global_centroids"], dtype=np.float32)
-    return round_number, centroids, round_dir / "adapters"
+    round_number = pick_round(run, alg, config.eval.round)
+    round_dir = run.round_dir(alg, round_number)
+    router = STRATEGIES[alg].global_router(read_json(round_dir / "state.json"))
+    if router is None:
+        raise FedrouterError(f"Routing a prompt needs a global router, which {alg} has not; "
+                             "run `fedrouter simulate --alg fedrouter` first.")
+    return round_number, router[0], router[1], round_dir / "adapters"
 
 
 def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
     """Embed the prompt, pick the nearest global centroid's adapter, and generate with it."""
-    from fedrouter_cli.federation.strategies.fedrouter import adapter_name
     from fedrouter_cli.model.lora import load_adapter, lora_config, peft_model, set_adapter_weights
 
     if not prompt.strip():
@@ -54,7 +58,7 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
         prompt.encode("utf-8")  # bytes that are not UTF-8 reach Python as lone surrogates
     except UnicodeEncodeError:
         raise FedrouterError("The prompt is not UTF-8 text; pass it in UTF-8 (check the terminal's locale).") from None
-    _, centroids, adapters_dir = _global_router(run, config)
+    _, centroids, names, adapters_dir = _global_router(run, config)
     placement = resolve_device(config.model.device)
     encoder, tokenizer = load_encoder(resolve_embedder(config.embed.encoder, config.model.model), placement)
     vector = embed_texts(encoder, tokenizer, [prompt], normalize=config.embed.normalized,
@@ -62,7 +66,7 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
     if vector.shape[1] != centroids.shape[1]:
         raise FedrouterError("The run's centroids come from another embedder; use the run's own --embedder.")
     distances = np.sqrt(((centroids - vector) ** 2).sum(1))
-    name = adapter_name(int(distances.argmin()))
+    name = names[int(distances.argmin())]
     model, lm_tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit, placement)
     model.add_adapter(name, lora_config(config.train))
     set_adapter_weights(model, load_adapter(adapters_dir / name), adapter_name=name)
@@ -71,7 +75,7 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
         text = generate(model, lm_tokenizer, [prompt], [name], max_new_tokens=config.eval.max_new_tokens)[0]
     finally:
         model.delete_adapter(name)
-    return Answer(name, {adapter_name(g): round(float(d), 4) for g, d in enumerate(distances)}, text)
+    return Answer(name, {n: round(float(d), 4) for n, d in zip(names, distances)}, text)
 
 
 EXPORT_README = """# FedRouter export
@@ -93,13 +97,10 @@ EXPORT_README = """# FedRouter export
 
 def export_run(config: Config, run: RunDir, out: Path) -> dict:
     from fedrouter_cli.data.prompts import PROMPT_TEMPLATE
-    from fedrouter_cli.federation.strategies.fedrouter import adapter_name
-
     out = _export_target(run, out)  # the user's path first: a typo should not wait for the run's checks
-    round_number, centroids, adapters_dir = _global_router(run, config)
+    round_number, centroids, names, adapters_dir = _global_router(run, config)
     if not adapters_dir.is_dir():  # so that an OSError below can only be about --out
         raise FedrouterError(f"{adapters_dir} is missing; rerun `fedrouter simulate --force`.")
-    names = [adapter_name(g) for g in range(len(centroids))]
     try:
         with atomic_dir(out) as tmp:
             shutil.copytree(adapters_dir, tmp / "adapters")

@@ -6,13 +6,12 @@ from fedrouter_cli.config import Config, build_config, load_config, resolve_conf
 from fedrouter_cli.errors import FedrouterError
 
 
-def test_a_run_dir_from_before_typed_toml_keeps_the_old_order(tmp_path: Path) -> None:
-    """Saved config, then the preset, then the options (run dirs that recorded no typed options)."""
+def test_a_run_dir_without_typed_toml_keeps_its_saved_values_over_a_preset(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     save_config(path, build_config(Config(), {"data": {"scenario": "all", "clients": 5}}))
     config = resolve_config(path, "smoke", {"train": {"rounds": 7}, "data": {"clients": None}})
-    assert config.data.scenario == "all"          # from the saved run
-    assert config.data.clients == 4               # the preset overrides the saved value
+    assert config.data.scenario == "all" and config.data.clients == 5  # saved, not default: as if typed
+    assert config.data.train_per_client == 24     # the preset fills in the rest
     assert config.train.rounds == 7               # the option overrides the preset
     assert load_config(path).data.clients == 5    # resolving does not write
 

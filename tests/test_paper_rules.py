@@ -153,14 +153,16 @@ def test_star_trains_each_adapter_once_per_round(tmp_path: Path) -> None:
 
 
 def test_jobs_travel_with_their_clusters_and_select_rows(tmp_path: Path) -> None:
-    from fedrouter_cli.federation.client_app import job_clusters
-    from fedrouter_cli.federation.strategies.base import Job
     from fedrouter_cli.federation.node import NodeData
+    from fedrouter_cli.federation.strategies.base import Job
+    from fedrouter_cli.federation.train_wire import TrainRequest
 
     s = two_task_client(tmp_path, variant="star")
-    record = s._config_record(1, [*s.plan(1, 0), Job(name="all", clusters=(), adapter={}, tag="x")])
-    assert sorted(job_clusters(record)) == [[], [0, 2], [1]]
-    assert job_clusters({"job-cluster": [3, -1]}) == [[3], [-1]]    # a server from before the change
+    sent = s.train_request(1, [*s.plan(1, 0), Job(name="all", clusters=(), adapter={}, tag="x")])
+    received = TrainRequest.from_content(sent.to_content())  # (the engine tests send it through Flower's serde)
+    assert received.settings == sent.settings and received.jobs == sent.jobs  # the same typed message at both ends
+    assert sorted(job.clusters for job in received.jobs) == [(), (0, 2), (1,)]
+    assert all(a.keys() == b.keys() for a, b in zip(received.adapters, sent.adapters))
     node = NodeData(folder=tmp_path, client=0, instructions=list("abcde"), responses=list("ABCDE"),
                     clusters=np.array([0, 1, 2, 0, 1]), centroids=np.zeros((3, 2)), sizes=np.array([2, 2, 1]))
     assert node.rows([0, 2]) == [("a", "A"), ("c", "C"), ("d", "D")]
@@ -364,5 +366,5 @@ def test_feddpa_sends_the_companion_with_the_local_job(tmp_path: Path) -> None:
                             initial_adapter=lambda seed: {})
         s = cls(job)
         s.initialize()
-        record = s._config_record(1, s.plan(1, 0))
-        assert list(record["job-name"]) == ["global", "local"] and list(record["job-companion"]) == expected
+        jobs = s.train_request(1, s.plan(1, 0)).jobs
+        assert [j.name for j in jobs] == ["global", "local"] and [j.companion for j in jobs] == expected

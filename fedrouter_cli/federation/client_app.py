@@ -1,11 +1,9 @@
 """The ClientApp: answers the centroid query, trains the adapters the server sends, and scores
 its own test set when asked (`evaluate --on nodes`).
 
-A train message carries one or more jobs. Job i comes with the arrays `adapter-i` and says which
-local clusters to train on, as one data set ('0,2'; '' = all the client's data), which LoRA part
-is trainable, which part goes back to the server, which part the client keeps for itself between
-rounds, and which other job's adapter (its companion) is active and frozen while it trains. Every
-algorithm is expressed in these terms, so the client needs no per-algorithm code.
+A train message carries one or more jobs (federation.train_wire.TrainRequest, the one definition
+of the message for both ends); every algorithm is expressed in its terms, so the client needs no
+per-algorithm code.
 Only arrays and numbers leave the client (and, for evaluation, the task names of its labels).
 """
 
@@ -20,10 +18,10 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedrouter_cli.config import TrainConfig
 from fedrouter_cli.federation.node import NodeData, latest_state, node_folder, save_state
 from fedrouter_cli.federation.privacy import privatize_centroids, privatize_update
-from fedrouter_cli.federation.wire import from_record, select, to_record
+from fedrouter_cli.federation.train_wire import TrainRequest
+from fedrouter_cli.federation.wire import select, to_record
 from fedrouter_cli.model.device import resolve_device
 from fedrouter_cli.model.lora import companion_adapter, get_adapter, peft_model, set_adapter_weights
 from fedrouter_cli.model.train import train_steps
@@ -82,62 +80,41 @@ def centroids(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-def _train_config(cfg: ConfigRecord) -> TrainConfig:
-    return TrainConfig(lora_r=int(cfg["lora-r"]), lora_alpha=int(cfg["lora-alpha"]),
-                       lora_dropout=float(cfg["lora-dropout"]), target_modules=tuple(cfg["target-modules"]))
-
-
-def job_clusters(cfg: ConfigRecord) -> list[list[int]]:
-    """Each job's local clusters: 'job-clusters' ('0,2'; '' = all data), or a server of before
-    issue #14 that sent one cluster per job ('job-cluster', -1 = all data)."""
-    if "job-clusters" in cfg:
-        return [[int(c) for c in str(value).split(",") if c.strip()] for value in cfg["job-clusters"]]
-    return [[int(value)] for value in cfg["job-cluster"]]
-
-
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg = msg.content["config"]
+    request = TrainRequest.from_content(msg.content)
+    settings = request.settings
     node = _node(context)
-    round_number = int(cfg["round"])
-    threads = int(cfg.get("torch-threads", 0))
-    if threads:
-        torch.set_num_threads(threads)
-    placement = resolve_device(str(cfg.get("device", "auto")))
-    model, tokenizer = peft_model(str(cfg["model"]), _train_config(cfg), bool(cfg.get("load-in-4bit", False)),
-                                  placement)
-    names = [str(n) for n in cfg["job-name"]]
-    companions = [str(c) for c in cfg.get("job-companion", [""] * len(names))]
-    alg = str(cfg["alg"])
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    placement = resolve_device(settings.device)
+    model, tokenizer = peft_model(settings.model, settings.lora(), settings.load_in_4bit, placement)
+    names = [job.name for job in request.jobs]
     reply = RecordDict()
     losses, first, last, samples, seconds = [], [], [], [], []
-    for i, clusters in enumerate(job_clusters(cfg)):
-        name, keep = str(cfg["job-name"][i]), str(cfg["job-keep"][i])
-        key = f"adapter-{i}"
-        adapter = from_record(msg.content[key]) if key in msg.content else {}
-        kept = latest_state(node.folder, alg, name, round_number) if keep != "none" else None
+    for i, job in enumerate(request.jobs):
+        adapter = dict(request.adapters[i])
+        kept = latest_state(node.folder, settings.alg, job.name, settings.round) if job.keep != "none" else None
         if kept:
             adapter.update(kept)
         for k, v in get_adapter(model).items():  # a part neither sent nor kept yet starts at zeros
             adapter.setdefault(k, np.zeros_like(v))  # (LoRA's initial B), never at a previous job's weights
         set_adapter_weights(model, adapter)
-        seed = int(cfg["seed"]) + 7919 * round_number + 104729 * node.client + i
+        seed = settings.seed + 7919 * settings.round + 104729 * node.client + i
         frozen = contextlib.nullcontext()
-        if companions[i]:  # another job's adapter, as the server sent it, active and frozen beside this one
-            frozen = companion_adapter(model, from_record(msg.content[f"adapter-{names.index(companions[i])}"]),
-                                       _train_config(cfg))
+        if job.companion:  # another job's adapter, as the server sent it, active and frozen beside this one
+            frozen = companion_adapter(model, request.adapters[names.index(job.companion)], settings.lora())
         with frozen:
-            outcome = train_steps(model, tokenizer, node.rows(clusters), int(cfg["local-steps"]),
-                                  int(cfg["batch-size"]), float(cfg["lr"]), int(cfg["max-length"]),
-                                  seed=seed, trainable=str(cfg["job-trainable"][i]))
+            outcome = train_steps(model, tokenizer, node.rows(job.clusters), settings.local_steps,
+                                  settings.batch_size, settings.lr, settings.max_length,
+                                  seed=seed, trainable=job.trainable)
         trained = get_adapter(model)
-        if keep != "none":
-            save_state(node.folder, alg, name, round_number, select(trained, keep))
-        sent = select(trained, str(cfg["job-send"][i])) if cfg["job-send"][i] != "none" else {}
-        if sent and float(cfg.get("dp-epsilon", 0.0)) > 0:
-            sent = privatize_update(sent, adapter, float(cfg["dp-clip"]), float(cfg["dp-epsilon"]),
-                                    float(cfg["dp-delta"]), seed)
-        reply[key] = to_record(sent)
+        if job.keep != "none":
+            save_state(node.folder, settings.alg, job.name, settings.round, select(trained, job.keep))
+        sent = select(trained, job.send) if job.send != "none" else {}
+        if sent and settings.dp_epsilon > 0:
+            sent = privatize_update(sent, adapter, settings.dp_clip, settings.dp_epsilon, settings.dp_delta, seed)
+        reply[f"adapter-{i}"] = to_record(sent)
         losses.append(outcome.loss)
         first.append(outcome.first_loss)
         last.append(outcome.last_loss)

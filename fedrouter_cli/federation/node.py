@@ -7,7 +7,6 @@ engine (where node configs are fixed to partition ids) it is $FEDROUTER_NODES_RO
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
 from fedrouter_cli.model.lora import Adapter
-from fedrouter_cli.rundir import PARTITION_TEXT, atomic_path, read_table
+from fedrouter_cli.rundir import PARTITION_TEXT, atomic_path, client_index, client_name, read_table
 
 NODE_FILES = ("train.parquet", "assignments.parquet", "centroids.parquet")
 # what a node needs to score itself (`evaluate --on nodes`): its test rows ('test', and 'test_all'
@@ -45,7 +44,7 @@ def node_folder(node_config: dict) -> Path:
     root = os.environ.get("FEDROUTER_NODES_ROOT")
     if root is None:
         raise RuntimeError("node has no data-dir in its node config and FEDROUTER_NODES_ROOT is unset")
-    return Path(root) / f"c{int(node_config['partition-id']):02d}"
+    return Path(root) / client_name(int(node_config["partition-id"]))
 
 
 @dataclass
@@ -66,7 +65,7 @@ class NodeData:
             raise RuntimeError(f"{folder}: assignments do not match train rows")
         cents = pq.read_table(folder / "centroids.parquet")
         flat = cents.column("centroid").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        client = int(re.sub(r"\D", "", folder.name) or 0)
+        client = client_index(folder.name) or 0
         return cls(folder=folder, client=client,
                    instructions=train.column("instruction").to_pylist(),
                    responses=train.column("response").to_pylist(),

@@ -19,7 +19,7 @@ import pyarrow as pa
 from fedrouter_cli.clustering import kmeans, majority, purity
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name, read_table, write_table
+from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_index, client_name, read_table, write_table
 from fedrouter_cli.stages.cluster_local import centroids_table, choose_k, tasks_held
 from fedrouter_cli.stages.common import Progress, no_progress
 from fedrouter_cli.federation.node import embeddings_file, test_rows_file
@@ -29,8 +29,7 @@ from fedrouter_cli.stages.partition import TEST_SPLITS, run_partition
 
 def check_node_folder(dest: Path, client: int) -> None:
     """The ClientApp reads its client index from the folder name, so it must end in it."""
-    digits = "".join(ch for ch in dest.name if ch.isdigit())
-    if not digits or int(digits) != client:
+    if client_index(dest.name) != client:
         raise FedrouterError(f"The node folder for {client_name(client)} must be named after it "
                              f"(e.g. .../{client_name(client)}), got {dest}.")
 

@@ -74,15 +74,19 @@ def prepare_nodes(run: RunDir, clients: list[str]) -> None:
             shutil.copyfile(sources[name], folder / name)
 
 
-def global_purity(run: RunDir, clients: list[str], routes: dict[str, list[int]]) -> float | None:
-    """Share of local centroids whose global cluster is mostly made of their own task."""
+def global_purity(run: RunDir, clients: list[str], alg: str, state: dict) -> float | None:
+    """Share of local centroids whose global cluster (as the algorithm routes them) is mostly made
+    of their own task."""
     if not all(run.centroids_file(client).exists() for client in clients):
         return None  # a deployment server need not hold the clients' files
+    majorities = [pq.read_table(run.centroids_file(client)).column("majority_task").to_pylist() for client in clients]
+    routes = STRATEGIES[alg].local_cluster_routes(state, {i: len(m) for i, m in enumerate(majorities)})
+    if not routes:
+        return None
     tasks, labels = [], []
-    for index, client in enumerate(clients):
-        majority = pq.read_table(run.centroids_file(client)).column("majority_task").to_pylist()
+    for index, majority in enumerate(majorities):
         tasks.extend(majority)
-        labels.extend(routes.get(str(index), [-1] * len(majority)))
+        labels.extend(routes.get(index, [-1] * len(majority)))
     if not tasks or "" in tasks:
         return None
     return purity(np.asarray(labels), tasks)  # local centroids are the points, global clusters the labels
@@ -244,8 +248,8 @@ def finish_simulation(config: Config, run: RunDir, out: Path, fp: str, started: 
     seconds = time.perf_counter() - started
     summary = {
         "alg": alg, "variant": config.train.variant, "rounds_completed": completed,
-        "global_clusters": len(state["extra"].get("global_centroids", [])) or len(state["adapters"]),
-        "global_purity": global_purity(run, clients, state["extra"].get("routes", {})),
+        "global_clusters": STRATEGIES[alg].global_cluster_count(state),
+        "global_purity": global_purity(run, clients, alg, state),
         "bytes_up": int(sum(r["bytes_up"] for r in metrics)),
         "bytes_down": int(sum(r["bytes_down"] for r in metrics)),
         "failed_jobs": int(sum(r["status"] != "ok" for r in metrics)),

@@ -26,7 +26,8 @@ from flwr.serverapp.strategy import Strategy
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.inference import InferenceInput, Routing
-from fedrouter_cli.federation.wire import from_record, nbytes, to_record
+from fedrouter_cli.federation.train_wire import JobSpec, RoundSettings, TrainRequest
+from fedrouter_cli.federation.wire import from_record, nbytes
 from fedrouter_cli.model.lora import Adapter, load_adapter, save_adapter
 from fedrouter_cli.rundir import atomic_dir, read_json, round_dir, saved_rounds, write_json, write_table
 
@@ -202,31 +203,25 @@ class AdapterStrategy(Strategy):
             if not jobs:
                 continue
             self._plans[node] = jobs
-            content = RecordDict({"config": self._config_record(round_number, jobs)})
-            for i, job in enumerate(jobs):
-                if job.adapter:
-                    content[f"adapter-{i}"] = to_record(job.adapter)
+            content = self.train_request(round_number, jobs).to_content()
             self._sent_bytes[node] = sum(nbytes(job.adapter) for job in jobs)
             messages.append(Message(content=content, dst_node_id=node, message_type="train"))
         self.job.progress("round", round_number - 1, self.train.rounds)
         return messages
 
-    def _config_record(self, round_number: int, jobs: list[Job]) -> ConfigRecord:
-        t = self.train
-        return ConfigRecord({
-            "round": round_number, "alg": self.name, "model": self.config.model.model,
-            "lr": self.lr_at(round_number), "local-steps": t.local_steps, "batch-size": t.batch_size,
-            "max-length": t.max_length, "seed": t.seed, "lora-r": t.lora_r, "lora-alpha": t.lora_alpha,
-            "lora-dropout": t.lora_dropout, "target-modules": list(t.target_modules),
-            "torch-threads": self.job.torch_threads,
+    def train_request(self, round_number: int, jobs: list[Job]) -> TrainRequest:
+        t, privacy = self.train, self.config.privacy
+        settings = RoundSettings(
+            round=round_number, alg=self.name, model=self.config.model.model, lr=self.lr_at(round_number),
+            local_steps=t.local_steps, batch_size=t.batch_size, max_length=t.max_length, seed=t.seed,
+            lora_r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+            target_modules=tuple(t.target_modules), torch_threads=self.job.torch_threads,
             # each node places the model on its own machine: 'auto' takes its GPU when it has one
-            "device": self.config.model.device, "load-in-4bit": self.config.model.load_in_4bit,
-            "job-name": [j.name for j in jobs], "job-clusters": [",".join(map(str, j.clusters)) for j in jobs],
-            "job-trainable": [j.trainable for j in jobs], "job-send": [j.send for j in jobs],
-            "job-keep": [j.keep for j in jobs], "job-companion": [j.companion for j in jobs],
-            "dp-epsilon": self.config.privacy.dp_epsilon, "dp-clip": self.config.privacy.dp_clip,
-            "dp-delta": self.config.privacy.dp_delta,
-        })
+            device=self.config.model.device, load_in_4bit=self.config.model.load_in_4bit,
+            dp_epsilon=privacy.dp_epsilon, dp_clip=privacy.dp_clip, dp_delta=privacy.dp_delta)
+        specs = [JobSpec(name=j.name, clusters=tuple(j.clusters), trainable=j.trainable, send=j.send, keep=j.keep,
+                         companion=j.companion) for j in jobs]
+        return TrainRequest(settings, specs, [j.adapter for j in jobs])
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         round_number = self.completed + server_round
@@ -327,6 +322,23 @@ class AdapterStrategy(Strategy):
     @staticmethod
     def route(inputs: "InferenceInput") -> "Routing":
         raise NotImplementedError
+
+    @staticmethod
+    def global_cluster_count(state: dict[str, Any]) -> int:
+        """How many global clusters (or shared adapters) a saved round holds, for the summary."""
+        return len(state["adapters"])
+
+    @staticmethod
+    def local_cluster_routes(state: dict[str, Any], local_counts: dict[int, int]) -> dict[int, list[int]]:
+        """The global cluster (or client group) of each client's local clusters, where the method
+        has one: what the simulate summary's global purity is measured on. {} = none."""
+        return {}
+
+    @staticmethod
+    def global_router(state: dict[str, Any]) -> tuple[np.ndarray, list[str]] | None:
+        """Centroids and adapter names of a router over every global adapter (answering a prompt
+        from no particular client, and export); None when the method has none."""
+        return None
 
     @staticmethod
     def evaluation_adapters(state: dict[str, Any], client: int, mode: str) -> list[str]:

@@ -20,13 +20,14 @@ from fedrouter_cli.federation.strategies.base import AdapterStrategy, JobResult
 from fedrouter_cli.federation.wire import select
 from fedrouter_cli.model.lora import Adapter, average
 from fedrouter_cli.model.generate import BASE
+from fedrouter_cli.rundir import client_name
 
 GLOBAL = "global"
 
 
 def client_adapter(client: int, suffix: str) -> str:
     """Adapter name unique across clients, e.g. 'c03-local'."""
-    return f"c{client:02d}-{suffix}"
+    return f"{client_name(client)}-{suffix}"
 
 
 def kept_state(node_dir: Path, alg: str, name: str, state: dict[str, Any]) -> Adapter | None:

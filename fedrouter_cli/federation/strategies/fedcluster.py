@@ -114,11 +114,14 @@ class FedCluster(BaselineStrategy):
     def evaluation_adapters(state: dict[str, Any], client: int, mode: str) -> list[str]:
         return [FedCluster._client_adapter(state, client)]
 
+    @staticmethod
+    def local_cluster_routes(state: dict[str, Any], local_counts: dict[int, int]) -> dict[int, list[int]]:
+        """Every local cluster of a client belongs to the client's group."""
+        return {int(c): [g] * local_counts.get(int(c), 1) for c, g in state["extra"]["groups"].items()}
+
     def extra_state(self) -> dict[str, Any]:
-        # routes: every local cluster of a client -> its group, so `simulate` reports global purity
-        routes = {str(c): [g] * len(self.local_centroids.get(c, [0])) for c, g in self.groups.items()}
         return {**super().extra_state(), "groups": {str(c): g for c, g in sorted(self.groups.items())},
-                "routes": routes, "similarity": self.similarity, "similarity_clients": self.similarity_clients}
+                "similarity": self.similarity, "similarity_clients": self.similarity_clients}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)

@@ -114,6 +114,19 @@ class FedRouter(AdapterStrategy):
         return {adapter_name(g): task for g, task in majority(np.asarray(labels), tasks).items()}
 
     @staticmethod
+    def global_cluster_count(state: dict[str, Any]) -> int:
+        return len(state["extra"]["global_centroids"])
+
+    @staticmethod
+    def local_cluster_routes(state: dict[str, Any], local_counts: dict[int, int]) -> dict[int, list[int]]:
+        return {int(c): list(routes) for c, routes in state["extra"]["routes"].items()}
+
+    @staticmethod
+    def global_router(state: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+        centroids = np.asarray(state["extra"]["global_centroids"], dtype=np.float32)
+        return centroids, [adapter_name(g) for g in range(len(centroids))]
+
+    @staticmethod
     def evaluation_adapters(state: dict[str, Any], client: int, mode: str) -> list[str]:
         """Local mode needs only the adapters the client's local clusters route to."""
         if mode == "local":
