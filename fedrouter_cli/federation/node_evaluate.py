@@ -17,7 +17,7 @@ from fedrouter_cli.evaluation import ClientTest, RoundInputs, generate_all, rout
 from fedrouter_cli.federation.eval_wire import EvalRequest
 from fedrouter_cli.federation.node import NodeData, embeddings_file, evaluation_dir, test_rows_file
 from fedrouter_cli.model.lora import save_adapter
-from fedrouter_cli.rundir import PARTITION_TEXT, atomic_dir, read_table, write_json, write_table
+from fedrouter_cli.rundir import PARTITION_TEXT, atomic_dir, client_name, read_table, write_json, write_table
 
 
 class NodeNotReady(RuntimeError):
@@ -66,4 +66,4 @@ def evaluate_node(node: NodeData, request: EvalRequest) -> dict[str, dict[str, f
     sums = task_sums(records)
     write_table(out / "predictions.parquet", pa.Table.from_pylist(records))
     write_json(out / "sums.json", {"alg": request.alg, "evaluation": request.evaluation, "sums": sums})
-    return sums.get(next(iter(sums)), {}) if sums else {}
+    return sums.get(client_name(node.client), {})

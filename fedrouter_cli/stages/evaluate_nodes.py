@@ -19,10 +19,7 @@ from fedrouter_cli.federation.evaluate_round import EvalPlan, NodeEvaluation, bu
 from fedrouter_cli.federation.node import embeddings_file, evaluation_dir, test_rows_file
 from fedrouter_cli.rundir import RunDir, client_name
 from fedrouter_cli.stages.common import Progress
-
-
-def test_split(config: Config) -> str:
-    return "test_all" if config.data.test_tasks == "all" else "test"
+from fedrouter_cli.stages.evaluate import _test_split
 
 
 def give_nodes_their_tests(run: RunDir, clients: int, split: str) -> None:
@@ -59,7 +56,7 @@ def _simulated(config: Config, run: RunDir, plan: EvalPlan) -> NodeEvaluation:
 
 def evaluate_on_nodes_stage(config: Config, run: RunDir, alg: str, round_number: int, evaluation: str, clients: int,
                             progress: Progress, grid=None) -> dict[str, Any]:
-    plan = EvalPlan(config=config, alg=alg, evaluation=evaluation, split=test_split(config),
+    plan = EvalPlan(config=config, alg=alg, evaluation=evaluation, split=_test_split(config),
                     round_dir=None if alg == BASE_ALG else run.round_dir(alg, round_number), clients=clients,
                     timeout=config.train.round_timeout, progress=progress)
     outcome = evaluate_on_nodes(grid, plan) if grid is not None else _simulated(config, run, plan)
