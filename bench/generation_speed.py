@@ -35,9 +35,10 @@ def main() -> None:
 
     import torch
 
-    from fedrouter_cli.config import DEFAULT_MODEL, PRESETS, TrainConfig
+    from fedrouter_cli.config import DEFAULT_MODEL, TrainConfig
     from fedrouter_cli.model import generate as gen
     from fedrouter_cli.model.lora import peft_model
+    from fedrouter_cli.presets import PRESETS
 
     cpu = PRESETS["cpu"]
     max_new, batch_size, max_length = cpu["eval"]["max_new_tokens"], cpu["eval"]["batch_size"], cpu["train"]["max_length"]

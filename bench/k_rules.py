@@ -41,7 +41,7 @@ def measure(config, run, rule: str) -> dict:
     from fedrouter_cli.router import nearest
     from fedrouter_cli.rundir import PARTITION_TEXT, client_name, read_table
     from fedrouter_cli.stages.cluster_local import run_cluster_local
-    from fedrouter_cli.stages.embed import read_embeddings
+    from fedrouter_cli.vectors import read_embeddings
 
     cfg = replace(config, cluster=replace(config.cluster, n_clusters=rule))
     local = run_cluster_local(cfg, run, force=True).summary
@@ -97,7 +97,8 @@ def main() -> None:
     parser.add_argument("--scenarios", default="single,dual,all")
     args = parser.parse_args()
 
-    from fedrouter_cli.config import PRESETS, Config, build_config
+    from fedrouter_cli.config import Config, build_config
+    from fedrouter_cli.presets import PRESETS
     from fedrouter_cli.rundir import RunDir
     from fedrouter_cli.stages.embed import run_embed
     from fedrouter_cli.stages.partition import run_partition

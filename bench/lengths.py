@@ -26,9 +26,10 @@ TASKS = ("qqp", "webnlg", "samsum", "gigaword")
 def main() -> None:
     from transformers import AutoTokenizer
 
-    from fedrouter_cli.config import DEFAULT_MODEL, PRESETS
+    from fedrouter_cli.config import DEFAULT_MODEL
     from fedrouter_cli.data.prompts import format_prompt
     from fedrouter_cli.model.loading import resolve_model
+    from fedrouter_cli.presets import PRESETS
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
     max_length = PRESETS["cpu"]["train"]["max_length"]

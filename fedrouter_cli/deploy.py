@@ -3,7 +3,7 @@
 The simulation engine (`fedrouter simulate`) runs every client inside one process tree. The
 deployment engine runs the same ClientApp on real, separate SuperNodes (one per client, each
 with its own data-dir holding only that client's files) connected to one SuperLink, which runs
-the ServerApp `fedrouter_cli.federation.deploy_app:app`. The server writes its rounds to
+the ServerApp `fedrouter_cli.stages.deploy_server:app`. The server writes its rounds to
 <run-dir>/simulate/<alg>/ exactly like `fedrouter simulate`, so `fedrouter evaluate` works after.
 
 These are plain functions returning argv lists and environments; the caller starts the
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -27,10 +26,9 @@ from pathlib import Path
 import tomli_w
 
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.federation.node import NODE_FILES, embeddings_file, test_rows_file
-from fedrouter_cli.rundir import RunDir, client_index
+from fedrouter_cli.rundir import TEST_SPLITS, NodeDir, RunDir, client_index, copy_files
 
-SERVER_APP = "fedrouter_cli.federation.deploy_app:app"
+SERVER_APP = "fedrouter_cli.stages.deploy_server:app"
 CLIENT_APP = "fedrouter_cli.federation.client_app:app"
 APP_NAME = "fedrouter-deploy"
 DEFAULT_SUPERLINK_PORT = 9093
@@ -126,24 +124,15 @@ def prepare_node_dir(run: RunDir, client: str, dest: Path) -> Path:
     dest = Path(dest)
     if client_index(dest.name) is None or client_index(dest.name) != client_index(client):
         raise FedrouterError(f"The node folder for {client} must be named after it (e.g. .../{client}), got {dest}.")
-    sources = {"train.parquet": run.partition_file(client, "train"),
-               "assignments.parquet": run.assignments_file(client),
-               "centroids.parquet": run.centroids_file(client)}
-    for name in NODE_FILES:
-        if not sources[name].exists():
-            raise FedrouterError(f"{sources[name]} is missing; run `fedrouter cluster-local` on {run.root} first.")
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in NODE_FILES:
-        if sources[name].resolve() != (dest / name).resolve():
-            shutil.copyfile(sources[name], dest / name)
-    optional = {embeddings_file(dest, "train"): run.embedding_file(client, "train")}
-    for split in ("test", "test_all"):
-        optional |= {test_rows_file(dest, split): run.partition_file(client, split),
-                     embeddings_file(dest, split): run.embedding_file(client, split)}
-    for target, source in optional.items():
-        if source.exists() and source.resolve() != target.resolve():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+    node = NodeDir(dest)
+    needed = run.node_files(client, node)
+    for source in needed.values():
+        if not source.exists():
+            raise FedrouterError(f"{source} is missing; run `fedrouter cluster-local` on {run.root} first.")
+    # and, where the server still holds them, what the node needs to score itself
+    scoring = {target: source for target, source in run.node_files(client, node, TEST_SPLITS).items()
+               if target not in needed and source.exists()}
+    copy_files({**needed, **scoring})
     return dest
 
 

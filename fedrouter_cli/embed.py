@@ -9,7 +9,6 @@ import torch
 from fedrouter_cli.model.device import to_model_device
 from fedrouter_cli.progress import Progress, no_progress
 
-
 # Hashed character n-grams: no vocabulary to fit, so every node computes them alone and all land in
 # one space; 1,024 buckets of 2- to 4-grams separate the paper's task formats as well as 4,096 did.
 CHAR_FEATURES = 1024

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fedrouter_cli.config import Config
+from fedrouter_cli.config import BASE_ALG, Config
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.metrics import ROUGE_KEYS, rouge
@@ -27,7 +27,6 @@ from fedrouter_cli.model.generate import BASE
 from fedrouter_cli.progress import Progress, no_progress
 from fedrouter_cli.rundir import client_name
 
-BASE_ALG = "base"  # the base model with no adapter, evaluated the same way
 SUM_KEYS = (*ROUGE_KEYS, "count", "routed", "routed_correct")  # what a node returns per task
 
 

@@ -15,6 +15,8 @@ _DEPENDENCY_WARNINGS = (
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),   # transformers, called by peft
     (DeprecationWarning, r"`torch.jit.script_method` is deprecated"),  # torch, at a dependency's import
     (DeprecationWarning, r"'click.utils.get_(binary|text)_stream' is deprecated"),  # typer's import of click
+    # peft, when evaluation drops the adapter it generated with (as it means to) before the next
+    (UserWarning, r"Adapter .* was active which is now deleted"),
 )
 
 

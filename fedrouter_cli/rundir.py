@@ -36,16 +36,6 @@ def client_index(name: str) -> int | None:
     return int(digits) if digits else None
 
 
-def round_dir(simulate_dir: Path, round_number: int) -> Path:
-    """One saved round of a simulate folder: its state.json and adapters/."""
-    return simulate_dir / "rounds" / f"r{round_number:04d}"
-
-
-def saved_rounds(simulate_dir: Path) -> list[int]:
-    """The rounds a simulate folder has saved, in order: a round counts once its state.json is in place."""
-    return sorted(int(state.parent.name[1:]) for state in simulate_dir.glob("rounds/r*/state.json"))
-
-
 def fingerprint(*parts: Any) -> str:
     """A stable hash of JSON-serialisable parts (config slices, upstream fingerprints)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -86,6 +76,14 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def copy_files(copies: dict[Path, Path]) -> None:
+    """Copy each source onto its target ({target: source}), each file atomically."""
+    for target, source in copies.items():
+        if source.resolve() != target.resolve():
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
+
+
 def write_json(path: Path, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -108,6 +106,9 @@ def write_table(path: Path, table: pa.Table) -> None:
 
 
 PARTITION_TEXT = ("id", "task", "instruction", "response")  # partition files' text columns
+# partition/clients/cXX/{train,test,test_all}.parquet: test follows the scenario, test_all
+# covers every task (the paper's generalization setting); evaluate picks one by --test-tasks.
+TEST_SPLITS = ("test", "test_all")
 
 
 def read_table(path: Path, text_columns: tuple[str, ...] = ()) -> pa.Table:
@@ -200,6 +201,10 @@ class RunDir:
             path.unlink()
 
     # -- per-client artifacts ------------------------------------------------------------
+    def clients(self) -> list[str]:
+        """The run's client names, in order, as its partition stage made them."""
+        return [client_name(i) for i in range(len(self.require("partition")["summary"]["clients"]))]
+
     def partition_file(self, client: str, split: str) -> Path:
         return self.stage_dir("partition", "clients", client, f"{split}.parquet")
 
@@ -212,17 +217,187 @@ class RunDir:
     def assignments_file(self, client: str) -> Path:
         return self.stage_dir("cluster-local", "clients", client, "assignments.parquet")
 
+    @property
+    def nodes_root(self) -> Path:
+        """Where the simulation engine's nodes keep their folders, one per client."""
+        return self.stage_dir("nodes")
+
     def client_dir(self, client: str) -> Path:
         """Everything one client owns, gathered for its Flower node (its 'own folder')."""
-        return self.stage_dir("nodes", client)
+        return self.nodes_root / client
+
+    def node(self, client: str) -> "NodeDir":
+        """The client's folder on the simulation engine, laid out as on a deployed machine."""
+        return NodeDir(self.client_dir(client))
+
+    def node_state_dir(self, client: str, alg: str) -> Path:
+        return self.node(client).state_dir(alg)
+
+    def node_files(self, client: str, node: "NodeDir", test_splits: tuple[str, ...] = ()) -> dict[Path, Path]:
+        """Where each file of a client's node folder comes from in this run dir: {node file: run
+        file}. Training reads the first three; scoring itself (`evaluate --on nodes`) also needs
+        the test rows of `test_splits` and the embeddings."""
+        files = {node.rows_file("train"): self.partition_file(client, "train"),
+                 node.assignments_file: self.assignments_file(client),
+                 node.centroids_file: self.centroids_file(client)}
+        if test_splits:
+            files[node.embeddings_file("train")] = self.embedding_file(client, "train")
+        for split in test_splits:
+            files[node.rows_file(split)] = self.partition_file(client, split)
+            files[node.embeddings_file(split)] = self.embedding_file(client, split)
+        return files
 
     # -- federation and evaluation -------------------------------------------------------
     def simulate_dir(self, alg: str) -> Path:
         return self.stage_dir("simulate", alg)
 
+    def federation(self, alg: str) -> "FederationDir":
+        return FederationDir(self.simulate_dir(alg))
+
     def round_dir(self, alg: str, round_number: int) -> Path:
-        return round_dir(self.simulate_dir(alg), round_number)
+        return self.federation(alg).round(round_number)
 
     def evaluate_dir(self, alg: str, name: str) -> Path:
         """One evaluation of `alg`; `name` comes from `evaluation_name`."""
         return self.stage_dir("evaluate", alg, name)
+
+    def scores_file(self, alg: str, name: str) -> Path:
+        return self.evaluate_dir(alg, name) / "scores.json"
+
+    def predictions_file(self, alg: str, name: str) -> Path:
+        return self.evaluate_dir(alg, name) / "predictions.parquet"
+
+    def scores_files(self) -> list[Path]:
+        """Every evaluation's scores.json, of every method, in name order."""
+        return sorted(self.stage_dir("evaluate").glob("*/*/scores.json"))
+
+    def silhouette_files(self, level: str) -> tuple[Path, Path]:
+        """select-k's curve of one level: its table and its plot."""
+        folder = self.stage_dir("select-k", level)
+        return folder / "scores.parquet", folder / "silhouette.png"
+
+    def report_files(self) -> tuple[Path, Path, Path]:
+        """`fedrouter report`'s table (JSON and Markdown) and its plot."""
+        folder = self.stage_dir("report")
+        return folder / "report.json", folder / "report.md", folder / "rouge1.png"
+
+
+ROUND_STATE, ROUND_ADAPTERS = "state.json", "adapters"  # inside each saved round's folder
+NODE_ADAPTERS, NODE_PREDICTIONS, NODE_SUMS = "adapters", "predictions.parquet", "sums.json"  # a node's evaluation
+
+
+@dataclass(frozen=True)
+class FederationDir:
+    """One algorithm's federation run (<run-dir>/simulate/<alg>/): the fingerprint it started with,
+    one folder per saved round (state.json and adapters/), and the per-round metrics table."""
+
+    root: Path
+
+    @property
+    def run_file(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / "metrics.parquet"
+
+    def round(self, round_number: int) -> Path:
+        return self.root / "rounds" / f"r{round_number:04d}"
+
+    def state_file(self, round_number: int) -> Path:
+        return self.round(round_number) / ROUND_STATE
+
+    def adapters_dir(self, round_number: int) -> Path:
+        return self.round(round_number) / ROUND_ADAPTERS
+
+    def saved_rounds(self) -> list[int]:
+        """The rounds saved, in order: a round counts once its state.json is in place."""
+        return sorted(int(state.parent.name[1:]) for state in self.root.glob("rounds/r*/state.json"))
+
+
+@dataclass(frozen=True)
+class NodeDir:
+    """One client's own folder: a SuperNode's `data-dir` on its machine, <run-dir>/nodes/cNN/ on the
+    simulation engine. What its node reads to train (train rows, local clusters), what it reads to
+    score itself (test rows, embeddings), and what it keeps (state between rounds, evaluations)."""
+
+    root: Path
+
+    @property
+    def train_files(self) -> tuple[Path, Path, Path]:
+        """What its node needs to train: its train rows, their local clusters and the centroids."""
+        return self.rows_file("train"), self.assignments_file, self.centroids_file
+
+    @property
+    def client(self) -> int | None:
+        return client_index(self.root.name)
+
+    def rows_file(self, split: str) -> Path:
+        """Its rows of one split: 'train', 'test' or 'test_all'."""
+        return self.root / f"{split}.parquet"
+
+    @property
+    def assignments_file(self) -> Path:
+        return self.root / "assignments.parquet"
+
+    @property
+    def centroids_file(self) -> Path:
+        return self.root / "centroids.parquet"
+
+    def embeddings_file(self, split: str) -> Path:
+        """Its embeddings of one split, made on its machine (for `evaluate --on nodes`)."""
+        return self.root / "embeddings" / f"{split}.parquet"
+
+    def state_dir(self, alg: str) -> Path:
+        return self.root / "state" / alg
+
+    def state_file(self, alg: str, name: str, round_number: int) -> Path:
+        """Weights it keeps between rounds (local adapters): `name` as saved after `round_number`."""
+        return self.state_dir(alg) / f"{name}.r{round_number:04d}.safetensors"
+
+    def saved_states(self, alg: str, name: str) -> dict[int, Path]:
+        """Round -> file of every kept copy of `name`."""
+        return {int(path.name.split(".r")[-1].split(".")[0]): path
+                for path in self.state_dir(alg).glob(f"{name}.r*.safetensors")}
+
+    def evaluation_dir(self, alg: str, evaluation: str) -> Path:
+        """One evaluation of its own: the adapters it was sent (NODE_ADAPTERS), its predictions
+        (NODE_PREDICTIONS) and the sums it returned (NODE_SUMS)."""
+        return self.root / "evaluations" / alg / evaluation
+
+
+@dataclass(frozen=True)
+class BenchDir:
+    """A bench's folder: one run dir per cell (cells/<scenario>-s<seed>/<method>/...), and by
+    default its results (results/: bench.json, bench.md, the plots and the per-sample scores)."""
+
+    root: Path
+
+    def cell(self, name: str) -> RunDir:
+        return RunDir(self.root / "cells" / name)
+
+    @property
+    def default_results(self) -> Path:
+        return self.root / "results"
+
+
+@dataclass(frozen=True)
+class BenchResults:
+    """Where a bench's tables go (the bench folder's results/ or --results-dir): what is committed."""
+
+    root: Path
+
+    @property
+    def json_file(self) -> Path:
+        return self.root / "bench.json"
+
+    @property
+    def markdown_file(self) -> Path:
+        return self.root / "bench.md"
+
+    def plot_file(self, name: str) -> Path:
+        return self.root / f"{name}.png"
+
+    def samples_file(self, cell: str) -> Path:
+        """One cell's per-sample scores, so that its intervals can be recomputed anywhere."""
+        return self.root / "samples" / f"{cell}.json"

@@ -12,13 +12,13 @@ import pyarrow as pa
 from fedrouter_cli.config import Config
 from fedrouter_cli.embed import embed_texts
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.model.generate import generate
+from fedrouter_cli.federation.run_output import pick_round
+from fedrouter_cli.fingerprints import embed_settings, simulate_fingerprint
 from fedrouter_cli.model.device import resolve_device
+from fedrouter_cli.model.generate import generate
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
 from fedrouter_cli.rundir import RunDir, atomic_dir, file_in_the_way, read_json, write_json, write_table
-from fedrouter_cli.stages.embed import embed_settings
-from fedrouter_cli.stages.evaluate import pick_round
-from fedrouter_cli.stages.simulate import simulate_fingerprint
+from fedrouter_cli.vectors import vector_column
 
 
 @dataclass
@@ -40,12 +40,12 @@ def _global_router(run: RunDir, config: Config) -> tuple[int, np.ndarray, list[s
         raise FedrouterError(f"The run's {alg} adapters were trained with other settings (e.g. another --model) "
                              "than its config.toml now holds; rerun `fedrouter simulate` with the current settings.")
     round_number = pick_round(run, alg, config.eval.round)
-    round_dir = run.round_dir(alg, round_number)
-    router = STRATEGIES[alg].global_router(read_json(round_dir / "state.json"))
+    out = run.federation(alg)
+    router = STRATEGIES[alg].global_router(read_json(out.state_file(round_number)))
     if router is None:
         raise FedrouterError(f"Routing a prompt needs a global router, which {alg} has not; "
                              "run `fedrouter simulate --alg fedrouter` first.")
-    return round_number, router[0], router[1], round_dir / "adapters"
+    return round_number, router[0], router[1], out.adapters_dir(round_number)
 
 
 def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
@@ -65,7 +65,7 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
                          char_features=config.embed.char_features)
     if vector.shape[1] != centroids.shape[1]:
         raise FedrouterError("The run's centroids come from another embedder; use the run's own --embedder.")
-    distances = np.sqrt(((centroids - vector) ** 2).sum(1))
+    distances = np.sqrt(((centroids - vector) ** 2).sum(1))  # reported with the answer
     name = names[int(distances.argmin())]
     model, lm_tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit, placement)
     model.add_adapter(name, lora_config(config.train))
@@ -106,9 +106,8 @@ def export_run(config: Config, run: RunDir, out: Path) -> dict:
             shutil.copytree(adapters_dir, tmp / "adapters")
             for adapter_config in (tmp / "adapters").glob("*/adapter_config.json"):
                 _name_base_model(adapter_config, config.model.model)  # rounds saved by older versions too
-            flat = pa.array(centroids.ravel(), type=pa.float32())
-            vectors = pa.FixedSizeListArray.from_arrays(flat, centroids.shape[1])
-            write_table(tmp / "router" / "centroids.parquet", pa.table({"adapter": names, "centroid": vectors}))
+            write_table(tmp / "router" / "centroids.parquet", pa.table({"adapter": names,
+                                                                          "centroid": vector_column(centroids)}))
             write_json(tmp / "router" / "router.json", {
                 **embed_settings(config), "base_model": config.model.model, "round": round_number,
                 "adapters": names, "distance": "euclidean", "prompt_template": PROMPT_TEMPLATE})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,16 @@ def paired(a: dict[tuple, float], b: dict[tuple, float], resamples: int = RESAMP
         raise ValueError("the two methods share no scored test sample")
     differences = [a[k] - b[k] for k in common]
     return bootstrap(differences, [k[:2] for k in common], resamples, level, seed), len(common)
+
+
+def paired_row(a: dict[tuple, float], b: dict[tuple, float]) -> dict[str, Any] | None:
+    """`paired` as a table row (samples paired, difference, interval, whether it excludes 0); None
+    when the two share no scored sample. `fedrouter report` and `fedrouter bench` both use it."""
+    try:
+        gap, n = paired(a, b)
+    except ValueError:
+        return None
+    return {"samples": n, **gap.to_json()}
 
 
 def _groups(strata: Sequence) -> list[np.ndarray]:

@@ -57,9 +57,10 @@ def inprocess(monkeypatch):
 def smoke_data(tmp_path_factory, tiny_model: str) -> Path:
     """A run dir with the data stages done on the smoke preset (synthetic data, MiniLM), whose
     base model is the tiny one."""
-    from fedrouter_cli.config import resolve_config, save_config
-    from fedrouter_cli.pipeline import prepare
+    from fedrouter_cli.config import save_config
+    from fedrouter_cli.presets import resolve_config
     from fedrouter_cli.rundir import RunDir
+    from fedrouter_cli.stages.pipeline import prepare
 
     run = RunDir(tmp_path_factory.mktemp("smoke") / "run")
     config = resolve_config(run.config_path, "smoke", {"model": {"model": tiny_model}})
@@ -110,10 +111,10 @@ def smoke(smoke_data, tmp_path_factory):
     import torch
     from inprocess_engine import install
 
-    from fedrouter_cli.config import resolve_config
-    from fedrouter_cli.pipeline import prepare
+    from fedrouter_cli.presets import resolve_config
     from fedrouter_cli.rundir import RunDir
     from fedrouter_cli.stages.evaluate import run_evaluate
+    from fedrouter_cli.stages.pipeline import prepare
     from fedrouter_cli.stages.simulate import run_simulate
 
     run = RunDir(tmp_path_factory.mktemp("baselines") / "run")
@@ -140,3 +141,28 @@ def smoke(smoke_data, tmp_path_factory):
         return done[alg]
 
     return outcome
+
+
+DEPLOYMENT_TEST = "test_deployment.py::test_deployment_federation_survives_node_and_server_crashes"
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """The deployment test last: its federation runs in the background meanwhile (deployment_scenario)."""
+    deployment = [item for item in items if item.nodeid.endswith(DEPLOYMENT_TEST)]
+    items[:] = [item for item in items if item not in deployment] + deployment
+
+
+@pytest.fixture(scope="session", autouse=True)
+def deployment_scenario(request, tmp_path_factory):
+    """Started as the session starts when the deployment test is selected (None otherwise)."""
+    if not any(item.nodeid.endswith(DEPLOYMENT_TEST) for item in request.session.items):
+        yield None
+        return
+    from deployment_scenario import DeploymentScenario
+
+    scenario = DeploymentScenario(tmp_path_factory.mktemp("deployment"), request.getfixturevalue("tiny_model"))
+    scenario.start()
+    try:
+        yield scenario
+    finally:
+        scenario.stop()  # a session that ends early leaves no Flower process behind

@@ -34,8 +34,9 @@ CLIENTS = 3
 # model) for every message; a 2-round TLS run took about 290 s (round 1 saved at 170 s)
 RUN_TIMEOUT = 480.0
 # each `flwr ls` is a fresh Python process of ~2 s CPU; polling it every second took most of a
-# core from the federation, and under that load the SuperLink's SQLite reported "database is locked"
-STATUS_INTERVAL = 10.0
+# core from the federation, and under that load the SuperLink's SQLite reported "database is locked".
+# Waits for something the run writes check that file instead, and the status only this often.
+STATUS_INTERVAL = 30.0
 
 
 def free_port() -> int:
@@ -172,8 +173,9 @@ class Federation:
         return parse_run_id(self.flwr(run_command(app, "test", self.run.root, torch_threads=1,
                                                   connect_timeout=60.0, **run_config)))
 
-    def wait(self, run_id: int, timeout: float = RUN_TIMEOUT, until=None) -> str:
-        """Poll the run until it finishes (or `until()` is true); every process must stay up."""
+    def wait(self, run_id: int, timeout: float = RUN_TIMEOUT, until=None, poll: float = 1.0) -> str:
+        """Poll the run until it finishes (or `until()`, checked every `poll` seconds, is true);
+        every process must stay up."""
         deadline = time.monotonic() + timeout
         status, next_status = "", 0.0
         while time.monotonic() < deadline:
@@ -186,7 +188,7 @@ class Federation:
                     return status
             for process in [self.link, *self.nodes.values()]:
                 assert process.poll() is None, f"{process.args[0]} exited early:\n{self.logs()}"
-            time.sleep(1)
+            time.sleep(poll)
         raise AssertionError(f"run still {status!r} after {timeout}s:\n{self.logs()}")
 
     def run_app(self) -> str:

@@ -21,6 +21,7 @@ from fedrouter_cli.federation.strategies.fedsa import FedSA
 from fedrouter_cli.federation.strategies.ffa_lora import FFALoRA
 from fedrouter_cli.federation.strategies.local import Local
 from fedrouter_cli.model.lora import save_adapter
+from fedrouter_cli.rundir import FederationDir
 
 BASELINES = ("fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa", "feddpa-knn")
 LAYERS = (0, 1)
@@ -41,7 +42,7 @@ def fake_initial(seed: int) -> dict[str, np.ndarray]:
 
 def make(strategy_class, tmp_path: Path, clients: int = 4, **train) -> object:
     config = Config(train=TrainConfig(alg=strategy_class.name, rounds=3, **train))
-    job = FederationJob(config=config, out_dir=tmp_path, num_nodes=clients, initial_adapter=fake_initial)
+    job = FederationJob(config=config, out=FederationDir(tmp_path), num_nodes=clients, initial_adapter=fake_initial)
     strategy = strategy_class(job)
     strategy.node_client = {100 + c: c for c in range(clients)}
     strategy.local_centroids = {c: np.zeros((1, 3), dtype=np.float32) for c in range(clients)}

@@ -10,8 +10,15 @@ import pytest
 
 from fedrouter_cli.config import Config, build_config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.stages.bench import (METHODS, BenchPlan, carried_over, cell_config, cell_fingerprints,
-                                         plan_cells, read_ledger)
+from fedrouter_cli.stages.bench import (
+    METHODS,
+    BenchPlan,
+    carried_over,
+    cell_config,
+    cell_fingerprints,
+    plan_cells,
+    read_ledger,
+)
 from fedrouter_cli.stages.bench_results import markdown, tables
 
 FLAN_LIKE = build_config(Config(), {"data": {"tasks": ("paraphrase", "triples_to_text", "dialogue_summary", "headline")}})
@@ -162,8 +169,8 @@ def test_ledger_carries_over_only_the_same_experiment() -> None:
 
 
 def test_bench_runs_only_cells_the_ledger_lacks_and_checkpoints_every_cell(tmp_path: Path, monkeypatch) -> None:
-    import fedrouter_cli.pipeline
     import fedrouter_cli.stages.bench as bench
+    import fedrouter_cli.stages.pipeline
 
     plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), k_rule_scenarios=())
     cells = plan_cells(plan, SMOKE)
@@ -175,7 +182,7 @@ def test_bench_runs_only_cells_the_ledger_lacks_and_checkpoints_every_cell(tmp_p
         return {**cell.describe(), "evaluations": [], "cached": False}
 
     monkeypatch.setattr(bench, "run_cell", fake_run_cell)
-    monkeypatch.setattr(fedrouter_cli.pipeline, "prepare", lambda *args, **kwargs: [])
+    monkeypatch.setattr(fedrouter_cli.stages.pipeline, "prepare", lambda *args, **kwargs: [])
     done = {c.name: {**c.describe(), "evaluations": [], "fingerprints": cell_fingerprints(SMOKE, c)}
             for c in (cells[0], cells[2])}  # fedrouter and base finished elsewhere
     snapshots: list[list[str]] = []

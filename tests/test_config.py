@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from fedrouter_cli.config import Config, build_config, load_config, resolve_config, save_config
+from fedrouter_cli.config import Config, build_config, load_config, save_config
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.presets import resolve_config
 
 
 def test_a_run_dir_without_typed_toml_keeps_its_saved_values_over_a_preset(tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_corrupt_config_toml(tmp_path: Path) -> None:
 
 def test_typed_values_win_over_any_preset_which_fills_in_the_rest(tmp_path: Path) -> None:
     """`partition --clients 8 --train-per-client 150`, then `simulate --preset smoke`: still 8 x 150."""
-    from fedrouter_cli.config import PRESETS, save_typed
+    from fedrouter_cli.presets import PRESETS, save_typed
 
     path = tmp_path / "config.toml"
     typed = {"data": {"clients": 8, "train_per_client": 150, "test_per_client": None}}
@@ -56,7 +57,7 @@ def test_typed_values_win_over_any_preset_which_fills_in_the_rest(tmp_path: Path
 
 def test_a_default_preset_applies_to_a_new_run_dir_only(tmp_path: Path) -> None:
     """`run` and `bench` default to the cpu preset; rerun on a run dir they keep what it saved."""
-    from fedrouter_cli.config import PRESETS
+    from fedrouter_cli.presets import PRESETS
 
     path = tmp_path / "config.toml"
     fresh = resolve_config(path, None, {}, default_preset="cpu")

@@ -17,9 +17,20 @@ import torch
 
 from fedrouter_cli.config import Config, build_config, load_config, save_config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.model.device import (CPU, Placement, check_4bit, check_gpu_share, choose_placement,
-                                        client_gpu_bytes, embed_batch_size, generate_batch_size, gpu_workers,
-                                        resolve_device, to_model_device, weight_bytes)
+from fedrouter_cli.model.device import (
+    CPU,
+    Placement,
+    check_4bit,
+    check_gpu_share,
+    choose_placement,
+    client_gpu_bytes,
+    embed_batch_size,
+    generate_batch_size,
+    gpu_workers,
+    resolve_device,
+    to_model_device,
+    weight_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 1024 ** 3
@@ -57,11 +68,13 @@ def test_this_machine_resolves_to_the_cpu() -> None:
 
 
 def test_device_is_a_validated_setting_and_not_in_the_fingerprints(tmp_path: Path) -> None:
+    from fedrouter_cli.fingerprints import (
+        cluster_fingerprint,
+        embed_fingerprint,
+        evaluate_fingerprint,
+        simulate_fingerprint,
+    )
     from fedrouter_cli.rundir import fingerprint
-    from fedrouter_cli.stages.cluster_local import cluster_fingerprint
-    from fedrouter_cli.stages.embed import embed_fingerprint
-    from fedrouter_cli.stages.evaluate import evaluate_fingerprint
-    from fedrouter_cli.stages.simulate import simulate_fingerprint
 
     with pytest.raises(FedrouterError, match="--device must be one of auto, cpu, cuda, got 'gpu'"):
         build_config(Config(), {"model": {"device": "gpu"}})
@@ -133,7 +146,7 @@ def test_bad_gpu_shares_are_refused() -> None:
 
 
 def test_simulation_resources_on_cpu_and_cuda() -> None:
-    from fedrouter_cli.stages.simulate import parallel_workers, simulation_resources
+    from fedrouter_cli.federation.engine import parallel_workers, simulation_resources
 
     model = torch.nn.Linear(64, 64)
     model.config = SimpleNamespace(hidden_size=2048, num_hidden_layers=16)

@@ -5,17 +5,18 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import FLAN_TASKS, SHARED_FLAN, needs_flan
 
 from fedrouter_cli.clustering import best_k, purity
-from fedrouter_cli.config import build_config, resolve_config
+from fedrouter_cli.config import build_config
 from fedrouter_cli.errors import FedrouterError, MissingInputError
-from fedrouter_cli.pipeline import prepare
+from fedrouter_cli.presets import resolve_config
 from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.stages.cluster_local import run_cluster_local
-from fedrouter_cli.stages.embed import read_embeddings, run_embed
+from fedrouter_cli.stages.embed import run_embed
+from fedrouter_cli.stages.pipeline import prepare
 from fedrouter_cli.stages.select_k import run_select_k
-
-from conftest import FLAN_TASKS, SHARED_FLAN, needs_flan
+from fedrouter_cli.vectors import read_embeddings
 
 
 def test_best_k_rule() -> None:

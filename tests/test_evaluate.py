@@ -12,13 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from fedrouter_cli.cli.app import app
-from fedrouter_cli.config import resolve_config
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.federation.run_output import pick_round
 from fedrouter_cli.metrics import ROUGE_KEYS, rouge
 from fedrouter_cli.model.generate import BASE, generate
-from fedrouter_cli.rundir import RunDir
+from fedrouter_cli.presets import resolve_config
 from fedrouter_cli.router import nearest
-from fedrouter_cli.stages.evaluate import pick_round
+from fedrouter_cli.rundir import RunDir
 
 
 def cli(*args: str):

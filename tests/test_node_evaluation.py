@@ -10,9 +10,8 @@ import pytest
 from test_baselines import BASELINES
 
 from fedrouter_cli.config import build_config
-from fedrouter_cli.federation.node import evaluation_dir
 from fedrouter_cli.metrics import ROUGE_KEYS
-from fedrouter_cli.rundir import client_name
+from fedrouter_cli.rundir import NodeDir, client_name
 from fedrouter_cli.stages.evaluate import run_evaluate
 
 CASES = [("base", "local"), *[(alg, "local") for alg in BASELINES], ("fedrouter", "local"), ("fedrouter", "global")]
@@ -44,7 +43,7 @@ def test_nodes_score_what_the_server_scores(smoke, inprocess, alg: str, mode: st
     server_rows = pq.read_table(on_server["predictions_path"]).to_pylist()
     evaluation = f"{mode}+nodes@r{config.train.rounds}"
     for c in range(config.data.clients):
-        node_rows = pq.read_table(evaluation_dir(run.client_dir(client_name(c)), alg, evaluation)
+        node_rows = pq.read_table(NodeDir(run.client_dir(client_name(c))).evaluation_dir(alg, evaluation)
                                   / "predictions.parquet").to_pylist()
         assert node_rows == [r for r in server_rows if r["client"] == client_name(c)]
 
@@ -58,7 +57,7 @@ def test_nothing_but_numbers_and_task_names_leave_a_node(smoke, inprocess) -> No
         for split in ("train", "test"):
             for row in pq.read_table(run.partition_file(client_name(c), split)).to_pylist():
                 texts |= {row["instruction"], row["response"]}
-        node = evaluation_dir(run.client_dir(client_name(c)), "fedrouter", f"local+nodes@r{config.train.rounds}")
+        node = NodeDir(run.client_dir(client_name(c))).evaluation_dir("fedrouter", f"local+nodes@r{config.train.rounds}")
         texts |= {r["prediction"] for r in pq.read_table(node / "predictions.parquet").to_pylist()}
     texts = {t.strip() for t in texts if len(t.strip()) >= 8}
     from flwr.common.serde import message_to_proto

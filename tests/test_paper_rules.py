@@ -47,7 +47,7 @@ def test_generation_cuts_long_prompts_from_the_left(tokenizer) -> None:
 def test_cpu_preset_generates_enough_tokens_for_the_references() -> None:
     """95th percentile of the raw tasks' references in SmolLM2 tokens, EOS included (measured on
     ../shared/data/raw/*/train.jsonl): qqp 2, webnlg 64, samsum 55, gigaword 16."""
-    from fedrouter_cli.config import PRESETS
+    from fedrouter_cli.presets import PRESETS
 
     assert PRESETS["cpu"]["eval"]["max_new_tokens"] >= 64
 
@@ -84,9 +84,10 @@ def make_fedrouter(tmp_path: Path, centroids: dict[int, np.ndarray], tasks=("a",
     from fedrouter_cli.config import Config, TrainConfig
     from fedrouter_cli.federation.strategies.base import FederationJob
     from fedrouter_cli.federation.strategies.fedrouter import FedRouter
+    from fedrouter_cli.rundir import FederationDir
 
     config = Config(train=TrainConfig(**train))
-    job = FederationJob(config=config, out_dir=tmp_path, num_nodes=len(centroids), tasks=tuple(tasks),
+    job = FederationJob(config=config, out=FederationDir(tmp_path), num_nodes=len(centroids), tasks=tuple(tasks),
                         initial_adapter=lambda seed: {"w.lora_A.weight": np.full((2, 2), seed, np.float32)})
     strategy = FedRouter(job)
     strategy.node_client = {100 + c: c for c in centroids}
@@ -107,7 +108,7 @@ def test_global_clusters_tasks_is_the_number_of_tasks(tmp_path: Path) -> None:
 
 
 def test_n_clusters_tasks_is_the_tasks_a_client_holds() -> None:
-    from fedrouter_cli.config import build_config, Config
+    from fedrouter_cli.config import Config, build_config
     from fedrouter_cli.stages.cluster_local import choose_k, tasks_held
 
     tasks = ("qqp", "webnlg", "samsum", "gigaword")
@@ -172,8 +173,9 @@ def test_jobs_travel_with_their_clusters_and_select_rows(tmp_path: Path) -> None
 # -- no adapter trained only at a vanishing learning rate -----------------------------------------
 
 def test_lr_schedule_has_a_floor(tmp_path: Path) -> None:
-    from fedrouter_cli.config import PRESETS, Config, build_config
+    from fedrouter_cli.config import Config, build_config
     from fedrouter_cli.errors import FedrouterError
+    from fedrouter_cli.presets import PRESETS
 
     s = make_fedrouter(tmp_path, {0: np.eye(4, dtype=np.float32)}, rounds=5, lr=2e-3, lr_floor=0.25)
     rates = [s.lr_at(r) for r in range(1, 6)]
@@ -191,10 +193,12 @@ def test_lr_schedule_has_a_floor(tmp_path: Path) -> None:
 def test_cpu_preset_trains_every_adapter_at_a_meaningful_rate(tmp_path: Path, scenario: str, variant: str) -> None:
     """The paper's four tasks on the cpu preset and the paper's K rule: every (client, adapter)
     pair with data gets at least one round at >= 25% of the peak rate."""
-    from fedrouter_cli.config import PRESETS, Config, build_config
+    from fedrouter_cli.config import Config, build_config
     from fedrouter_cli.data.partition import client_tasks
     from fedrouter_cli.federation.strategies.base import FederationJob
     from fedrouter_cli.federation.strategies.fedrouter import FedRouter
+    from fedrouter_cli.presets import PRESETS
+    from fedrouter_cli.rundir import FederationDir
 
     tasks = ("qqp", "webnlg", "samsum", "gigaword")
     config = build_config(Config(), PRESETS["cpu"], {"data": {"scenario": scenario},
@@ -202,7 +206,7 @@ def test_cpu_preset_trains_every_adapter_at_a_meaningful_rate(tmp_path: Path, sc
     where = {t: np.eye(8, dtype=np.float32)[i] for i, t in enumerate(tasks)}
     centroids = {c: np.stack([where[t] for t in client_tasks(scenario, tasks, config.data.clients, c)])
                  for c in range(config.data.clients)}
-    job = FederationJob(config=config, out_dir=tmp_path, num_nodes=len(centroids), tasks=tasks,
+    job = FederationJob(config=config, out=FederationDir(tmp_path), num_nodes=len(centroids), tasks=tasks,
                         initial_adapter=lambda seed: {})
     s = FedRouter(job)
     s.local_centroids = centroids
@@ -240,7 +244,7 @@ def test_feddpa_weight_is_half_the_mean_cosine_to_five_drawn_instructions(tmp_pa
     from fedrouter_cli.config import TrainConfig
     from fedrouter_cli.federation.inference import InferenceInput
     from fedrouter_cli.federation.node import save_state
-    from fedrouter_cli.federation.strategies.feddpa import FedDPA, draw_anchors, mix_adapter, reference_weight
+    from fedrouter_cli.federation.strategies.feddpa import FedDPA, draw_anchors, reference_weight
     from fedrouter_cli.model.lora import save_adapter
 
     anchors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]])
@@ -339,7 +343,6 @@ def test_feddpa_local_adapter_trains_beside_the_frozen_global_one(tiny_lm) -> No
 
 
 def test_last_token_states_use_the_given_adapter_and_leave_the_model_as_it_was(tiny_lm, tmp_path: Path) -> None:
-    from fedrouter_cli.federation.strategies.feddpa import FedDPA
     from fedrouter_cli.model.generate import PROBE, last_token_states
     from fedrouter_cli.model.lora import get_adapter
 
@@ -360,9 +363,10 @@ def test_feddpa_sends_the_companion_with_the_local_job(tmp_path: Path) -> None:
     from fedrouter_cli.config import Config, TrainConfig
     from fedrouter_cli.federation.strategies.base import FederationJob
     from fedrouter_cli.federation.strategies.feddpa import FedDPA, FedDPAKnn
+    from fedrouter_cli.rundir import FederationDir
 
     for cls, expected in ((FedDPA, ["", "global"]), (FedDPAKnn, ["", ""])):
-        job = FederationJob(config=Config(train=TrainConfig(alg=cls.name)), out_dir=tmp_path, num_nodes=1,
+        job = FederationJob(config=Config(train=TrainConfig(alg=cls.name)), out=FederationDir(tmp_path), num_nodes=1,
                             initial_adapter=lambda seed: {})
         s = cls(job)
         s.initialize()

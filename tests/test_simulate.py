@@ -18,7 +18,7 @@ from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
 from fedrouter_cli.cli.app import app
-from fedrouter_cli.config import resolve_config
+from fedrouter_cli.presets import resolve_config
 from fedrouter_cli.rundir import RunDir
 
 
@@ -112,9 +112,10 @@ def _run_until_round(run_dir: Path, stop_after: int, extra: list[str]) -> None:
 
 
 def test_resume_after_kill_matches_uninterrupted(smoke_simulated: tuple[Path, dict], smoke_data: Path,
-                                                 tmp_path: Path) -> None:
-    """Killed after round 1 and resumed with the same settings as the straight run (one worker),
-    the run ends with bit-identical adapters."""
+                                                 tmp_path: Path, inprocess) -> None:
+    """Killed (SIGKILL, the whole process group) after round 1 and resumed with the same settings
+    as the straight run (one worker of two threads), the run ends with bit-identical adapters. The
+    resume runs in this process: what it reads back is the point, not the engine that reads it."""
     import shutil
 
     straight = smoke_simulated[0]
@@ -123,8 +124,9 @@ def test_resume_after_kill_matches_uninterrupted(smoke_simulated: tuple[Path, di
     _run_until_round(killed, 1, ["--preset", "smoke", "--workers", "1"])
     assert not (killed / "simulate" / "fedrouter" / "manifest.json").exists()
     assert not (killed / "simulate" / "fedrouter" / "rounds" / "r0002").exists()
-    resumed = json.loads(fedrouter("simulate", "--run-dir", str(killed), "--preset", "smoke", "--workers", "1",
-                                   "--json").stdout)
+    result = invoke("simulate", "--run-dir", str(killed), "--preset", "smoke", "--workers", "1", "--json")
+    assert result.exit_code == 0, result.output
+    resumed = json.loads(result.stdout)
     assert resumed["rounds_completed"] == 2 and not resumed["cache_hit"]
     rounds = pq.read_table(killed / "simulate" / "fedrouter" / "metrics.parquet").column("round").to_pylist()
     assert sorted(set(rounds)) == [1, 2] and rounds.count(1) == rounds.count(2)
@@ -199,25 +201,26 @@ def test_nodes_that_never_answer_stop_the_run_before_round_one(smoke_copy: Path,
 
 def test_rounds_saved_without_metrics_are_not_trusted(smoke_copy: Path) -> None:
     """Older versions could save rounds nobody trained in (no metrics rows); such output is redone."""
-    from fedrouter_cli.stages.simulate import open_output, simulate_fingerprint
+    from fedrouter_cli.federation.run_output import open_output
+    from fedrouter_cli.fingerprints import simulate_fingerprint
 
     run = RunDir(smoke_copy)
     config = resolve_config(run.config_path, "smoke", {})
     fp = simulate_fingerprint(config)
     out = open_output(run, "fedrouter", fp, False, ["c00"])
-    (out / "rounds" / "r0001").mkdir(parents=True)
-    (out / "rounds" / "r0001" / "state.json").write_text("{}")
-    assert open_output(run, "fedrouter", fp, False, ["c00"]) == out and not (out / "rounds").exists()
-    (out / "rounds" / "r0001").mkdir(parents=True)
-    (out / "rounds" / "r0001" / "state.json").write_text("{}")
-    (out / "metrics.parquet").write_bytes(b"kept")
+    out.round(1).mkdir(parents=True)
+    out.state_file(1).write_text("{}")
+    assert open_output(run, "fedrouter", fp, False, ["c00"]) == out and not out.round(1).exists()
+    out.round(1).mkdir(parents=True)
+    out.state_file(1).write_text("{}")
+    out.metrics_file.write_bytes(b"kept")
     open_output(run, "fedrouter", fp, False, ["c00"])
-    assert (out / "rounds" / "r0001" / "state.json").exists()  # a sound partial run resumes
+    assert out.state_file(1).exists()  # a sound partial run resumes
 
 
 def test_parallel_workers_fit_cores_clients_and_memory() -> None:
     from fedrouter_cli.errors import FedrouterError
-    from fedrouter_cli.stages.simulate import parallel_workers
+    from fedrouter_cli.federation.engine import parallel_workers
 
     gib = 2**30
     assert parallel_workers(0, clients=8, model_bytes=gib // 2, cpus=2, available_bytes=20 * gib) == (2, 1)

@@ -111,6 +111,7 @@ def bench(
     def action(cfg, run, progress):
         import time
 
+        from fedrouter_cli.rundir import BenchDir, BenchResults
         from fedrouter_cli.stages.bench import METHODS, BenchPlan, kept_records, read_ledger, run_bench
         from fedrouter_cli.stages.bench_results import write_results
 
@@ -139,8 +140,8 @@ def bench(
                     state += f" (after {len(retried)} crash(es): {escape(retried[-1])})"
             stderr.print(f"[{index}/{total}] {cell.name}: {state}", highlight=False, soft_wrap=True)
 
-        out = results_dir or run.root / "results"
-        ledger = read_ledger(out / "bench.json")
+        out = results_dir or BenchDir(run.root).default_results
+        ledger = read_ledger(BenchResults(out).json_file)
         def save(known):
             return write_results(out, known, plan.__dict__, kept_records(ledger, known))
 

@@ -30,7 +30,7 @@ def cluster_local(run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR, *, shared: dict[str,
     force = shared["force"]
 
     def action(cfg, run, progress):
-        from fedrouter_cli.pipeline import prepare
+        from fedrouter_cli.stages.pipeline import prepare
 
         results = prepare(cfg, run, "cluster-local", force, progress)
         return {**results[-1].to_json(), "warnings": [w for r in results for w in r.warnings]}

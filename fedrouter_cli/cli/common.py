@@ -19,8 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from fedrouter_cli.config import Config, changed_settings, load_config, resolve_config, save_config, save_typed
+from fedrouter_cli.config import Config, load_config, save_config
 from fedrouter_cli.errors import FederationStopped, FedrouterError
+from fedrouter_cli.presets import changed_settings, resolve_config, save_typed
 from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.stages.common import StageResult
 

@@ -102,10 +102,10 @@ def supernode(superlink_address: SuperlinkOpt, node_dir: NodeDirOpt, ca_cert: Ca
               debug: o.DebugOpt = False) -> None:
     """Start this client's SuperNode, reading only its own --node-dir."""
     from fedrouter_cli.deploy import supernode_command
-    from fedrouter_cli.federation.node import NODE_FILES
+    from fedrouter_cli.rundir import NodeDir
 
     with guarded(debug):
-        missing = [f for f in NODE_FILES if not (node_dir / f).is_file()]
+        missing = [f.name for f in NodeDir(node_dir).train_files if not f.is_file()]
         if missing:
             raise FedrouterError(f"{node_dir} lacks {', '.join(missing)}; run `fedrouter deploy prepare-node` first.")
         _existing(ca_cert)
@@ -129,8 +129,15 @@ def submit(run_dir: o.RunDirOpt, superlink_address: SuperlinkOpt, ca_cert: CaCer
     evaluate (or --evaluate) the nodes score themselves: no test text reaches the server."""
     import subprocess
 
-    from fedrouter_cli.deploy import (deploy_env, parse_run_id, parse_status, run_command, status_command,
-                                      write_app, write_connection)
+    from fedrouter_cli.deploy import (
+        deploy_env,
+        parse_run_id,
+        parse_status,
+        run_command,
+        status_command,
+        write_app,
+        write_connection,
+    )
 
     with guarded(debug):
         _existing(ca_cert)

@@ -36,7 +36,7 @@ def embed(
     force = shared["force"]
 
     def action(cfg, run, progress):
-        from fedrouter_cli.pipeline import prepare
+        from fedrouter_cli.stages.pipeline import prepare
 
         results = prepare(cfg, run, "embed", force, progress)
         return {**results[-1].to_json(), "warnings": [w for r in results for w in r.warnings]}

@@ -53,7 +53,7 @@ def run(
                                            seed=shared["seed"])
 
     def action(cfg, rundir, progress):
-        from fedrouter_cli.pipeline import run_all
+        from fedrouter_cli.stages.pipeline import run_all
 
         return run_all(cfg, rundir, progress, algs=(cfg.train.alg,))
 

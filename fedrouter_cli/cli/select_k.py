@@ -29,7 +29,7 @@ def select_k(run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR, level: LevelOpt = "local"
     global: over every client's local centroids (what the server clusters in round 1).
     """
     def action(cfg, run, progress):
-        from fedrouter_cli.pipeline import prepare
+        from fedrouter_cli.stages.pipeline import prepare
         from fedrouter_cli.stages.select_k import run_select_k
 
         prepare(cfg, run, "embed" if level == "local" else "cluster-local", False, progress)

@@ -61,7 +61,7 @@ def simulate(
     force = shared["force"]
 
     def action(cfg, run, progress):
-        from fedrouter_cli.pipeline import prepare
+        from fedrouter_cli.stages.pipeline import prepare
         from fedrouter_cli.stages.simulate import check_request, run_simulate
 
         check_request(cfg, gpus_per_client)  # before the data stages, so a refused setting changes nothing

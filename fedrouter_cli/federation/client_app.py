@@ -5,6 +5,10 @@ A train message carries one or more jobs (federation.train_wire.TrainRequest, th
 of the message for both ends); every algorithm is expressed in its terms, so the client needs no
 per-algorithm code.
 Only arrays and numbers leave the client (and, for evaluation, the task names of its labels).
+
+`app` is the ClientApp a deployed SuperNode starts by name: its folder is its `data-dir` node
+config. The simulation engine, whose node configs hold only partition ids, gets its own from
+`build_client_app(nodes_root)`: client i's folder is nodes_root/cNN.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import resource
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,37 +33,41 @@ from fedrouter_cli.model.train import train_steps
 from fedrouter_cli.quiet import silence_dependencies
 
 silence_dependencies()  # a Ray worker or SuperNode process is as quiet as the CLI that started it
-app = ClientApp()
-
 _NODE_CACHE: dict[str, NodeData] = {}
 
 
-def _node(context: Context) -> NodeData:
-    folder = node_folder(dict(context.node_config))
-    key = str(folder)
-    if key not in _NODE_CACHE:
-        _NODE_CACHE[key] = NodeData.load(folder)
-    return _NODE_CACHE[key]
+def build_client_app(nodes_root: Path | None = None) -> ClientApp:
+    """The ClientApp, finding each node's folder in its node config or, given, under `nodes_root`."""
+    client_app = ClientApp()
+
+    def node(context: Context) -> NodeData:
+        folder = node_folder(dict(context.node_config), nodes_root)
+        key = str(folder)
+        if key not in _NODE_CACHE:
+            _NODE_CACHE[key] = NodeData.load(folder)
+        return _NODE_CACHE[key]
+
+    client_app.query("tasks")(lambda msg, context: tasks(msg, node(context)))
+    client_app.query("centroids")(lambda msg, context: centroids(msg, node(context)))
+    client_app.train()(lambda msg, context: train(msg, node(context)))
+    client_app.evaluate()(lambda msg, context: evaluate(msg, node(context)))
+    return client_app
 
 
-@app.query("tasks")
-def tasks(msg: Message, context: Context) -> Message:
+def tasks(msg: Message, node: NodeData) -> Message:
     """Who this node is, and the majority task of each local cluster (for routing accuracy)."""
     from fedrouter_cli.federation.node_evaluate import local_tasks
 
-    node = _node(context)
     content = RecordDict({"tasks": ConfigRecord({"local-tasks": json.dumps(local_tasks(node.folder))}),
                           "metrics": MetricRecord({"client": node.client})})
     return Message(content=content, reply_to=msg)
 
 
-@app.evaluate()
-def evaluate(msg: Message, context: Context) -> Message:
+def evaluate(msg: Message, node: NodeData) -> Message:
     """Route, generate and score this node's test set; only per-task sums and counts go back."""
     from fedrouter_cli.federation.eval_wire import EvalRequest, sums_to_content
     from fedrouter_cli.federation.node_evaluate import evaluate_node
 
-    node = _node(context)
     threads = int(msg.content["config"].get("torch-threads", 0))
     if threads:
         torch.set_num_threads(threads)
@@ -66,9 +75,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(content=sums_to_content(node.client, sums), reply_to=msg)
 
 
-@app.query("centroids")
-def centroids(msg: Message, context: Context) -> Message:
-    node = _node(context)
+def centroids(msg: Message, node: NodeData) -> Message:
     cfg = msg.content["config"]
     epsilon = float(cfg.get("centroid-epsilon", 0.0))
     if epsilon > 0:
@@ -80,11 +87,9 @@ def centroids(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
+def train(msg: Message, node: NodeData) -> Message:
     request = TrainRequest.from_content(msg.content)
     settings = request.settings
-    node = _node(context)
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     placement = resolve_device(settings.device)
@@ -127,3 +132,6 @@ def train(msg: Message, context: Context) -> Message:
         "peak-rss-mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })
     return Message(content=reply, reply_to=msg)
+
+
+app = build_client_app()

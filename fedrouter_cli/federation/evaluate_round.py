@@ -24,7 +24,7 @@ from fedrouter_cli.federation.eval_wire import EvalRequest, sums_from_content
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import error_summary
 from fedrouter_cli.model.lora import load_adapter
-from fedrouter_cli.rundir import client_name
+from fedrouter_cli.rundir import ROUND_ADAPTERS, ROUND_STATE, client_name
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def evaluate_on_nodes(grid: Grid, plan: EvalPlan) -> NodeEvaluation:
         local_tasks[client] = json.loads(str(reply.content["tasks"]["local-tasks"]))
     state, global_tasks = {}, {}
     if plan.alg != BASE_ALG and plan.round_dir is not None:
-        state = json.loads((plan.round_dir / "state.json").read_text())
+        state = json.loads((plan.round_dir / ROUND_STATE).read_text())
         global_tasks = STRATEGIES[plan.alg].adapter_tasks(state, local_tasks) if len(local_tasks) == plan.clients else {}
     base = EvalRequest(config=plan.config, alg=plan.alg, evaluation=plan.evaluation, split=plan.split, state=state,
                        global_tasks=global_tasks, torch_threads=plan.torch_threads)
@@ -86,7 +86,7 @@ def evaluate_on_nodes(grid: Grid, plan: EvalPlan) -> NodeEvaluation:
     for node, client in sorted(node_client.items(), key=lambda item: item[1]):
         names = [] if plan.alg == BASE_ALG else STRATEGIES[plan.alg].evaluation_adapters(state, client,
                                                                                        plan.config.eval.mode)
-        adapters = {name: load_adapter(plan.round_dir / "adapters" / name) for name in names}
+        adapters = {name: load_adapter(plan.round_dir / ROUND_ADAPTERS / name) for name in names}
         result.bytes_down += sum(int(v.nbytes) for a in adapters.values() for v in a.values())
         messages.append(Message(content=replace(base, adapters=adapters).to_content(), dst_node_id=node,
                                 message_type="evaluate"))

@@ -15,9 +15,21 @@ import pyarrow.parquet as pq
 
 from fedrouter_cli.evaluation import ClientTest, RoundInputs, generate_all, route, score_records, task_sums
 from fedrouter_cli.federation.eval_wire import EvalRequest
-from fedrouter_cli.federation.node import NodeData, embeddings_file, evaluation_dir, test_rows_file
+from fedrouter_cli.federation.node import NodeData
 from fedrouter_cli.model.lora import save_adapter
-from fedrouter_cli.rundir import PARTITION_TEXT, atomic_dir, client_name, read_table, write_json, write_table
+from fedrouter_cli.rundir import (
+    NODE_ADAPTERS,
+    NODE_PREDICTIONS,
+    NODE_SUMS,
+    PARTITION_TEXT,
+    NodeDir,
+    atomic_dir,
+    client_name,
+    read_table,
+    write_json,
+    write_table,
+)
+from fedrouter_cli.vectors import read_embeddings
 
 
 class NodeNotReady(RuntimeError):
@@ -25,10 +37,8 @@ class NodeNotReady(RuntimeError):
 
 
 def node_test(node: NodeData, split: str) -> ClientTest:
-    from fedrouter_cli.stages.embed import read_embeddings
-
-    needed = [test_rows_file(node.folder, split), embeddings_file(node.folder, "train"),
-              embeddings_file(node.folder, split)]
+    files = NodeDir(node.folder)
+    needed = [files.rows_file(split), files.embeddings_file("train"), files.embeddings_file(split)]
     missing = [str(p.relative_to(node.folder)) for p in needed if not p.exists()]
     if missing:
         raise NodeNotReady(f"{node.folder} lacks {', '.join(missing)}; rerun `fedrouter deploy prepare-node` "
@@ -47,23 +57,23 @@ def node_test(node: NodeData, split: str) -> ClientTest:
 
 def local_tasks(folder: Path) -> list[str]:
     """Majority task of each local cluster: the labels routing accuracy needs (no text)."""
-    return pq.read_table(folder / "centroids.parquet").column("majority_task").to_pylist()
+    return pq.read_table(NodeDir(folder).centroids_file).column("majority_task").to_pylist()
 
 
 def evaluate_node(node: NodeData, request: EvalRequest) -> dict[str, dict[str, float]]:
     """Score this node's test set; returns {task: sums and counts} (see evaluation.task_sums)."""
     test = node_test(node, request.split)
     config = request.config
-    out = evaluation_dir(node.folder, request.alg, request.evaluation)
+    out = NodeDir(node.folder).evaluation_dir(request.alg, request.evaluation)
     with atomic_dir(out) as tmp:
         for name, weights in request.adapters.items():
-            save_adapter(tmp / "adapters" / name, weights, config.train, config.model.model)
+            save_adapter(tmp / NODE_ADAPTERS / name, weights, config.train, config.model.model)
         # route with the adapters where they will stay once the folder is in place: the
         # routing's loaders read them only when generation starts, after this block
-    routing = route(config, request.alg, test, RoundInputs(request.state, out / "adapters", request.global_tasks))
+    routing = route(config, request.alg, test, RoundInputs(request.state, out / NODE_ADAPTERS, request.global_tasks))
     predictions, _ = generate_all(config, [test], [routing])
     records = score_records([test], [routing], predictions)
     sums = task_sums(records)
-    write_table(out / "predictions.parquet", pa.Table.from_pylist(records))
-    write_json(out / "sums.json", {"alg": request.alg, "evaluation": request.evaluation, "sums": sums})
+    write_table(out / NODE_PREDICTIONS, pa.Table.from_pylist(records))
+    write_json(out / NODE_SUMS, {"alg": request.alg, "evaluation": request.evaluation, "sums": sums})
     return sums.get(client_name(node.client), {})

@@ -17,7 +17,7 @@ from typing import Any
 
 from fedrouter_cli.config import SCENARIOS, Config, build_config, save_config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import RunDir
+from fedrouter_cli.rundir import BenchDir, RunDir
 from fedrouter_cli.stages.common import Progress, no_progress
 
 METHODS = ("fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa", "fedrouter", "fedrouter-star")
@@ -73,7 +73,7 @@ class Cell:
     evaluations: tuple[tuple[str, str, int], ...] = field(default=())  # (mode, test_tasks, round; 0 = last)
 
     def run_dir(self, root: Path) -> RunDir:
-        return RunDir(root / "cells" / self.name)
+        return BenchDir(root).cell(self.name)
 
     def describe(self) -> dict[str, Any]:
         """The fields every record of this cell starts with (finished, read back, or failed)."""
@@ -131,9 +131,9 @@ def cell_config(config: Config, cell: Cell) -> Config:
 
 def run_cell(config: Config, root: Path, cell: Cell, progress: Progress = no_progress) -> dict[str, Any]:
     """Run (or reuse) one cell's stages; returns what the results tables need."""
-    from fedrouter_cli.pipeline import prepare
     from fedrouter_cli.stages.bench_stats import sample_scores
     from fedrouter_cli.stages.evaluate import BASE_ALG, evaluation_name, run_evaluate
+    from fedrouter_cli.stages.pipeline import prepare
     from fedrouter_cli.stages.select_k import run_select_k
     from fedrouter_cli.stages.simulate import run_simulate
 
@@ -179,8 +179,8 @@ def cell_fingerprints(config: Config, cell: Cell) -> dict[str, str]:
     """What a cell's results depend on: its training run and each evaluation (settings and data
     content, through the stages' fingerprint chain). A record carrying equal fingerprints is the
     same experiment, wherever and whenever it ran."""
-    from fedrouter_cli.stages.evaluate import BASE_ALG, evaluate_fingerprint, evaluation_name
-    from fedrouter_cli.stages.simulate import simulate_fingerprint
+    from fedrouter_cli.fingerprints import evaluate_fingerprint, simulate_fingerprint
+    from fedrouter_cli.stages.evaluate import BASE_ALG, evaluation_name
 
     cfg = cell_config(config, cell)
     alg = BASE_ALG if cell.method == BASE else cfg.train.alg
@@ -204,8 +204,8 @@ def carried_over(config: Config, cell: Cell, ledger: dict[str, dict[str, Any]]) 
 def finished_cell(config: Config, root: Path, cell: Cell) -> dict[str, Any] | None:
     """The record of a cell whose stages all finished with the cell's settings, without running
     anything (None otherwise): lets `--report-only` tabulate a bench that is still running."""
+    from fedrouter_cli.fingerprints import simulate_fingerprint
     from fedrouter_cli.stages.evaluate import BASE_ALG, evaluation_name
-    from fedrouter_cli.stages.simulate import simulate_fingerprint
 
     cfg = cell_config(config, cell)
     run = cell.run_dir(root)
@@ -244,7 +244,7 @@ def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = 
     cells not reached yet included), so an interrupted bench loses at most the running cell.
     retries: how many times a crashed cell is run again before it is recorded as failed.
     """
-    from fedrouter_cli.pipeline import prepare
+    from fedrouter_cli.stages.pipeline import prepare
 
     cells = plan_cells(plan, config)
     for cell in cells:

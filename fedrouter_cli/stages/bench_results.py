@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from fedrouter_cli import plots
-from fedrouter_cli.rundir import RunDir, atomic_path, client_name, read_table, write_json
-from fedrouter_cli.stages.bench import BASE, METHODS
+from fedrouter_cli.rundir import BenchResults, RunDir, atomic_path, client_name, read_table, write_json
 from fedrouter_cli.stages import bench_stats
+from fedrouter_cli.stages.bench import BASE, METHODS
 from fedrouter_cli.stages.bench_markdown import PAPER_ROUGE1, machine_time, markdown
 from fedrouter_cli.stages.bench_stats import load_samples, store_samples
 from fedrouter_cli.stages.report import mean_std
@@ -189,7 +189,7 @@ def _embedding_map(path: Path, chosen: dict[str, Any]) -> None:
     """PCA of the clients' test embeddings, coloured by task, marked by client."""
     from sklearn.decomposition import PCA
 
-    from fedrouter_cli.stages.embed import read_embeddings
+    from fedrouter_cli.vectors import read_embeddings
 
     run = RunDir(Path(chosen["run_dir"]))
     points, tasks, owners = [], [], []
@@ -220,35 +220,36 @@ def write_results(out: Path, records: list[dict[str, Any]], plan: dict[str, Any]
     failures = [r for r in records if "error" in r]
     ok = [r for r in records if "error" not in r]
     result = tables(records, {r["cell"]: load_samples(out, r) for r in ok})
-    written = {"json": str(out / "bench.json"), "markdown": str(out / "bench.md"), "plots": []}
+    files = BenchResults(out)
+    written = {"json": str(files.json_file), "markdown": str(files.markdown_file), "plots": []}
 
     def plot(name: str, draw) -> None:
-        with atomic_path(out / name) as tmp:
+        with atomic_path(files.plot_file(name)) as tmp:
             draw(tmp)
-        written["plots"].append(str(out / name))
+        written["plots"].append(str(files.plot_file(name)))
 
     for scenario, rows in result["scenarios"].items():
-        plot(f"rouge1_{scenario}.png", lambda p, rows=rows, s=scenario: plots.bar_chart(
+        plot(f"rouge1_{scenario}", lambda p, rows=rows, s=scenario: plots.bar_chart(
             p, list(rows), [r["rouge1"]["mean"] or 0 for r in rows.values()], [_error_bar(r) for r in rows.values()],
             f"ROUGE-1, {s} scenario (bars: 95% bootstrap interval)"))
     if result["generalization"]:
         rows = result["generalization"]
-        plot("generalization.png", lambda p: plots.bar_chart(
+        plot("generalization", lambda p: plots.bar_chart(
             p, list(rows), [r["rouge1"]["mean"] or 0 for r in rows.values()], [_error_bar(r) for r in rows.values()],
             "ROUGE-1 on every task, trained on single (95% bootstrap interval)"))
     if curves := _round_curves(ok):
-        plot("rouge1_per_round.png", lambda p: plots.line_chart(p, curves, "round", "ROUGE-1", "ROUGE-1 per round"))
+        plot("rouge1_per_round", lambda p: plots.line_chart(p, curves, "round", "ROUGE-1", "ROUGE-1 per round"))
     for level in ("local", "global"):
         if curves := _silhouettes(ok, level):
-            plot(f"silhouette_{level}.png", lambda p, c=curves, lv=level: plots.line_chart(
+            plot(f"silhouette_{level}", lambda p, c=curves, lv=level: plots.line_chart(
                 p, c, "K", "silhouette" + (" (mean over clients)" if lv == "local" else ""), f"{lv} silhouette"))
     map_scenario = plan.get("curve_scenario") or next(iter(result["scenarios"]), None)
     mapped = next((r for r in ok if r["group"] == "main" and r["scenario"] == map_scenario), None)
     # a record carried over from another machine may point at a run dir that is not here
     if mapped and RunDir(Path(mapped.get("run_dir", ""))).embedding_file(client_name(0), "test").exists():
-        plot("embedding_map.png", lambda p: _embedding_map(p, mapped))
-    with atomic_path(out / "bench.md") as tmp:
+        plot("embedding_map", lambda p: _embedding_map(p, mapped))
+    with atomic_path(files.markdown_file) as tmp:
         tmp.write_text(markdown(result, failures, machine_time(records)))
-    write_json(out / "bench.json", {"plan": plan, "tables": result, "orderings": result["orderings"],
+    write_json(files.json_file, {"plan": plan, "tables": result, "orderings": result["orderings"],
                                     "machine": machine_time(records), "cells": records, "kept_cells": list(kept)})
     return {**written, "tables": result, "failed_cells": [f["cell"] for f in failures]}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedrouter_cli import stats
-from fedrouter_cli.rundir import atomic_path, read_table
+from fedrouter_cli.rundir import BenchResults, atomic_path, read_table
 
 # the methods compared against every other one, pairwise
 CHALLENGERS = ("fedrouter", "fedrouter-star")
@@ -31,7 +31,7 @@ def sample_scores(predictions_path: Path) -> dict[str, list]:
 
 
 def samples_path(out: Path, cell_name: str) -> Path:
-    return out / "samples" / f"{cell_name}.json"
+    return BenchResults(out).samples_file(cell_name)
 
 
 def store_samples(out: Path, record: dict[str, Any]) -> None:
@@ -98,12 +98,9 @@ def pair(rows: dict[str, list[tuple[dict[str, Any], dict[str, list]]]], better: 
         for record, s in rows[method]:
             merged |= keyed(record, s)
         scores.append(merged)
-    try:
-        gap, n = stats.paired(scores[0], scores[1])
-    except ValueError:
+    if (row := stats.paired_row(scores[0], scores[1])) is None:
         return None
-    return {"method": better, "against": worse, "samples": n,
-            "seeds": len({k[0] for k in set(scores[0]) & set(scores[1])}), **gap.to_json()}
+    return {"method": better, "against": worse, "seeds": len({k[0] for k in set(scores[0]) & set(scores[1])}), **row}
 
 
 def comparisons(rows: dict[str, list[tuple[dict[str, Any], dict[str, list]]]]) -> list[dict[str, Any]]:

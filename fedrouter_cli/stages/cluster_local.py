@@ -3,40 +3,64 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from fedrouter_cli.clustering import AUTO_RULE_VERSIONS, K_TOLERANCE, best_k, kmeans, majority, purity, silhouette_curve
+from fedrouter_cli.clustering import K_TOLERANCE, best_k, kmeans, majority, purity, silhouette_curve
 from fedrouter_cli.config import Config
 from fedrouter_cli.data.partition import client_tasks
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name, fingerprint, read_table, write_json, write_table
+from fedrouter_cli.fingerprints import cluster_fingerprint
+from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, read_table, write_json, write_table
 from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
-from fedrouter_cli.stages.embed import embed_fingerprint, read_embeddings
+from fedrouter_cli.vectors import read_embeddings, read_vectors, vector_column
 
 
-def cluster_fingerprint(config: Config) -> str:
-    rule = ({"auto_rule": AUTO_RULE_VERSIONS["local"]},) if config.cluster.n_clusters == "auto" else ()
-    return fingerprint("cluster-local", embed_fingerprint(config), asdict(config.cluster), *rule)
+@dataclass
+class LocalClusters:
+    """One client's K-Means clusters of its train rows, as the server's stage and a node's own
+    `deploy prepare-node` both make and write them."""
+
+    ids: list[str]
+    tasks: list[str]
+    centroids: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def sizes(self) -> list[int]:
+        return np.bincount(self.labels, minlength=len(self.centroids)).tolist()
+
+    @property
+    def purity(self) -> float:
+        return round(purity(self.labels, self.tasks), 4)
+
+    def centroids_table(self) -> pa.Table:
+        majors = majority(self.labels, self.tasks)
+        return centroids_table(self.centroids, self.sizes, [majors.get(k, "") for k in range(len(self.centroids))])
+
+    def assignments_table(self) -> pa.Table:
+        return pa.table({"id": self.ids, "cluster": self.labels.tolist(), "task": self.tasks})
+
+
+def cluster_client(ids: list[str], tasks: list[str], points: np.ndarray, k: int, seed: int) -> LocalClusters:
+    centroids, labels = kmeans(points, k, seed)
+    return LocalClusters(ids, tasks, centroids, labels)
 
 
 def centroids_table(centroids: np.ndarray, sizes: list[int], tasks: list[str]) -> pa.Table:
-    flat = pa.array(centroids.astype(np.float32).ravel(), type=pa.float32())
     return pa.table({
         "cluster": list(range(len(centroids))),
         "size": sizes,
         "majority_task": tasks,
-        "centroid": pa.FixedSizeListArray.from_arrays(flat, centroids.shape[1]),
+        "centroid": vector_column(centroids),
     })
 
 
 def read_centroids(path) -> tuple[np.ndarray, list[int], list[str]]:
     table = read_table(path)
-    column = table.column("centroid").combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return values.reshape(len(table), -1), table.column("size").to_pylist(), table.column("majority_task").to_pylist()
+    return read_vectors(table.column("centroid")), table.column("size").to_pylist(), table.column("majority_task").to_pylist()
 
 
 def client_train(run: RunDir, client: str) -> tuple[list[str], list[str], np.ndarray]:
@@ -79,7 +103,7 @@ def run_cluster_local(config: Config, run: RunDir, force: bool = False) -> Stage
         return hit
     started = time.perf_counter()
     partition = run.require("partition")["summary"]
-    clients = [client_name(i) for i in range(len(partition["clients"]))]
+    clients = run.clients()
     data = {c: client_train(run, c) for c in clients}
     held = {c: tasks_held(config, tuple(partition["tasks"]), i) for i, c in enumerate(clients)}
     chosen = {c: choose_k(data[c][2], config, c, held[c]) for c in clients}  # validate all before writing
@@ -87,15 +111,11 @@ def run_cluster_local(config: Config, run: RunDir, force: bool = False) -> Stage
     with staged_outputs(run, "cluster-local") as at:
         for client in clients:
             ids, tasks, vectors = data[client]
-            centroids, labels = kmeans(vectors, chosen[client], config.cluster.seed)
-            sizes = np.bincount(labels, minlength=len(centroids)).tolist()
-            majors = majority(labels, tasks)
-            write_table(at(run.centroids_file(client)),
-                        centroids_table(centroids, sizes, [majors.get(k, "") for k in range(len(centroids))]))
-            write_table(at(run.assignments_file(client)),
-                        pa.table({"id": ids, "cluster": labels.tolist(), "task": tasks}))
-            report.append({"client": client, "k": len(centroids), "purity": round(purity(labels, tasks), 4),
-                           "sizes": sizes})
+            clusters = cluster_client(ids, tasks, vectors, chosen[client], config.cluster.seed)
+            write_table(at(run.centroids_file(client)), clusters.centroids_table())
+            write_table(at(run.assignments_file(client)), clusters.assignments_table())
+            report.append({"client": client, "k": len(clusters.centroids), "purity": clusters.purity,
+                           "sizes": clusters.sizes})
         seconds = time.perf_counter() - started
         summary = {"purity": round(float(np.mean([r["purity"] for r in report])), 4), "clients": report,
                    "cluster_dir": str(run.stage_dir("cluster-local"))}

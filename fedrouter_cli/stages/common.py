@@ -1,52 +1,17 @@
-"""What every stage shares: fingerprint-based caching, staged (atomic) output folders, manifests."""
+"""What every stage shares: fingerprint-based caching and manifests (from fedrouter_cli.manifests),
+progress callbacks, and staged (atomic) output folders."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-from fedrouter_cli.progress import Progress, no_progress  # noqa: F401  (re-exported for the stages)
+from fedrouter_cli.manifests import StageResult, cache_hit, manifest, package_versions
+from fedrouter_cli.progress import Progress, no_progress
 from fedrouter_cli.rundir import RunDir, atomic_dir
 
-
-@dataclass
-class StageResult:
-    stage: str
-    cache_hit: bool
-    seconds: float
-    summary: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"stage": self.stage, "cache_hit": self.cache_hit, "seconds": round(self.seconds, 3),
-                **self.summary, "warnings": self.warnings}
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("fedrouter", "torch", "transformers", "peft", "flwr", "scikit-learn", "pyarrow"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
-
-
-def cache_hit(run: RunDir, stage: str, fp: str, force: bool, *sub: str) -> StageResult | None:
-    if force:
-        return None
-    started = time.perf_counter()
-    manifest = run.manifest(stage, *sub)
-    if manifest is None or manifest.get("fingerprint") != fp:
-        return None
-    return StageResult(stage, True, time.perf_counter() - started, manifest.get("summary", {}),
-                       manifest.get("warnings", []))
+__all__ = ["Progress", "StageResult", "cache_hit", "manifest", "no_progress", "package_versions", "staged_outputs"]
 
 
 @contextmanager
@@ -66,16 +31,3 @@ def staged_outputs(run: RunDir, stage: str, *sub: str) -> Iterator[Callable[[Pat
         yield at
 
 
-def manifest(stage: str, fp: str, config_slice: dict[str, Any], inputs: dict[str, str],
-             seconds: float, summary: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
-    return {
-        "stage": stage,
-        "fingerprint": fp,
-        "config": config_slice,
-        "inputs": inputs,
-        "versions": package_versions(),
-        "seconds": round(seconds, 3),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "summary": summary,
-        "warnings": warnings,
-    }

@@ -4,48 +4,20 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from fedrouter_cli.config import Config
 from fedrouter_cli.embed import embed_texts
 from fedrouter_cli.embed_cache import EmbeddingCache
-from fedrouter_cli.errors import CorruptArtifactError
+from fedrouter_cli.fingerprints import embed_fingerprint, embed_settings
 from fedrouter_cli.model.device import embed_batch_size, resolve_device
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
-from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name, fingerprint, read_table, write_json, write_table
-from fedrouter_cli.stages.common import (Progress, StageResult, cache_hit, manifest, no_progress,
-                                         staged_outputs)
-from fedrouter_cli.stages.partition import TEST_SPLITS, partition_fingerprint
+from fedrouter_cli.rundir import PARTITION_TEXT, TEST_SPLITS, RunDir, read_table, write_json, write_table
+from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
+from fedrouter_cli.vectors import embeddings_table
 
 EMBED_SPLITS = ("train", *TEST_SPLITS)
-
-
-def embed_settings(config: Config) -> dict:
-    return {"embedder": config.embedder_id(), "normalize": config.embed.normalized,
-            "max_length": config.embed.max_length}
-
-
-def embed_fingerprint(config: Config) -> str:
-    return fingerprint("embed", partition_fingerprint(config)[0], embed_settings(config))
-
-
-def embeddings_table(ids: list[str], vectors: np.ndarray) -> pa.Table:
-    flat = pa.array(vectors.astype(np.float32).ravel(), type=pa.float32())
-    return pa.table({"id": ids, "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
-
-
-def read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
-    table = read_table(path)
-    if "embedding" not in table.column_names or "id" not in table.column_names:
-        raise CorruptArtifactError(f"{path} has no 'id'/'embedding' columns; rerun `fedrouter embed --force`.")
-    column = table.column("embedding").combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    rows = len(table)
-    vectors = values.reshape(rows, -1).astype(np.float32) if rows else np.zeros((0, 0), np.float32)
-    return table.column("id").to_pylist(), vectors
 
 
 def embed_unique(config: Config, texts: list[str], progress: Progress = no_progress
@@ -79,7 +51,7 @@ def run_embed(config: Config, run: RunDir, force: bool = False, progress: Progre
     if hit := cache_hit(run, "embed", fp, force):
         return hit
     started = time.perf_counter()
-    clients = [client_name(i) for i in range(len(partition["summary"]["clients"]))]
+    clients = run.clients()
     tables = {(c, s): read_table(run.partition_file(c, s), PARTITION_TEXT) for c in clients for s in EMBED_SPLITS}
     # Clients share test rows and some train rows, so each distinct text is embedded once.
     unique = sorted({t for table in tables.values() for t in table.column("instruction").to_pylist()})

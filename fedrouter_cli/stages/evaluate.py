@@ -9,28 +9,32 @@ import pyarrow as pa
 
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.evaluation import (BASE_ALG, ClientTest, RoundInputs, generate_all, route, score_records,
-                                      summarize, task_sums)
+from fedrouter_cli.evaluation import (
+    BASE_ALG,
+    ClientTest,
+    RoundInputs,
+    generate_all,
+    route,
+    score_records,
+    summarize,
+    task_sums,
+)
+from fedrouter_cli.federation.run_output import pick_round
 from fedrouter_cli.federation.strategies import STRATEGIES
+from fedrouter_cli.fingerprints import embed_fingerprint, evaluate_fingerprint, simulate_fingerprint
 from fedrouter_cli.model.device import resolve_device
 from fedrouter_cli.rundir import (
-    PARTITION_TEXT, RunDir, client_name, fingerprint, read_json, read_table, saved_rounds, write_json, write_table,
+    PARTITION_TEXT,
+    RunDir,
+    client_name,
+    read_json,
+    read_table,
+    write_json,
+    write_table,
 )
 from fedrouter_cli.stages.cluster_local import read_centroids
 from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
-from fedrouter_cli.stages.embed import embed_fingerprint, read_embeddings
-from fedrouter_cli.stages.simulate import simulate_fingerprint
-
-
-def pick_round(run: RunDir, alg: str, wanted: int) -> int:
-    done = saved_rounds(run.simulate_dir(alg))
-    if not done:
-        raise FedrouterError(f"The run dir has no rounds of {alg}; run `fedrouter simulate --alg {alg}` first.")
-    if wanted == 0:
-        return done[-1]
-    if wanted not in done:
-        raise FedrouterError(f"Round {wanted} of {alg} does not exist; completed rounds are {done[0]}..{done[-1]}.")
-    return wanted
+from fedrouter_cli.vectors import read_embeddings
 
 
 def _test_split(config: Config) -> str:
@@ -54,10 +58,10 @@ def _client_test(run: RunDir, config: Config, client: int) -> ClientTest:
 def _round_inputs(run: RunDir, alg: str, round_number: int, tests: list[ClientTest]) -> RoundInputs:
     if alg == BASE_ALG:
         return RoundInputs()
-    round_dir = run.round_dir(alg, round_number)
-    state = read_json(round_dir / "state.json")
+    out = run.federation(alg)
+    state = read_json(out.state_file(round_number))
     global_tasks = STRATEGIES[alg].adapter_tasks(state, {t.client: t.local_tasks for t in tests})
-    return RoundInputs(state, round_dir / "adapters", global_tasks)
+    return RoundInputs(state, out.adapters_dir(round_number), global_tasks)
 
 
 def evaluation_name(mode: str, test_tasks: str, explicit_round: int = 0, on: str = "server") -> str:
@@ -67,16 +71,6 @@ def evaluation_name(mode: str, test_tasks: str, explicit_round: int = 0, on: str
     name = mode if test_tasks == "scenario" else f"{mode}+all-tasks"
     name = f"{name}+nodes" if on == "nodes" else name
     return f"{name}@r{explicit_round}" if explicit_round else name
-
-
-def evaluate_fingerprint(config: Config, alg: str, round_number: int, on: str = "server") -> str:
-    upstream = embed_fingerprint(config) if alg == BASE_ALG else simulate_fingerprint(config)
-    settings = asdict(config.eval) | {"round": round_number, "test_tasks": config.data.test_tasks}
-    if alg == BASE_ALG:
-        settings |= {"model": config.model.model}
-    if on != "server":  # joins only when on the nodes, so server-side evaluations keep their fingerprint
-        settings |= {"on": on}
-    return fingerprint("evaluate", alg, upstream, settings)
 
 
 EVALUATE_ON = ("server", "nodes")
@@ -92,7 +86,7 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
         raise FedrouterError(f"Unknown algorithm {alg!r}; choose one of {', '.join([BASE_ALG, *STRATEGIES])}.")
     if on not in EVALUATE_ON:
         raise FedrouterError(f"--on must be one of {', '.join(EVALUATE_ON)}, got {on!r}.")
-    partition = run.require("partition")
+    run.require("partition")
     if on == "server":
         embed = run.require("embed")
         if embed["fingerprint"] != embed_fingerprint(config):
@@ -109,8 +103,7 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
     if hit := cache_hit(run, "evaluate", fp, force, *sub):
         return hit
     started = time.perf_counter()
-    clients = len(partition["summary"]["clients"])
-    out = run.evaluate_dir(*sub)
+    clients = len(run.clients())
     if on == "server":
         tests = [_client_test(run, config, c) for c in range(clients)]
         inputs = _round_inputs(run, alg, round_number, tests)
@@ -120,7 +113,7 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
         summary = summarize(task_sums(records))
         summary |= {"generation_seconds": round(seconds_generating, 3),
                     "samples_per_second": round(summary["samples"] / max(seconds_generating, 1e-9), 3),
-                    "predictions_path": str(out / "predictions.parquet")}
+                    "predictions_path": str(run.predictions_file(*sub))}
     else:
         from fedrouter_cli.stages.evaluate_nodes import evaluate_on_nodes_stage
 
@@ -128,12 +121,12 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
         summary = evaluate_on_nodes_stage(config, run, alg, round_number, sub[1], clients, progress, grid)
     with staged_outputs(run, "evaluate", *sub) as at:
         if records is not None:
-            write_table(at(out / "predictions.parquet"), pa.Table.from_pylist(records))
+            write_table(at(run.predictions_file(*sub)), pa.Table.from_pylist(records))
         seconds = time.perf_counter() - started
         summary |= {"alg": alg, "mode": config.eval.mode, "round": round_number, "on": on,
                     "test_tasks": config.data.test_tasks, "seconds": round(seconds, 3),
                     **resolve_device(config.model.device).describe()}
-        write_json(at(out / "scores.json"), summary)
+        write_json(at(run.scores_file(*sub)), summary)
         write_json(at(run.manifest_path("evaluate", *sub)),
                    manifest("evaluate", fp, asdict(config.eval), {}, seconds, summary, []))
     return StageResult("evaluate", False, seconds, summary)

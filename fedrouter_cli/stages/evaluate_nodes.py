@@ -7,8 +7,6 @@ already has them (`fedrouter deploy prepare-node`), and the deployment ServerApp
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +14,7 @@ from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.evaluation import BASE_ALG, summarize
 from fedrouter_cli.federation.evaluate_round import EvalPlan, NodeEvaluation, build_evaluate_app, evaluate_on_nodes
-from fedrouter_cli.federation.node import embeddings_file, evaluation_dir, test_rows_file
-from fedrouter_cli.rundir import RunDir, client_name
+from fedrouter_cli.rundir import NODE_PREDICTIONS, NodeDir, RunDir, client_name
 from fedrouter_cli.stages.common import Progress
 from fedrouter_cli.stages.evaluate import _test_split
 
@@ -26,31 +23,22 @@ def give_nodes_their_tests(run: RunDir, clients: int, split: str) -> None:
     """Simulation only: copy each client's test rows and embeddings into its node folder."""
     from fedrouter_cli.stages.simulate import prepare_nodes
 
-    names = [client_name(c) for c in range(clients)]
-    prepare_nodes(run, names)
-    for name in names:
-        folder = run.client_dir(name)
-        copies = {test_rows_file(folder, split): run.partition_file(name, split),
-                  embeddings_file(folder, split): run.embedding_file(name, split),
-                  embeddings_file(folder, "train"): run.embedding_file(name, "train")}
-        for dest, source in copies.items():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, dest)
+    prepare_nodes(run, [client_name(c) for c in range(clients)], (split,))
 
 
 def _simulated(config: Config, run: RunDir, plan: EvalPlan) -> NodeEvaluation:
+    from fedrouter_cli.federation.engine import run_engine, simulation_resources
     from fedrouter_cli.model.lora import peft_model
-    from fedrouter_cli.stages.simulate import check_request, run_engine, simulation_resources
+    from fedrouter_cli.stages.simulate import check_request
 
     placement = check_request(config)
     give_nodes_their_tests(run, plan.clients, plan.split)
     model, _ = peft_model(config.model.model, config.train)  # converts the default model before the workers start
     _, threads, backend_config = simulation_resources(placement, plan.clients, model, config)
     plan.torch_threads = threads
-    os.environ["FEDROUTER_NODES_ROOT"] = str(run.stage_dir("nodes"))
     outcome: list[NodeEvaluation] = []
     errors: list[BaseException] = []
-    run_engine(build_evaluate_app(plan, outcome, errors), plan.clients, backend_config, errors)
+    run_engine(build_evaluate_app(plan, outcome, errors), run.nodes_root, plan.clients, backend_config, errors)
     return outcome[0]
 
 
@@ -67,5 +55,5 @@ def evaluate_on_nodes_stage(config: Config, run: RunDir, alg: str, round_number:
     summary |= {"missing_clients": dict(sorted(outcome.missing.items())),
                 "bytes_down": outcome.bytes_down,
                 "predictions_path": None,  # they stay on the nodes, each in its own folder:
-                "node_predictions": str(evaluation_dir(Path("<node folder>"), alg, evaluation) / "predictions.parquet")}
+                "node_predictions": str(NodeDir(Path("<node folder>")).evaluation_dir(alg, evaluation) / NODE_PREDICTIONS)}
     return summary

@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from dataclasses import asdict
-from pathlib import Path
 
 import pyarrow as pa
 
 from fedrouter_cli.config import Config
-from fedrouter_cli.data import sources, synthetic
+from fedrouter_cli.data import sources
 from fedrouter_cli.data.partition import client_tasks, draw_split, drop_overlap, shares
 from fedrouter_cli.data.sources import Row
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import RunDir, client_name, fingerprint, write_json, write_table
+from fedrouter_cli.fingerprints import partition_fingerprint
+from fedrouter_cli.rundir import RunDir, client_name, write_json, write_table
 from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
-
-# partition/clients/cXX/{train,test,test_all}.parquet: test follows the scenario, test_all
-# covers every task (the paper's generalization setting); evaluate picks one by --test-tasks.
-TEST_SPLITS = ("test", "test_all")
-
-
-def source_fingerprint(source: str, tasks: tuple[str, ...]) -> str:
-    """Content hash of a JSONL source (so edited data reruns); the generator's version otherwise."""
-    if source == "synthetic":
-        return f"synthetic-{getattr(synthetic, 'GENERATOR_VERSION', 1)}"
-    if source == "hf":
-        return "hf"
-    digest = hashlib.sha256()
-    for task in tasks:
-        for split in sources.SPLITS:
-            path = Path(source).expanduser() / task / f"{split}.jsonl"
-            digest.update(path.read_bytes() if path.exists() else b"missing")
-    return digest.hexdigest()[:16]
-
-
-def partition_fingerprint(config: Config) -> tuple[str, tuple[str, ...]]:
-    data = config.data
-    tasks = sources.resolve_tasks(data.source, data.tasks)
-    slice_ = {k: v for k, v in asdict(data).items() if k != "test_tasks"}
-    return fingerprint("partition", slice_, tasks, source_fingerprint(data.source, tasks)), tasks
 
 
 def rows_table(rows: list[Row]) -> pa.Table:

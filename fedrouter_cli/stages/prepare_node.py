@@ -16,15 +16,23 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fedrouter_cli.clustering import kmeans, majority, purity
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_index, client_name, read_table, write_table
-from fedrouter_cli.stages.cluster_local import centroids_table, choose_k, tasks_held
+from fedrouter_cli.rundir import (
+    PARTITION_TEXT,
+    TEST_SPLITS,
+    NodeDir,
+    RunDir,
+    client_index,
+    client_name,
+    read_table,
+    write_table,
+)
+from fedrouter_cli.stages.cluster_local import choose_k, cluster_client, tasks_held
 from fedrouter_cli.stages.common import Progress, no_progress
-from fedrouter_cli.federation.node import embeddings_file, test_rows_file
-from fedrouter_cli.stages.embed import embed_unique, embeddings_table
-from fedrouter_cli.stages.partition import TEST_SPLITS, run_partition
+from fedrouter_cli.stages.embed import embed_unique
+from fedrouter_cli.stages.partition import run_partition
+from fedrouter_cli.vectors import embeddings_table
 
 
 def check_node_folder(dest: Path, client: int) -> None:
@@ -58,18 +66,16 @@ def prepare_node(config: Config, client: int, dest: Path, progress: Progress = n
 
     points = vectors_of(train)
     tasks = train.column("task").to_pylist()
-    centroids, labels = kmeans(points, choose_k(points, config, name, held), config.cluster.seed)
-    sizes = np.bincount(labels, minlength=len(centroids)).tolist()
-    majors = majority(labels, tasks)
-    # file by file (each atomic), so state the node keeps between rounds (dest/state) survives
-    write_table(dest / "train.parquet", train)
-    write_table(dest / "assignments.parquet",
-                pa.table({"id": train.column("id").to_pylist(), "cluster": labels.tolist(), "task": tasks}))
-    write_table(dest / "centroids.parquet",
-                centroids_table(centroids, sizes, [majors.get(k, "") for k in range(len(centroids))]))
-    write_table(embeddings_file(dest, "train"), embeddings_table(train.column("id").to_pylist(), points))
+    ids = train.column("id").to_pylist()
+    clusters = cluster_client(ids, tasks, points, choose_k(points, config, name, held), config.cluster.seed)
+    # file by file (each atomic), so state the node keeps between rounds (its state/) survives
+    node = NodeDir(dest)
+    write_table(node.rows_file("train"), train)
+    write_table(node.assignments_file, clusters.assignments_table())
+    write_table(node.centroids_file, clusters.centroids_table())
+    write_table(node.embeddings_file("train"), embeddings_table(ids, points))
     for split, table in tests.items():
-        write_table(test_rows_file(dest, split), table)
-        write_table(embeddings_file(dest, split), embeddings_table(table.column("id").to_pylist(), vectors_of(table)))
-    return {"client": name, "node_dir": str(dest), "rows": len(texts), "k": len(centroids), "sizes": sizes,
-            "purity": round(purity(labels, tasks), 4), "seconds": round(time.perf_counter() - started, 3)}
+        write_table(node.rows_file(split), table)
+        write_table(node.embeddings_file(split), embeddings_table(table.column("id").to_pylist(), vectors_of(table)))
+    return {"client": name, "node_dir": str(dest), "rows": len(texts), "k": len(clusters.centroids),
+            "sizes": clusters.sizes, "purity": clusters.purity, "seconds": round(time.perf_counter() - started, 3)}

@@ -20,14 +20,14 @@ def collect(runs: list[RunDir]) -> list[dict[str, Any]]:
     """Every evaluate/<alg>/<mode>/scores.json of the runs, with the run's communication cost."""
     found = []
     for index, run in enumerate(runs):
-        for scores_path in sorted(run.root.glob("evaluate/*/*/scores.json")):
+        for scores_path in run.scores_files():
             if "@r" in scores_path.parent.name:
                 continue  # evaluations of earlier rounds are curves, not table rows
             scores = read_json(scores_path)
             simulated = run.manifest("simulate", scores["alg"]) or {}
             summary = simulated.get("summary", {})
             found.append({**scores, "run": str(run.root), "run_index": index,
-                          "predictions": str(scores_path.parent / "predictions.parquet"),
+                          "predictions": str(run.predictions_file(scores["alg"], scores_path.parent.name)),
                           "bytes": summary.get("bytes_up", 0) + summary.get("bytes_down", 0),
                           "simulate_seconds": simulated.get("seconds")})
     return found
@@ -90,12 +90,9 @@ def paired_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for other_key, other_rows in sorted(groups.items()):
             if other_key == mine_key or other_key[2] != mine_key[2] or not (theirs := _sample_scores(other_rows)):
                 continue
-            try:
-                gap, n = stats.paired(mine, theirs)
-            except ValueError:
-                continue
-            out.append({"method": f"{mine_key[0]}/{mine_key[1]}", "against": f"{other_key[0]}/{other_key[1]}",
-                        "test_tasks": mine_key[2], "samples": n, **gap.to_json()})
+            if (row := stats.paired_row(mine, theirs)) is not None:
+                out.append({"method": f"{mine_key[0]}/{mine_key[1]}", "against": f"{other_key[0]}/{other_key[1]}",
+                            "test_tasks": mine_key[2], **row})
     return out
 
 
@@ -136,12 +133,12 @@ def run_report(runs: list[RunDir]) -> dict[str, Any]:
         raise FedrouterError("No evaluated methods in the run dir(s); run `fedrouter evaluate` first.")
     table = summarize(rows)
     paired = paired_rows(rows)
-    out = runs[0].stage_dir("report")
-    write_json(out / "report.json", {"runs": [str(r.root) for r in runs], "table": table, "paired": paired})
-    with atomic_path(out / "report.md") as tmp:
+    json_path, markdown_path, plot_path = runs[0].report_files()
+    write_json(json_path, {"runs": [str(r.root) for r in runs], "table": table, "paired": paired})
+    with atomic_path(markdown_path) as tmp:
         tmp.write_text(markdown(table, paired))
-    with atomic_path(out / "rouge1.png") as tmp:
+    with atomic_path(plot_path) as tmp:
         bar_chart(tmp, [f"{e['method']}/{e['mode']}" for e in table], [e["rouge1"] for e in table],
                   [e["rouge1_std"] for e in table], "ROUGE-1 (mean over clients)")
-    return {"table": table, "paired": paired, "markdown_path": str(out / "report.md"), "json_path": str(out / "report.json"),
-            "plot_path": str(out / "rouge1.png")}
+    return {"table": table, "paired": paired, "markdown_path": str(markdown_path), "json_path": str(json_path),
+            "plot_path": str(plot_path)}

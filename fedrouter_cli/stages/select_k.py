@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -13,17 +12,17 @@ import pyarrow as pa
 from fedrouter_cli.clustering import best_k, silhouette_curve
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.fingerprints import select_k_fingerprint, select_k_inputs
 from fedrouter_cli.plots import silhouette_plot
-from fedrouter_cli.rundir import RunDir, client_name, fingerprint, write_json, write_table
-from fedrouter_cli.stages.cluster_local import client_train, cluster_fingerprint, read_centroids
+from fedrouter_cli.rundir import RunDir, write_json, write_table
+from fedrouter_cli.stages.cluster_local import client_train, read_centroids
 from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
-from fedrouter_cli.stages.embed import embed_fingerprint
 
 LEVELS = ("local", "global")
 
 
 def _curves(config: Config, run: RunDir, level: str) -> dict[str, dict[int, float]]:
-    clients = [client_name(i) for i in range(len(run.require("partition")["summary"]["clients"]))]
+    clients = run.clients()
     k_min, k_max, seed = config.cluster.k_min, config.cluster.k_max, config.cluster.seed
     if level == "local":
         return {c: silhouette_curve(client_train(run, c)[2], k_min, k_max, seed) for c in clients}
@@ -35,10 +34,9 @@ def _curves(config: Config, run: RunDir, level: str) -> dict[str, dict[int, floa
 def run_select_k(config: Config, run: RunDir, level: str, force: bool = False) -> StageResult:
     if level not in LEVELS:
         raise FedrouterError(f"--level must be local or global, got {level!r}.")
-    upstream = embed_fingerprint(config) if level == "local" else cluster_fingerprint(config)
     run.require("embed" if level == "local" else "cluster-local")
-    settings = {k: v for k, v in asdict(config.cluster).items() if k != "n_clusters"}
-    fp = fingerprint("select-k", level, upstream, settings)
+    fp = select_k_fingerprint(config, level)
+    upstream, settings = select_k_inputs(config, level)
     if hit := cache_hit(run, "select-k", fp, force, level):
         return hit
     started = time.perf_counter()
@@ -52,15 +50,15 @@ def run_select_k(config: Config, run: RunDir, level: str, force: bool = False) -
     chosen = Counter(best.values()).most_common(1)[0][0] if level == "local" else best["global"]
     rows = [(name, k, score) for name, scores in curves.items() for k, score in sorted(scores.items())]
     with staged_outputs(run, "select-k", level) as at:
-        out = run.stage_dir("select-k", level)
-        write_table(at(out / "scores.parquet"), pa.table({
+        scores_path, plot_path = run.silhouette_files(level)
+        write_table(at(scores_path), pa.table({
             "name": [r[0] for r in rows], "k": [r[1] for r in rows], "silhouette": [r[2] for r in rows]}))
-        silhouette_plot(at(out / "silhouette.png"), curves, f"{level} silhouette (best K = {chosen})")
+        silhouette_plot(at(plot_path), curves, f"{level} silhouette (best K = {chosen})")
         seconds = time.perf_counter() - started
         summary = {
             "level": level, "best_k": chosen, "best_per_client": best if level == "local" else {},
             "scores": {str(k): {"mean": round(mean[k], 4), "std": round(std[k], 4)} for k in ks},
-            "scores_path": str(out / "scores.parquet"), "plot": str(out / "silhouette.png"),
+            "scores_path": str(scores_path), "plot": str(plot_path),
         }
         write_json(at(run.manifest_path("select-k", level)),
                    manifest("select-k", fp, settings, {"upstream": upstream}, seconds, summary, []))

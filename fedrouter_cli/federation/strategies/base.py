@@ -13,12 +13,9 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
@@ -26,10 +23,11 @@ from flwr.serverapp.strategy import Strategy
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.inference import InferenceInput, Routing
+from fedrouter_cli.federation.run_output import load_round, save_round
 from fedrouter_cli.federation.train_wire import JobSpec, RoundSettings, TrainRequest
 from fedrouter_cli.federation.wire import from_record, nbytes
-from fedrouter_cli.model.lora import Adapter, load_adapter, save_adapter
-from fedrouter_cli.rundir import atomic_dir, read_json, round_dir, saved_rounds, write_json, write_table
+from fedrouter_cli.model.lora import Adapter
+from fedrouter_cli.rundir import FederationDir
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +72,7 @@ class FederationJob:
     """Everything the server side needs for one simulate run."""
 
     config: Config
-    out_dir: Path
+    out: FederationDir
     num_nodes: int
     initial_adapter: Callable[[int], Adapter]
     progress: Callable[[str, int, int], None] = lambda label, done, total: None
@@ -186,8 +184,7 @@ class AdapterStrategy(Strategy):
         if last == 0:
             self.initialize()
             return
-        state = read_json(self.round_dir(last) / "state.json")
-        self.adapters = {name: load_adapter(self.round_dir(last) / "adapters" / name) for name in state["adapters"]}
+        state, self.adapters = load_round(self.job.out, last)
         self.load_extra_state(state.get("extra", {}))
         self.completed = last
 
@@ -294,29 +291,14 @@ class AdapterStrategy(Strategy):
                  self.train.local_steps, self.train.batch_size)
 
     # -- checkpoints -----------------------------------------------------------------------
-    def round_dir(self, round_number: int) -> Path:
-        return round_dir(self.job.out_dir, round_number)
-
     def last_completed_round(self) -> int:
-        done = saved_rounds(self.job.out_dir)
+        done = self.job.out.saved_rounds()
         return done[-1] if done else 0
 
     def checkpoint(self, round_number: int, rows: list[dict[str, Any]]) -> None:
         """Save adapters, state and metrics of a round; the round counts once its folder is in place."""
-        metrics_path = self.job.out_dir / "metrics.parquet"
-        table = pa.Table.from_pylist(rows) if rows else None
-        if metrics_path.exists():
-            old = pq.read_table(metrics_path)
-            old = old.filter(pa.compute.less(old["round"], round_number))  # a redone round replaces its rows
-            # promote: metrics written by an older version may lack newer columns
-            table = pa.concat_tables([old, table], promote_options="default") if table is not None else old
-        if table is not None:
-            write_table(metrics_path, table)
-        with atomic_dir(self.round_dir(round_number)) as tmp:
-            for name, adapter in self.adapters.items():
-                save_adapter(tmp / "adapters" / name, adapter, self.train, self.config.model.model)
-            write_json(tmp / "state.json", {"round": round_number, "algorithm": self.name,
-                                            "adapters": sorted(self.adapters), "extra": self.extra_state()})
+        save_round(self.job.out, round_number, self.name, self.adapters, self.extra_state(), rows, self.train,
+                   self.config.model.model)
 
     # -- inference (used by `evaluate`) ------------------------------------------------------
     @staticmethod

@@ -18,8 +18,8 @@ from fedrouter_cli.federation.inference import Routing
 from fedrouter_cli.federation.node import latest_state
 from fedrouter_cli.federation.strategies.base import AdapterStrategy, JobResult
 from fedrouter_cli.federation.wire import select
-from fedrouter_cli.model.lora import Adapter, average
 from fedrouter_cli.model.generate import BASE
+from fedrouter_cli.model.lora import Adapter, average
 from fedrouter_cli.rundir import client_name
 
 GLOBAL = "global"

@@ -37,8 +37,13 @@ import numpy as np
 
 from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
 from fedrouter_cli.federation.strategies.base import Job, JobResult
-from fedrouter_cli.federation.strategies.common_baselines import (GLOBAL, BaselineStrategy, client_adapter,
-                                                                  kept_state, one_adapter)
+from fedrouter_cli.federation.strategies.common_baselines import (
+    GLOBAL,
+    BaselineStrategy,
+    client_adapter,
+    kept_state,
+    one_adapter,
+)
 from fedrouter_cli.model.lora import Adapter
 
 LOCAL = "local"

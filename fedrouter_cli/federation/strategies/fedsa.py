@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies.base import Job, JobResult
-from fedrouter_cli.federation.strategies.common_baselines import (GLOBAL, BaselineStrategy, client_adapter,
-                                                                  fedavg, kept_state, one_adapter)
+from fedrouter_cli.federation.strategies.common_baselines import (
+    GLOBAL,
+    BaselineStrategy,
+    client_adapter,
+    fedavg,
+    kept_state,
+    one_adapter,
+)
 from fedrouter_cli.federation.wire import select
 from fedrouter_cli.model.lora import load_adapter
 

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies.base import Job, JobResult
-from fedrouter_cli.federation.strategies.common_baselines import BaselineStrategy, client_adapter, kept_state, one_adapter
+from fedrouter_cli.federation.strategies.common_baselines import (
+    BaselineStrategy,
+    client_adapter,
+    kept_state,
+    one_adapter,
+)
 
 JOB = "local"
 

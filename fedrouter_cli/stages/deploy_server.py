@@ -1,5 +1,5 @@
-"""The ServerApp for Flower's deployment engine (`flwr run`), the twin of `fedrouter simulate`
-and of `fedrouter evaluate --on nodes`.
+"""Stages simulate and evaluate on Flower's deployment engine: the ServerApp `flwr run` starts,
+the twin of `fedrouter simulate` and of `fedrouter evaluate --on nodes`.
 
 It reads its run directory from the run config, runs the same strategy on the SuperNodes
 that connect to the SuperLink, and writes rounds, metrics and the simulate manifest into
@@ -70,9 +70,10 @@ def _evaluate(grid: Grid, rc, run: RunDir, config) -> None:
 
 
 def _train(grid: Grid, rc, run: RunDir, config) -> None:
+    from fedrouter_cli.federation.run_output import finish, open_output
+    from fedrouter_cli.fingerprints import simulate_fingerprint
+    from fedrouter_cli.manifests import cache_hit
     from fedrouter_cli.model.lora import initial_adapter, peft_model
-    from fedrouter_cli.stages.common import cache_hit
-    from fedrouter_cli.stages.simulate import finish_simulation, open_output, run_clients, simulate_fingerprint
 
     alg = config.train.alg  # a known one: the config checks it
     fp = simulate_fingerprint(config)
@@ -82,11 +83,11 @@ def _train(grid: Grid, rc, run: RunDir, config) -> None:
                     alg, run.root, hit.summary.get("rounds_completed"))
         return
     started = time.perf_counter()
-    clients = run_clients(run)
+    clients = run.clients()
     num_nodes = int(rc.get("num-nodes", 0)) or len(clients)
     out = open_output(run, alg, fp, force, clients)
     peft_model(config.model.model, config.train)  # load (and convert) the base model once, up front
-    job = FederationJob(config=config, out_dir=out, num_nodes=num_nodes,
+    job = FederationJob(config=config, out=out, num_nodes=num_nodes,
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
                         progress=_progress, torch_threads=int(rc.get("torch-threads", 0)),
                         tasks=tuple(run.require("partition")["summary"]["tasks"]))
@@ -100,5 +101,5 @@ def _train(grid: Grid, rc, run: RunDir, config) -> None:
     if remaining > 0:
         strategy.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=remaining,
                        timeout=config.train.round_timeout)
-    result = finish_simulation(config, run, out, fp, started)
+    result = finish(config, run, out, fp, started)
     log.info("fedrouter %s finished: %s", alg, result.to_json())

@@ -1,0 +1,94 @@
+"""What each stage's result depends on: one fingerprint per stage, built from its config slice
+and its upstream stage's fingerprint, so a changed setting reruns exactly the stages it reaches.
+
+A setting added after runs were made joins its stage's fingerprint only when it is not at its old
+default, so those runs stay cached; an automatic rule joins with its version, so a changed rule
+never passes for a cache hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+
+from fedrouter_cli.clustering import AUTO_RULE_VERSIONS
+from fedrouter_cli.config import BASE_ALG, Config
+from fedrouter_cli.data import sources, synthetic
+from fedrouter_cli.rundir import fingerprint
+
+
+def source_fingerprint(source: str, tasks: tuple[str, ...]) -> str:
+    """Content hash of a JSONL source (so edited data reruns); the generator's version otherwise."""
+    if source == "synthetic":
+        return f"synthetic-{getattr(synthetic, 'GENERATOR_VERSION', 1)}"
+    if source == "hf":
+        return "hf"
+    digest = hashlib.sha256()
+    for task in tasks:
+        for split in sources.SPLITS:
+            path = Path(source).expanduser() / task / f"{split}.jsonl"
+            digest.update(path.read_bytes() if path.exists() else b"missing")
+    return digest.hexdigest()[:16]
+
+
+def partition_fingerprint(config: Config) -> tuple[str, tuple[str, ...]]:
+    data = config.data
+    tasks = sources.resolve_tasks(data.source, data.tasks)
+    slice_ = {k: v for k, v in asdict(data).items() if k != "test_tasks"}
+    return fingerprint("partition", slice_, tasks, source_fingerprint(data.source, tasks)), tasks
+
+
+def embed_settings(config: Config) -> dict:
+    return {"embedder": config.embedder_id(), "normalize": config.embed.normalized,
+            "max_length": config.embed.max_length}
+
+
+def embed_fingerprint(config: Config) -> str:
+    return fingerprint("embed", partition_fingerprint(config)[0], embed_settings(config))
+
+
+def cluster_fingerprint(config: Config) -> str:
+    rule = ({"auto_rule": AUTO_RULE_VERSIONS["local"]},) if config.cluster.n_clusters == "auto" else ()
+    return fingerprint("cluster-local", embed_fingerprint(config), asdict(config.cluster), *rule)
+
+
+def select_k_inputs(config: Config, level: str) -> tuple[str, dict]:
+    """The upstream fingerprint and settings of one level's silhouette curve: local (per client, on
+    the embeddings) or global (on the local centroids). The chosen K is not among them: the curve
+    is what it scans."""
+    upstream = embed_fingerprint(config) if level == "local" else cluster_fingerprint(config)
+    return upstream, {k: v for k, v in asdict(config.cluster).items() if k != "n_clusters"}
+
+
+def select_k_fingerprint(config: Config, level: str) -> str:
+    return fingerprint("select-k", level, *select_k_inputs(config, level))
+
+
+def model_settings(config: Config) -> dict:
+    """The model settings a result depends on. The device is left out: where a run trained (a GPU in
+    bf16 or the CPU in fp32) is how it was computed, like --workers, not what was asked; a run made
+    on a GPU stays usable (evaluate, report, serve) on a CPU machine and the reverse. Each stage's
+    manifest records the device and dtype it ran with."""
+    return {k: v for k, v in asdict(config.model).items() if k != "device"}
+
+
+def simulate_fingerprint(config: Config) -> str:
+    # privacy joins the fingerprint only when on, so runs made before it existed stay cached
+    privacy = (asdict(config.privacy),) if config.privacy.enabled else ()
+    train = asdict(config.train)
+    if not train["lr_floor"]:  # likewise the schedule floor: runs without one keep their fingerprint
+        del train["lr_floor"]
+    # an automatic server-side K joins with its rule's version (clustering.AUTO_RULE_VERSIONS)
+    rule = ({"auto_rule": AUTO_RULE_VERSIONS["global"]},) if config.train.global_clusters == "auto" else ()
+    return fingerprint("simulate", cluster_fingerprint(config), train, model_settings(config), *privacy, *rule)
+
+
+def evaluate_fingerprint(config: Config, alg: str, round_number: int, on: str = "server") -> str:
+    upstream = embed_fingerprint(config) if alg == BASE_ALG else simulate_fingerprint(config)
+    settings = asdict(config.eval) | {"round": round_number, "test_tasks": config.data.test_tasks}
+    if alg == BASE_ALG:
+        settings |= {"model": config.model.model}
+    if on != "server":  # joins only when on the nodes, so server-side evaluations keep their fingerprint
+        settings |= {"on": on}
+    return fingerprint("evaluate", alg, upstream, settings)
