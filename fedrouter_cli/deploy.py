@@ -26,7 +26,8 @@ from pathlib import Path
 import tomli_w
 
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import TEST_SPLITS, NodeDir, RunDir, client_index, copy_files
+from fedrouter_cli.files import copy_files
+from fedrouter_cli.rundir import TEST_SPLITS, NodeDir, RunDir, client_index
 
 SERVER_APP = "fedrouter_cli.stages.deploy_server:app"
 CLIENT_APP = "fedrouter_cli.federation.client_app:app"
