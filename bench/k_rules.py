@@ -38,8 +38,9 @@ SETS = {
 
 def measure(config, run, rule: str) -> dict:
     from fedrouter_cli.clustering import best_global_k, kmeans, majority, purity, silhouette_curve
+    from fedrouter_cli.files import read_table
     from fedrouter_cli.router import nearest
-    from fedrouter_cli.rundir import PARTITION_TEXT, client_name, read_table
+    from fedrouter_cli.rundir import PARTITION_TEXT, client_name
     from fedrouter_cli.stages.cluster_local import run_cluster_local
     from fedrouter_cli.vectors import read_embeddings
 

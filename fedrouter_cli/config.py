@@ -331,7 +331,7 @@ def config_toml(config: Config) -> str:
 
 
 def save_config(path: Path, config: Config) -> None:
-    from fedrouter_cli.rundir import atomic_path
+    from fedrouter_cli.files import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(config_toml(config))

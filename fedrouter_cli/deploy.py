@@ -26,7 +26,8 @@ from pathlib import Path
 import tomli_w
 
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import TEST_SPLITS, NodeDir, RunDir, client_index, copy_files
+from fedrouter_cli.files import copy_files
+from fedrouter_cli.rundir import TEST_SPLITS, NodeDir, RunDir, client_index
 
 SERVER_APP = "fedrouter_cli.stages.deploy_server:app"
 CLIENT_APP = "fedrouter_cli.federation.client_app:app"
@@ -122,9 +123,9 @@ def prepare_node_dir(run: RunDir, client: str, dest: Path) -> Path:
     (e.g. /data/fedrouter/c03 for client c03).
     """
     dest = Path(dest)
-    if client_index(dest.name) is None or client_index(dest.name) != client_index(client):
-        raise FedrouterError(f"The node folder for {client} must be named after it (e.g. .../{client}), got {dest}.")
     node = NodeDir(dest)
+    if node.client is None or node.client != client_index(client):
+        raise FedrouterError(f"The node folder for {client} must be named after it (e.g. .../{client}), got {dest}.")
     needed = run.node_files(client, node)
     for source in needed.values():
         if not source.exists():

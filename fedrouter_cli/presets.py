@@ -107,7 +107,7 @@ def save_typed(config_path: Path, overrides: dict[str, dict[str, Any]]) -> None:
     """Add this command's typed options to the run dir's record of them."""
     import tomli_w
 
-    from fedrouter_cli.rundir import atomic_path
+    from fedrouter_cli.files import atomic_path
 
     with atomic_path(typed_path(config_path)) as tmp:
         tmp.write_text(tomli_w.dumps(_toml_ready(merged_typed(typed_so_far(config_path), overrides))))

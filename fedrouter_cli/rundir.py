@@ -1,4 +1,7 @@
-"""The run directory: every path a stage reads or writes, atomic writes and stage manifests.
+"""Where everything lives: the run directory (RunDir: every path a stage reads or writes, and its
+stage manifests), one algorithm's federation output (FederationDir), a client's own node folder
+(NodeDir) and a bench (BenchDir, BenchResults). Stages ask these for paths, never build them;
+files.py writes them atomically.
 
 A stage's outputs count only once its manifest exists; the manifest is written last, so a killed
 stage leaves nothing that a later run would mistake for a result.
@@ -8,19 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from fedrouter_cli.errors import CorruptArtifactError, FedrouterError, MissingInputError
+from fedrouter_cli.errors import FedrouterError, MissingInputError
+from fedrouter_cli.files import write_json
 
 STAGES = ("partition", "embed", "cluster-local", "select-k", "simulate", "evaluate")
 
@@ -42,100 +38,10 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-@contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; on success it replaces `final` in one rename."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-@contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `final`; on success it takes `final`'s place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def copy_files(copies: dict[Path, Path]) -> None:
-    """Copy each source onto its target ({target: source}), each file atomically."""
-    for target, source in copies.items():
-        if source.resolve() != target.resolve():
-            with atomic_path(target) as tmp:
-                shutil.copyfile(source, tmp)
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    if not path.exists():
-        raise MissingInputError(f"{path} does not exist; run the stage that writes it first.")
-    try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptArtifactError(
-            f"{path} is not valid JSON ({exc.__class__.__name__}); rerun its stage with --force."
-        ) from None
-
-
-def write_table(path: Path, table: pa.Table) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
 PARTITION_TEXT = ("id", "task", "instruction", "response")  # partition files' text columns
 # partition/clients/cXX/{train,test,test_all}.parquet: test follows the scenario, test_all
 # covers every task (the paper's generalization setting); evaluate picks one by --test-tasks.
 TEST_SPLITS = ("test", "test_all")
-
-
-def read_table(path: Path, text_columns: tuple[str, ...] = ()) -> pa.Table:
-    """A Parquet table, checked before any stage works on it: valid UTF-8 text, and the named
-    columns present as text (a binary or numeric column would fail deep inside a stage)."""
-    if not path.exists():
-        raise MissingInputError(f"{path} does not exist; run the stage that writes it first.")
-    try:
-        table = pq.read_table(path)
-        table.validate(full=True)  # Parquet does not check that text is UTF-8; catch it here, not mid-stage
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise CorruptArtifactError(
-            f"{path} is not a readable Parquet file ({_reason(exc)}); rerun its stage with --force."
-        ) from None
-    for name in text_columns:
-        kind = table.schema.field(name).type if name in table.column_names else None
-        if kind is None or not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            found = "missing" if kind is None else f"of type {kind}"
-            raise CorruptArtifactError(f"{path} has no text column {name!r} (it is {found}); "
-                                       "rerun its stage with --force.")
-    return table
-
-
-def _reason(exc: Exception) -> str:
-    """Arrow's first sentence, without the path it repeats ("Could not open ... '<path>': ...")."""
-    first = str(exc).splitlines()[0].rsplit("': ", 1)[-1]
-    return first.split(". ")[0].rstrip(".")[:100]
 
 
 def file_in_the_way(folder: Path) -> Path | None:

@@ -13,11 +13,12 @@ from fedrouter_cli.config import Config
 from fedrouter_cli.embed import embed_texts
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.federation.run_output import pick_round
+from fedrouter_cli.files import atomic_dir, read_json, write_json, write_table
 from fedrouter_cli.fingerprints import embed_settings, simulate_fingerprint
 from fedrouter_cli.model.device import resolve_device
 from fedrouter_cli.model.generate import generate
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
-from fedrouter_cli.rundir import RunDir, atomic_dir, file_in_the_way, read_json, write_json, write_table
+from fedrouter_cli.rundir import RunDir, file_in_the_way
 from fedrouter_cli.vectors import vector_column
 
 

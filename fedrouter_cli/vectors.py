@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from fedrouter_cli.errors import CorruptArtifactError
-from fedrouter_cli.rundir import read_table
+from fedrouter_cli.files import read_table
 
 
 def vector_column(matrix: np.ndarray) -> pa.FixedSizeListArray:

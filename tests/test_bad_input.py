@@ -24,7 +24,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fedrouter_cli.cli.app import app
-from fedrouter_cli.rundir import RunDir, client_name, write_json
+from fedrouter_cli.files import write_json
+from fedrouter_cli.rundir import RunDir, client_name
 
 Spoil = Callable[[Path], None]  # gets the sandbox: <tmp>/run is the run dir
 

@@ -336,7 +336,7 @@ def test_smoke_communication(smoke) -> None:
     assert fedsa_global and not part(fedsa_global, "lora_B")
     # fedcluster assigned every client to a group
     run = smoke("fedcluster")["run"]
-    from fedrouter_cli.rundir import read_json
+    from fedrouter_cli.files import read_json
 
     state = read_json(run.round_dir("fedcluster", rounds) / "state.json")
     assert sorted(state["extra"]["groups"]) == ["0", "1", "2", "3"]

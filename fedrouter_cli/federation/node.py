@@ -15,8 +15,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
+from fedrouter_cli.files import atomic_path, read_table
 from fedrouter_cli.model.lora import Adapter
-from fedrouter_cli.rundir import PARTITION_TEXT, NodeDir, atomic_path, client_name, read_table
+from fedrouter_cli.rundir import PARTITION_TEXT, NodeDir, client_name
 from fedrouter_cli.vectors import read_vectors
 
 

@@ -17,18 +17,10 @@ import pyarrow.parquet as pq
 from fedrouter_cli.clustering import purity
 from fedrouter_cli.config import Config, TrainConfig
 from fedrouter_cli.errors import CorruptArtifactError, FederationStopped, FedrouterError
+from fedrouter_cli.files import atomic_dir, read_json, write_json, write_table
 from fedrouter_cli.manifests import StageResult, manifest
 from fedrouter_cli.model.lora import Adapter, load_adapter, save_adapter
-from fedrouter_cli.rundir import (
-    ROUND_ADAPTERS,
-    ROUND_STATE,
-    FederationDir,
-    RunDir,
-    atomic_dir,
-    read_json,
-    write_json,
-    write_table,
-)
+from fedrouter_cli.rundir import ROUND_ADAPTERS, ROUND_STATE, FederationDir, RunDir
 
 
 def open_output(run: RunDir, alg: str, fp: str, force: bool, clients: list[str]) -> FederationDir:

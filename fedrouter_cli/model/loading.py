@@ -42,7 +42,7 @@ def _default_gguf() -> Path:
 def _convert_default(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fedrouter_cli.rundir import atomic_dir
+    from fedrouter_cli.files import atomic_dir
 
     gguf = _default_gguf()
     no_loading_bars()

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from fedrouter_cli import plots
-from fedrouter_cli.rundir import BenchResults, RunDir, atomic_path, client_name, read_table, write_json
+from fedrouter_cli.files import atomic_path, read_table, write_json
+from fedrouter_cli.rundir import BenchResults, RunDir, client_name
 from fedrouter_cli.stages import bench_stats
 from fedrouter_cli.stages.bench import BASE, METHODS
 from fedrouter_cli.stages.bench_markdown import PAPER_ROUGE1, machine_time, markdown

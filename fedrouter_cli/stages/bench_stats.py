@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from fedrouter_cli import stats
-from fedrouter_cli.rundir import BenchResults, atomic_path, read_table
+from fedrouter_cli.files import atomic_path, read_table
+from fedrouter_cli.rundir import BenchResults
 
 # the methods compared against every other one, pairwise
 CHALLENGERS = ("fedrouter", "fedrouter-star")

@@ -12,8 +12,9 @@ from fedrouter_cli.clustering import K_TOLERANCE, best_k, kmeans, majority, puri
 from fedrouter_cli.config import Config
 from fedrouter_cli.data.partition import client_tasks
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.files import read_table, write_json, write_table
 from fedrouter_cli.fingerprints import cluster_fingerprint
-from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, read_table, write_json, write_table
+from fedrouter_cli.rundir import PARTITION_TEXT, RunDir
 from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
 from fedrouter_cli.vectors import read_embeddings, read_vectors, vector_column
 

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from fedrouter_cli.files import atomic_dir
 from fedrouter_cli.manifests import StageResult, cache_hit, manifest, package_versions
 from fedrouter_cli.progress import Progress, no_progress
-from fedrouter_cli.rundir import RunDir, atomic_dir
+from fedrouter_cli.rundir import RunDir
 
 __all__ = ["Progress", "StageResult", "cache_hit", "manifest", "no_progress", "package_versions", "staged_outputs"]
 

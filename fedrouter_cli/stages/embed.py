@@ -10,10 +10,11 @@ import numpy as np
 from fedrouter_cli.config import Config
 from fedrouter_cli.embed import embed_texts
 from fedrouter_cli.embed_cache import EmbeddingCache
+from fedrouter_cli.files import read_table, write_json, write_table
 from fedrouter_cli.fingerprints import embed_fingerprint, embed_settings
 from fedrouter_cli.model.device import embed_batch_size, resolve_device
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
-from fedrouter_cli.rundir import PARTITION_TEXT, TEST_SPLITS, RunDir, read_table, write_json, write_table
+from fedrouter_cli.rundir import PARTITION_TEXT, TEST_SPLITS, RunDir
 from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
 from fedrouter_cli.vectors import embeddings_table
 

@@ -13,8 +13,9 @@ from fedrouter_cli.data import sources
 from fedrouter_cli.data.partition import client_tasks, draw_split, drop_overlap, shares
 from fedrouter_cli.data.sources import Row
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.files import write_json, write_table
 from fedrouter_cli.fingerprints import partition_fingerprint
-from fedrouter_cli.rundir import RunDir, client_name, write_json, write_table
+from fedrouter_cli.rundir import RunDir, client_name
 from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
 
 

@@ -31,6 +31,7 @@ def run_all(config: Config, run: RunDir, progress: Progress = no_progress,
     """The whole pipeline: data stages, silhouette curves, federation, evaluation (+ base model row)."""
     from dataclasses import replace
 
+    from fedrouter_cli.federation.strategies import STRATEGIES
     from fedrouter_cli.stages.evaluate import BASE_ALG, run_evaluate
     from fedrouter_cli.stages.select_k import run_select_k
     from fedrouter_cli.stages.simulate import run_simulate
@@ -42,8 +43,7 @@ def run_all(config: Config, run: RunDir, progress: Progress = no_progress,
     for alg in algs:
         cfg = replace(config, train=replace(config.train, alg=alg))
         report["simulate"][alg] = run_simulate(cfg, run, progress=progress).to_json()
-        modes = ("local", "global") if alg == "fedrouter" else ("local",)
-        for mode in modes:
+        for mode in STRATEGIES[alg].evaluation_modes:
             cfg_mode = replace(cfg, eval=replace(cfg.eval, mode=mode))
             report["evaluate"][f"{alg}/{mode}"] = run_evaluate(cfg_mode, run, alg, progress=progress).to_json()
     report["evaluate"][f"{BASE_ALG}/local"] = run_evaluate(config, run, BASE_ALG, progress=progress).to_json()

@@ -18,16 +18,8 @@ import pyarrow as pa
 
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.rundir import (
-    PARTITION_TEXT,
-    TEST_SPLITS,
-    NodeDir,
-    RunDir,
-    client_index,
-    client_name,
-    read_table,
-    write_table,
-)
+from fedrouter_cli.files import read_table, write_table
+from fedrouter_cli.rundir import PARTITION_TEXT, TEST_SPLITS, NodeDir, RunDir, client_name
 from fedrouter_cli.stages.cluster_local import choose_k, cluster_client, tasks_held
 from fedrouter_cli.stages.common import Progress, no_progress
 from fedrouter_cli.stages.embed import embed_unique
@@ -37,7 +29,7 @@ from fedrouter_cli.vectors import embeddings_table
 
 def check_node_folder(dest: Path, client: int) -> None:
     """The ClientApp reads its client index from the folder name, so it must end in it."""
-    if client_index(dest.name) != client:
+    if NodeDir(dest).client != client:
         raise FedrouterError(f"The node folder for {client_name(client)} must be named after it "
                              f"(e.g. .../{client_name(client)}), got {dest}.")
 

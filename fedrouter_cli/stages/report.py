@@ -10,8 +10,10 @@ from typing import Any
 
 from fedrouter_cli import stats
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.files import atomic_path, read_json, read_table, write_json
 from fedrouter_cli.plots import bar_chart
-from fedrouter_cli.rundir import RunDir, atomic_path, read_json, read_table, write_json
+from fedrouter_cli.rundir import RunDir
+from fedrouter_cli.stages.bench_stats import CHALLENGERS
 
 METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
 
@@ -78,14 +80,15 @@ def _sample_scores(members: list[dict[str, Any]]) -> dict[tuple, float]:
 
 
 def paired_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """FedRouter (each router mode) minus every other method on the same test set, paired on
-    the same runs, clients and test samples: the difference in ROUGE-1 and its 95% interval."""
+    """FedRouter (each router mode; the bench's CHALLENGERS) minus every other method on the same
+    test set, paired on the same runs, clients and test samples: the difference in ROUGE-1 and its
+    95% interval (stats.paired_row, as the bench computes it)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(_key(row), []).append(row)
     out = []
     for mine_key, mine_rows in sorted(groups.items()):
-        if mine_key[0] != "fedrouter" or not (mine := _sample_scores(mine_rows)):
+        if mine_key[0] not in CHALLENGERS or not (mine := _sample_scores(mine_rows)):
             continue
         for other_key, other_rows in sorted(groups.items()):
             if other_key == mine_key or other_key[2] != mine_key[2] or not (theirs := _sample_scores(other_rows)):

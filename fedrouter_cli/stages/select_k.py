@@ -12,9 +12,10 @@ import pyarrow as pa
 from fedrouter_cli.clustering import best_k, silhouette_curve
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.files import write_json, write_table
 from fedrouter_cli.fingerprints import select_k_fingerprint, select_k_inputs
 from fedrouter_cli.plots import silhouette_plot
-from fedrouter_cli.rundir import RunDir, write_json, write_table
+from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.stages.cluster_local import client_train, read_centroids
 from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
 

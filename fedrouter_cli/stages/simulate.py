@@ -8,6 +8,7 @@ from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob
+from fedrouter_cli.files import copy_files, read_table
 from fedrouter_cli.fingerprints import simulate_fingerprint
 from fedrouter_cli.model.device import (
     Placement,
@@ -15,12 +16,7 @@ from fedrouter_cli.model.device import (
     check_gpu_share,
     resolve_device,
 )
-from fedrouter_cli.rundir import (
-    PARTITION_TEXT,
-    RunDir,
-    copy_files,
-    read_table,
-)
+from fedrouter_cli.rundir import PARTITION_TEXT, RunDir
 from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, no_progress
 
 

@@ -82,6 +82,8 @@ class FederationJob:
 
 class AdapterStrategy(Strategy):
     name = "base"
+    # the evaluation modes whose routing differs for this algorithm (`fedrouter run` scores each)
+    evaluation_modes: tuple[str, ...] = ("local",)
 
     def __init__(self, job: FederationJob) -> None:
         self.job = job

@@ -36,6 +36,7 @@ def adapter_name(global_cluster: int) -> str:
 
 class FedRouter(AdapterStrategy):
     name = "fedrouter"
+    evaluation_modes = ("local", "global")  # the client's own clusters' routes, or the global centroids
 
     def __init__(self, job) -> None:
         super().__init__(job)

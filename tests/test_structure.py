@@ -1,0 +1,77 @@
+"""The package's layering, read from its source: each layer imports only from the ones below it,
+and only the strategies (and the CLI's choices and the bench's method list) know an algorithm by
+its name. A change that breaks either fails here, not in a deployment run."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fedrouter_cli"
+UPPER = ("fedrouter_cli.stages", "fedrouter_cli.cli")
+# "local" is left out: it also names an evaluation mode and a select-k level
+ALGORITHM_NAMES = {"fedrouter", "fedrouter-star", "fedit", "fedcluster", "fedsa", "ffa-lora", "feddpa", "feddpa-knn"}
+MAY_NAME_ALGORITHMS = ("federation/strategies/", "cli/", "stages/bench")
+
+
+def _modules(*under: str) -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if any(str(p.relative_to(PACKAGE)).startswith(u) for u in under))
+
+
+def _imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+# everything but the stages, the CLI and the entry point that starts the CLI
+LOWER = [p for p in PACKAGE.rglob("*.py") if (p.parent == PACKAGE and p.name != "__main__.py")
+         or p.parent.name in ("model", "data") or "federation" in p.relative_to(PACKAGE).parts]
+
+
+@pytest.mark.parametrize("path", LOWER, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_lower_layers_import_no_stage_and_no_cli(path: Path) -> None:
+    upward = sorted(m for m in _imported(path) if m.startswith(UPPER))
+    assert not upward, f"{path.relative_to(PACKAGE)} imports {upward}"
+
+
+def test_the_model_layer_imports_no_federation() -> None:
+    for path in _modules("model/"):
+        assert not [m for m in _imported(path) if m.startswith("fedrouter_cli.federation")], path
+
+
+def _compares_to_an_algorithm(node: ast.AST) -> bool:
+    """`x == "fedrouter"`, `x in ("fedit", ...)` or `x.startswith("fedrouter")`."""
+    if isinstance(node, ast.Compare):
+        constants = [c for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+        return any(c.value in ALGORITHM_NAMES for c in constants) and not all(
+            isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "startswith":
+        return any(isinstance(a, ast.Constant) and a.value in ALGORITHM_NAMES for a in node.args)
+    return False
+
+
+def test_only_the_strategies_branch_on_an_algorithms_name() -> None:
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = str(path.relative_to(PACKAGE))
+        if relative.startswith(MAY_NAME_ALGORITHMS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if _compares_to_an_algorithm(node):
+                found.append(f"{relative}:{node.lineno}")
+    assert not found, f"branches on an algorithm's name outside strategies/: {found}"
+
+
+def test_the_checks_see_a_branch_and_an_upward_import() -> None:
+    """The two rules above find what they look for (a rule that cannot fail proves nothing)."""
+    branch = ast.parse('if alg == "fedrouter":\n    pass\nok = mode == "global"\nb = a.startswith("fedrouter")')
+    assert sum(_compares_to_an_algorithm(n) for n in ast.walk(branch)) == 2
+    assert [m for m in {"fedrouter_cli.stages.evaluate", "fedrouter_cli.rundir"} if m.startswith(UPPER)] == \
+        ["fedrouter_cli.stages.evaluate"]
