@@ -14,5 +14,10 @@ def nearest(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
             f"Test embeddings have dimension {points.shape[1]} but the centroids {centroids.shape[1]}; "
             "they come from different embedders: rerun `fedrouter embed` and `fedrouter simulate` with one embedder."
         )
-    distances = ((points[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)
-    return distances.argmin(1)
+    return squared_distances(points, centroids).argmin(1)
+
+
+def squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """[points, centroids] squared Euclidean distances (the router compares these; `serve`
+    reports their square roots)."""
+    return ((points[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)

@@ -18,6 +18,7 @@ from fedrouter_cli.fingerprints import embed_settings, simulate_fingerprint
 from fedrouter_cli.model.device import resolve_device
 from fedrouter_cli.model.generate import generate
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
+from fedrouter_cli.router import squared_distances
 from fedrouter_cli.rundir import RunDir, file_in_the_way
 from fedrouter_cli.vectors import vector_column
 
@@ -66,7 +67,7 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
                          char_features=config.embed.char_features)
     if vector.shape[1] != centroids.shape[1]:
         raise FedrouterError("The run's centroids come from another embedder; use the run's own --embedder.")
-    distances = np.sqrt(((centroids - vector) ** 2).sum(1))  # reported with the answer
+    distances = np.sqrt(squared_distances(vector, centroids)[0])  # reported with the answer
     name = names[int(distances.argmin())]
     model, lm_tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit, placement)
     model.add_adapter(name, lora_config(config.train))
