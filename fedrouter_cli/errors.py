@@ -20,3 +20,12 @@ class CorruptArtifactError(FedrouterError):
 class FederationStopped(RuntimeError):
     """The federation could not go on (no node answered, or none trained a round). Not bad input
     and not a bug: the finished rounds are kept and the same command resumes after them."""
+
+
+class BenchStopped(Exception):
+    """The user asked the bench to stop (its STOP file) and it did, before `cell`: not an error;
+    every finished cell is saved and the same command continues with `cell`."""
+
+    def __init__(self, cell: str) -> None:
+        super().__init__(cell)
+        self.cell = cell

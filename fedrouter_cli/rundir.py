@@ -136,9 +136,6 @@ class RunDir:
         """The client's folder on the simulation engine, laid out as on a deployed machine."""
         return NodeDir(self.client_dir(client))
 
-    def node_state_dir(self, client: str, alg: str) -> Path:
-        return self.node(client).state_dir(alg)
-
     def node_files(self, client: str, node: "NodeDir", test_splits: tuple[str, ...] = ()) -> dict[Path, Path]:
         """Where each file of a client's node folder comes from in this run dir: {node file: run
         file}. Training reads the first three; scoring itself (`evaluate --on nodes`) also needs
@@ -285,6 +282,12 @@ class BenchDir:
     @property
     def default_results(self) -> Path:
         return self.root / "results"
+
+    @property
+    def stop_file(self) -> Path:
+        """Created by the user to stop the bench after the running cell (signals reach Ray's
+        handlers first, so they cannot be the bench's way to stop cleanly)."""
+        return self.root / "STOP"
 
 
 @dataclass(frozen=True)

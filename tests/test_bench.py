@@ -195,6 +195,32 @@ def test_bench_runs_only_cells_the_ledger_lacks_and_checkpoints_every_cell(tmp_p
     assert snapshots == [[c.name for c in cells]]
 
 
+def test_a_stop_file_stops_the_bench_between_cells_and_is_consumed(tmp_path: Path, monkeypatch) -> None:
+    import fedrouter_cli.stages.bench as bench
+    from fedrouter_cli.errors import BenchStopped
+
+    plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), k_rule_scenarios=(),
+                     generalization=False)
+    stop_file = tmp_path / "STOP"
+    ran: list[str] = []
+
+    def run_cell_then_ask_to_stop(config, root, cell, progress):
+        ran.append(cell.method)
+        stop_file.touch()  # the user asks while this cell runs
+        return {**cell.describe(), "evaluations": [], "cached": False}
+
+    monkeypatch.setattr(bench, "run_cell", run_cell_then_ask_to_stop)
+    saved: list[list[str]] = []
+    with pytest.raises(BenchStopped) as stopped:
+        bench.run_bench(SMOKE, tmp_path, plan, stop_file=stop_file,
+                        checkpoint=lambda known: saved.append([r["method"] for r in known]))
+    assert ran == ["fedrouter"] and saved == [["fedrouter"]]  # the running cell finished and was saved
+    assert stopped.value.cell == plan_cells(plan, SMOKE)[1].name and not stop_file.exists()
+    monkeypatch.setattr(bench, "run_cell", lambda config, root, cell, progress: {
+        **cell.describe(), "evaluations": [], "cached": False})
+    assert len(bench.run_bench(SMOKE, tmp_path, plan, stop_file=stop_file)) == 3  # consumed: the next run goes on
+
+
 def test_a_crashed_cell_is_rerun_and_a_hopeless_one_recorded(tmp_path: Path, monkeypatch) -> None:
     import fedrouter_cli.stages.bench as bench
 

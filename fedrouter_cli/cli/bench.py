@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from fedrouter_cli.cli import options as o
 from fedrouter_cli.cli.common import execute, simple_table, stderr
-from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.errors import BenchStopped, FedrouterError
 
 MethodsOpt = Annotated[Optional[str], typer.Option(
     "--methods", help="Comma-separated methods (default: fedit, local, fedcluster, fedsa, ffa-lora, feddpa, "
@@ -52,6 +52,10 @@ def _optional(text: str) -> str | None:
 
 
 def render_bench(payload: dict[str, Any], console: Console) -> None:
+    if stopped := payload.get("stopped_before"):
+        console.print(f"Stopped before cell {escape(stopped)}, as asked; finished cells are in {escape(payload['json'])}. "
+                      "Rerun the same command to continue.", highlight=False, soft_wrap=True)
+        return
     scenarios = payload["tables"]["scenarios"]
     if scenarios:
         methods = list(next(iter(scenarios.values())))
@@ -104,6 +108,8 @@ def bench(
     bench.json in --results-dir is rewritten after every cell and is also the bench's memory: a
     cell whose record there has the same settings and data fingerprints is carried over, not
     rerun, even from a fresh RUN_DIR on another machine. Commit it to continue a matrix later.
+
+    To stop after the running cell (to free the cores), create RUN_DIR/STOP; Ctrl-C stops at once.
     """
     overrides = o.upstream_overrides(shared)
     overrides["train"] = o.train_overrides(rounds=rounds, local_steps=local_steps)
@@ -145,8 +151,12 @@ def bench(
         def save(known):
             return write_results(out, known, plan.__dict__, kept_records(ledger, known))
 
-        records = run_bench(cfg, run.root, plan, progress, on_cell, report_only=report_only, ledger=ledger,
-                            checkpoint=None if report_only else save, retries=retries)
+        try:
+            records = run_bench(cfg, run.root, plan, progress, on_cell, report_only=report_only, ledger=ledger,
+                                checkpoint=None if report_only else save, retries=retries,
+                                stop_file=BenchDir(run.root).stop_file)
+        except BenchStopped as stopped:
+            return {"stopped_before": stopped.cell, "json": str(BenchResults(out).json_file)}
         if not records:
             raise FedrouterError(f"No finished bench cells in {run.root}; run `fedrouter bench` without --report-only.")
         written = save(records)

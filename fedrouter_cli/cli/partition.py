@@ -32,5 +32,5 @@ def partition(run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR, test_tasks: o.TestTasksO
     overrides = {"data": o.upstream_overrides(shared)["data"] | {"test_tasks": test_tasks}}
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=shared["preset"],
             overrides=overrides,
-            action=lambda cfg, run, progress: run_partition(cfg, run, shared["force"]).to_json(),
+            action=lambda cfg, run, progress: run_partition(cfg, run, shared["force"], progress).to_json(),
             render=render_partition)

@@ -33,7 +33,7 @@ def select_k(run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR, level: LevelOpt = "local"
         from fedrouter_cli.stages.select_k import run_select_k
 
         prepare(cfg, run, "embed" if level == "local" else "cluster-local", False, progress)
-        return run_select_k(cfg, run, level, shared["force"]).to_json()
+        return run_select_k(cfg, run, level, shared["force"], progress).to_json()
 
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=shared["preset"],
             overrides=o.upstream_overrides(shared), action=action, render=render_select_k)

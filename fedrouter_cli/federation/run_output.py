@@ -34,7 +34,7 @@ def open_output(run: RunDir, alg: str, fp: str, force: bool, clients: list[str])
         run.invalidate("simulate", alg)
         shutil.rmtree(out.root, ignore_errors=True)
         for client in clients:
-            shutil.rmtree(run.node_state_dir(client, alg), ignore_errors=True)
+            shutil.rmtree(run.node(client).state_dir(alg), ignore_errors=True)
     write_json(out.run_file, {"fingerprint": fp})
     return out
 

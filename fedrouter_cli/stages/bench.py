@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedrouter_cli.config import SCENARIOS, Config, build_config, save_config
-from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.errors import BenchStopped, FedrouterError
 from fedrouter_cli.rundir import BenchDir, RunDir
 from fedrouter_cli.stages.common import Progress, no_progress
 
@@ -233,7 +233,7 @@ def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = 
               on_cell: Callable[[int, int, Cell, dict[str, Any]], None] | None = None,
               report_only: bool = False, ledger: dict[str, dict[str, Any]] | None = None,
               checkpoint: Callable[[list[dict[str, Any]]], None] | None = None,
-              retries: int = 1) -> list[dict[str, Any]]:
+              retries: int = 1, stop_file: Path | None = None) -> list[dict[str, Any]]:
     """Run every cell in order. A cell that fails is recorded and the bench goes on; bad settings
     fail before any work starts. `report_only` runs nothing and returns the finished cells.
 
@@ -243,6 +243,8 @@ def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = 
     checkpoint: called after every cell with every record known so far (the ledger's records of
     cells not reached yet included), so an interrupted bench loses at most the running cell.
     retries: how many times a crashed cell is run again before it is recorded as failed.
+    stop_file: when it exists before a cell is run, it is removed and BenchStopped is raised; the
+    checkpoint after the last cell already holds everything finished.
     """
     from fedrouter_cli.stages.pipeline import prepare
 
@@ -267,6 +269,9 @@ def run_bench(config: Config, root: Path, plan: BenchPlan, progress: Progress = 
             if on_cell:
                 on_cell(index, len(cells), cell, done or {"pending": True, "bench_seconds": 0.0})
             continue
+        if stop_file is not None and stop_file.exists():
+            stop_file.unlink()
+            raise BenchStopped(cell.name)
         record = _run_with_retries(config, root, cell, progress, retries)
         record["bench_seconds"] = round(time.perf_counter() - started, 3)
         if "error" not in record:

@@ -15,7 +15,7 @@ from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import read_table, write_json, write_table
 from fedrouter_cli.fingerprints import cluster_fingerprint
 from fedrouter_cli.rundir import PARTITION_TEXT, RunDir
-from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
+from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
 from fedrouter_cli.vectors import read_embeddings, read_vectors, vector_column
 
 
@@ -97,7 +97,8 @@ def choose_k(points: np.ndarray, config: Config, client: str, held: int | None =
     return int(wanted)
 
 
-def run_cluster_local(config: Config, run: RunDir, force: bool = False) -> StageResult:
+def run_cluster_local(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress
+                      ) -> StageResult:
     embed = run.require("embed")
     fp = cluster_fingerprint(config)
     if hit := cache_hit(run, "cluster-local", fp, force):
@@ -107,7 +108,10 @@ def run_cluster_local(config: Config, run: RunDir, force: bool = False) -> Stage
     clients = run.clients()
     data = {c: client_train(run, c) for c in clients}
     held = {c: tasks_held(config, tuple(partition["tasks"]), i) for i, c in enumerate(clients)}
-    chosen = {c: choose_k(data[c][2], config, c, held[c]) for c in clients}  # validate all before writing
+    chosen = {}
+    for done, client in enumerate(clients):  # every client's K, and so every bad setting, before any write
+        progress("cluster-local", done, len(clients))
+        chosen[client] = choose_k(data[client][2], config, client, held[client])
     report = []
     with staged_outputs(run, "cluster-local") as at:
         for client in clients:
@@ -117,6 +121,7 @@ def run_cluster_local(config: Config, run: RunDir, force: bool = False) -> Stage
             write_table(at(run.assignments_file(client)), clusters.assignments_table())
             report.append({"client": client, "k": len(clusters.centroids), "purity": clusters.purity,
                            "sizes": clusters.sizes})
+        progress("cluster-local", len(clients), len(clients))
         seconds = time.perf_counter() - started
         summary = {"purity": round(float(np.mean([r["purity"] for r in report])), 4), "clients": report,
                    "cluster_dir": str(run.stage_dir("cluster-local"))}

@@ -19,20 +19,13 @@ from fedrouter_cli.stages.common import Progress
 from fedrouter_cli.stages.evaluate import _test_split
 
 
-def give_nodes_their_tests(run: RunDir, clients: int, split: str) -> None:
-    """Simulation only: copy each client's test rows and embeddings into its node folder."""
-    from fedrouter_cli.stages.simulate import prepare_nodes
-
-    prepare_nodes(run, [client_name(c) for c in range(clients)], (split,))
-
-
 def _simulated(config: Config, run: RunDir, plan: EvalPlan) -> NodeEvaluation:
     from fedrouter_cli.federation.engine import run_engine, simulation_resources
     from fedrouter_cli.model.lora import peft_model
-    from fedrouter_cli.stages.simulate import check_request
+    from fedrouter_cli.stages.simulate import check_request, prepare_nodes
 
     placement = check_request(config)
-    give_nodes_their_tests(run, plan.clients, plan.split)
+    prepare_nodes(run, [client_name(c) for c in range(plan.clients)], (plan.split,))  # their test rows too
     model, _ = peft_model(config.model.model, config.train)  # converts the default model before the workers start
     _, threads, backend_config = simulation_resources(placement, plan.clients, model, config)
     plan.torch_threads = threads

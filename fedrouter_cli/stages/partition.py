@@ -16,7 +16,7 @@ from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import write_json, write_table
 from fedrouter_cli.fingerprints import partition_fingerprint
 from fedrouter_cli.rundir import RunDir, client_name
-from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
+from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
 
 
 def rows_table(rows: list[Row]) -> pa.Table:
@@ -29,12 +29,13 @@ def rows_table(rows: list[Row]) -> pa.Table:
     })
 
 
-def run_partition(config: Config, run: RunDir, force: bool = False) -> StageResult:
+def run_partition(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress) -> StageResult:
     fp, tasks = partition_fingerprint(config)
     if hit := cache_hit(run, "partition", fp, force):
         return hit
     started = time.perf_counter()
     data = config.data
+    progress("partition", 0, data.clients)
     held = [client_tasks(data.scenario, tasks, data.clients, i) for i in range(data.clients)]
     wants = {
         "train": [shares(data.train_per_client, h) for h in held],
@@ -73,6 +74,7 @@ def run_partition(config: Config, run: RunDir, force: bool = False) -> StageResu
                 "test": dict(Counter(r.task for r in draws["test"].rows[i])),
                 "test_all": dict(Counter(r.task for r in draws["test_all"].rows[i])),
             })
+            progress("partition", i + 1, data.clients)
         summary = {"tasks": list(tasks), "scenario": data.scenario, "clients": clients,
                    "partition_dir": str(run.stage_dir("partition"))}
         seconds = time.perf_counter() - started

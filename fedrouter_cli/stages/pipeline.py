@@ -16,9 +16,9 @@ def prepare(config: Config, run: RunDir, upto: str, force: bool = False,
             progress: Progress = no_progress) -> list[StageResult]:
     """Run (or reuse) the data stages up to and including `upto`; `force` reruns only `upto`."""
     steps = {
-        "partition": lambda f: run_partition(config, run, f),
+        "partition": lambda f: run_partition(config, run, f, progress),
         "embed": lambda f: run_embed(config, run, f, progress),
-        "cluster-local": lambda f: run_cluster_local(config, run, f),
+        "cluster-local": lambda f: run_cluster_local(config, run, f, progress),
     }
     results = []
     for stage in UPSTREAM[: UPSTREAM.index(upto) + 1]:
@@ -38,7 +38,8 @@ def run_all(config: Config, run: RunDir, progress: Progress = no_progress,
 
     stages = prepare(config, run, "cluster-local", progress=progress)
     report: dict = {name.replace("-", "_"): r.to_json() for name, r in zip(UPSTREAM, stages)}
-    report["select_k"] = {level: run_select_k(config, run, level).to_json() for level in ("local", "global")}
+    report["select_k"] = {level: run_select_k(config, run, level, progress=progress).to_json()
+                        for level in ("local", "global")}
     report["simulate"], report["evaluate"] = {}, {}
     for alg in algs:
         cfg = replace(config, train=replace(config.train, alg=alg))

@@ -17,22 +17,32 @@ from fedrouter_cli.fingerprints import select_k_fingerprint, select_k_inputs
 from fedrouter_cli.plots import silhouette_plot
 from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.stages.cluster_local import client_train, read_centroids
-from fedrouter_cli.stages.common import StageResult, cache_hit, manifest, staged_outputs
+from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
 
 LEVELS = ("local", "global")
 
 
-def _curves(config: Config, run: RunDir, level: str) -> dict[str, dict[int, float]]:
+def _curves(config: Config, run: RunDir, level: str, progress: Progress) -> dict[str, dict[int, float]]:
     clients = run.clients()
     k_min, k_max, seed = config.cluster.k_min, config.cluster.k_max, config.cluster.seed
+    label = f"select-k {level}"
     if level == "local":
-        return {c: silhouette_curve(client_train(run, c)[2], k_min, k_max, seed) for c in clients}
+        curves = {}
+        for done, client in enumerate(clients):
+            progress(label, done, len(clients))
+            curves[client] = silhouette_curve(client_train(run, client)[2], k_min, k_max, seed)
+        progress(label, len(clients), len(clients))
+        return curves
     run.require("cluster-local")
+    progress(label, 0, 1)
     centroids = np.concatenate([read_centroids(run.centroids_file(c))[0] for c in clients])
-    return {"global": silhouette_curve(centroids, k_min, k_max, seed)}
+    curve = silhouette_curve(centroids, k_min, k_max, seed)
+    progress(label, 1, 1)
+    return {"global": curve}
 
 
-def run_select_k(config: Config, run: RunDir, level: str, force: bool = False) -> StageResult:
+def run_select_k(config: Config, run: RunDir, level: str, force: bool = False,
+                 progress: Progress = no_progress) -> StageResult:
     if level not in LEVELS:
         raise FedrouterError(f"--level must be local or global, got {level!r}.")
     run.require("embed" if level == "local" else "cluster-local")
@@ -41,7 +51,7 @@ def run_select_k(config: Config, run: RunDir, level: str, force: bool = False) -
     if hit := cache_hit(run, "select-k", fp, force, level):
         return hit
     started = time.perf_counter()
-    curves = _curves(config, run, level)
+    curves = _curves(config, run, level, progress)
     best = {name: best_k(scores, threshold=-1.0) for name, scores in curves.items() if scores}
     if not best:
         raise FedrouterError("Too few points to score any K; lower --k-min/--k-max or use more samples.")
