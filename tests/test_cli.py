@@ -137,6 +137,8 @@ def test_progress_in_a_log_is_one_line_per_piece_of_work_and_round() -> None:
         progress("embed", done, 10)
     for done in range(0, 4):
         progress("round", done, 3)
+        if 0 < done < 3:
+            progress("round", done, 3)  # the next round starts where this one ended
     progress("embed", 0, 5)  # the same work again later starts a new pair of lines
     progress("embed", 5, 5)
     assert lines == ["embed 0/10", "embed 10/10", "round 0/3", "round 1/3", "round 2/3", "round 3/3",

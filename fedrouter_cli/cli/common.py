@@ -63,10 +63,14 @@ def line_progress(write: Callable[[str], None]) -> Callable[[str, int, int], Non
     """Progress for a log (stderr not a terminal: CI, nohup): one line when a piece of work starts
     and one when it ends, and one per federated round, so long stages are not silent."""
     started: set[str] = set()
+    last: dict[str, str] = {}
 
     def update(label: str, done: int, total: int) -> None:
-        if label == "round" or label not in started or done >= total:
-            write(f"{label} {done}/{total}")
+        line = f"{label} {done}/{total}"
+        # a round's end and the next one's start report the same count: one line for both
+        if (label == "round" or label not in started or done >= total) and last.get(label) != line:
+            write(line)
+        last[label] = line
         started.add(label)
         if done >= total:
             started.discard(label)
