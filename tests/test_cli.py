@@ -159,6 +159,9 @@ def test_a_stage_in_a_log_shows_progress_lines_and_no_library_noise(smoke_simula
     assert lines and all(re.fullmatch(r"[\w -]+ \d+/\d+", line) for line in lines), shown.stderr  # progress only
     generated = [line for line in lines if line.startswith("generate ")]
     assert len(generated) == 2 and generated[-1] == "generate 16/16", lines  # its first batch, and the end
+    embedded = invoke("embed", "--run-dir", str(run_dir), "--force")  # its texts are in the text cache by now
+    texts = json.loads((run_dir / "embed" / "manifest.json").read_text())["summary"]["unique_texts"]
+    assert embedded.returncode == 0 and embedded.stderr.splitlines() == [f"embed 0/{texts}", f"embed {texts}/{texts}"]
     for stage, args, lines in (("cluster-local", ["--force"], ["cluster-local 0/4", "cluster-local 4/4"]),
                                ("select-k", ["--level", "global", "--force"], ["select-k global 0/1",
                                                                                "select-k global 1/1"])):

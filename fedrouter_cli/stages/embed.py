@@ -57,6 +57,9 @@ def run_embed(config: Config, run: RunDir, force: bool = False, progress: Progre
     # Clients share test rows and some train rows, so each distinct text is embedded once.
     unique = sorted({t for table in tables.values() for t in table.column("instruction").to_pylist()})
     vectors, computed, load_seconds, embed_seconds = embed_unique(config, unique, progress)
+    if not computed:  # every text came from the text cache: the stage still says it ran
+        progress("embed", 0, len(unique))
+        progress("embed", len(unique), len(unique))
     settings = embed_settings(config)
     row_of = {text: i for i, text in enumerate(unique)}
     rows = 0
