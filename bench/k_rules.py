@@ -91,6 +91,33 @@ def measure(config, run, rule: str) -> dict:
             "routing_accuracy_global": round(correct_global / total, 4), "tasks": n_tasks}
 
 
+def embedded_runs(set_names, scenarios, embedders, **data):
+    """For each task set, scenario and embedder: a partitioned, embedded temporary run dir on the cpu
+    preset's sizes, as (set, scenario, embedder, config, run, embed seconds, embed summary)."""
+    from fedrouter_cli.config import Config, build_config
+    from fedrouter_cli.presets import PRESETS
+    from fedrouter_cli.rundir import RunDir
+    from fedrouter_cli.stages.embed import run_embed
+    from fedrouter_cli.stages.partition import run_partition
+
+    for set_name in set_names:
+        source, tasks = SETS[set_name]
+        if not source.is_dir():
+            print(f"skipping {set_name}: {source} is not here", file=sys.stderr)
+            continue
+        for scenario in scenarios:
+            for embedder in embedders:
+                config = build_config(Config(), PRESETS["cpu"], {
+                    "data": {"source": str(source), "tasks": tasks, "scenario": scenario, **data},
+                    "embed": {"embedder": embedder}})
+                with tempfile.TemporaryDirectory() as tmp:
+                    run = RunDir(Path(tmp) / "run")
+                    run_partition(config, run)
+                    started = time.perf_counter()
+                    embedded = run_embed(config, run).summary
+                    yield set_name, scenario, embedder, config, run, time.perf_counter() - started, embedded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="raw,flan-a,flan-b")
@@ -98,35 +125,15 @@ def main() -> None:
     parser.add_argument("--scenarios", default="single,dual,all")
     args = parser.parse_args()
 
-    from fedrouter_cli.config import Config, build_config
-    from fedrouter_cli.presets import PRESETS
-    from fedrouter_cli.rundir import RunDir
-    from fedrouter_cli.stages.embed import run_embed
-    from fedrouter_cli.stages.partition import run_partition
-
     rows = []
-    for set_name in args.sets.split(","):
-        source, tasks = SETS[set_name]
-        if not source.is_dir():
-            print(f"skipping {set_name}: {source} is not here", file=sys.stderr)
-            continue
-        for scenario in args.scenarios.split(","):
-            for embedder in args.embedders.split(","):
-                config = build_config(Config(), PRESETS["cpu"], {
-                    "data": {"source": str(source), "tasks": tasks, "scenario": scenario, "test_per_client": 100},
-                    "embed": {"embedder": embedder}})
-                with tempfile.TemporaryDirectory() as tmp:
-                    run = RunDir(Path(tmp) / "run")
-                    run_partition(config, run)
-                    started = time.perf_counter()
-                    embedded = run_embed(config, run).summary
-                    seconds = time.perf_counter() - started
-                    for rule in ("tasks", "auto"):
-                        row = {"set": set_name, "scenario": scenario, "embedder": embedder,
-                               "embed_seconds": round(seconds, 1), "embed_computed": embedded["computed_texts"],
-                               **measure(config, run, rule)}
-                        rows.append(row)
-                        print(json.dumps(row), file=sys.stderr)
+    for set_name, scenario, embedder, config, run, seconds, embedded in embedded_runs(
+            args.sets.split(","), args.scenarios.split(","), args.embedders.split(","), test_per_client=100):
+        for rule in ("tasks", "auto"):
+            row = {"set": set_name, "scenario": scenario, "embedder": embedder,
+                   "embed_seconds": round(seconds, 1), "embed_computed": embedded["computed_texts"],
+                   **measure(config, run, rule)}
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
     rows = merged(rows)
     write_result("k_rules", {"command": "python bench/k_rules.py [--sets ...] (rows of earlier runs of other "
                                         "sets, scenarios or embedders are kept)", "rows": rows})
