@@ -46,7 +46,7 @@ def measure(config, run, rule: str) -> dict:
 
     cfg = replace(config, cluster=replace(config.cluster, n_clusters=rule))
     local = run_cluster_local(cfg, run, force=True).summary
-    centroids, owners, tasks_of = [], [], []
+    centroids, sizes, owners, tasks_of = [], [], [], []
     tests = []
     for c in range(cfg.data.clients):
         name = client_name(c)
@@ -56,6 +56,7 @@ def measure(config, run, rule: str) -> dict:
         tasks = rows.column("task").to_pylist()
         points = np.stack([vectors[labels == k].mean(0) for k in range(labels.max() + 1)])
         centroids.append(points)
+        sizes += [int((labels == k).sum()) for k in range(len(points))]
         owners += [c] * len(points)
         majors = majority(labels, tasks)
         tasks_of += [majors[k] for k in range(len(points))]
@@ -64,13 +65,15 @@ def measure(config, run, rule: str) -> dict:
     stacked = np.concatenate(centroids)
     n_tasks = len({t for _, ts in tests for t in ts} | set(tasks_of))
     federation_tasks = len(run.require("partition")["summary"]["tasks"])
+    weights = None  # the paper's rule: plain K-Means; the automatic one weighs centroids by cluster size
     if rule == "tasks":
         k = min(federation_tasks, len(stacked))
         scores = {}
     else:
-        scores = silhouette_curve(stacked, cfg.cluster.k_min, cfg.cluster.k_max, cfg.cluster.seed)
+        weights = np.asarray(sizes, dtype=np.float64)
+        scores = silhouette_curve(stacked, cfg.cluster.k_min, cfg.cluster.k_max, cfg.cluster.seed, weights)
         k = best_global_k(scores)
-    global_centroids, global_labels = kmeans(stacked, k, cfg.cluster.seed)
+    global_centroids, global_labels = kmeans(stacked, k, cfg.cluster.seed, weights)
     # the task each global cluster serves: the majority over the local clusters mapped to it
     global_task = majority(global_labels, tasks_of)
     correct_local = correct_global = total = 0

@@ -62,7 +62,9 @@ def select_k_inputs(config: Config, level: str) -> tuple[str, dict]:
 
 
 def select_k_fingerprint(config: Config, level: str) -> str:
-    return fingerprint("select-k", level, *select_k_inputs(config, level))
+    # the global curve is the one the server's automatic rule scans: it changes with that rule
+    rule = ({"auto_rule": AUTO_RULE_VERSIONS["global"]},) if level == "global" else ()
+    return fingerprint("select-k", level, *select_k_inputs(config, level), *rule)
 
 
 def model_settings(config: Config) -> dict:

@@ -80,6 +80,62 @@ def test_auto_global_k_merges_one_tasks_sub_clusters() -> None:
     assert best_global_k({}) == 1
 
 
+def one_task_split_wide(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Local centroids, sizes and tasks as in FLAN's single scenario: the two clients of task t0
+    split it into 6 small, widely spread sub-clusters each; the other tasks' clients keep theirs whole."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, 16))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    points, sizes, tasks = [], [], []
+    for _ in range(2):
+        offsets = rng.normal(size=(6, 16))
+        offsets *= 0.9 / np.linalg.norm(offsets, axis=1, keepdims=True)
+        points += [centres[0] + o for o in offsets]
+        sizes += [25] * 6
+        tasks += ["t0"] * 6
+    for t in (1, 2, 3):
+        for _ in range(2):
+            points.append(centres[t] + 0.02 * rng.normal(size=16))
+            sizes.append(150)
+            tasks.append(f"t{t}")
+    return np.array(points), np.array(sizes, dtype=np.float64), tasks
+
+
+def test_auto_global_k_weighs_centroids_by_cluster_size() -> None:
+    from fedrouter_cli.clustering import best_global_k, kmeans, purity, silhouette_curve
+
+    points, sizes, tasks = one_task_split_wide()
+    assert purity(kmeans(points, 4, 0)[1], tasks) < 1.0  # unweighted, t0's pieces take two clusters
+    assert best_global_k(silhouette_curve(points, 2, 8, 0)) > 4
+    k = best_global_k(silhouette_curve(points, 2, 8, 0, sizes))
+    assert k == 4 and purity(kmeans(points, k, 0, sizes)[1], tasks) == 1.0
+
+
+def test_weighted_silhouette_is_the_silhouette_of_the_repeated_points() -> None:
+    from sklearn.metrics import silhouette_score
+
+    from fedrouter_cli.clustering import weighted_silhouette
+
+    rng = np.random.default_rng(3)
+    points, labels, weights = rng.normal(size=(30, 5)), rng.integers(0, 3, 30), rng.integers(1, 5, 30)
+    labels[:3] = [0, 1, 2]
+    repeated = np.repeat(np.arange(30), weights)
+    assert weighted_silhouette(points, labels, weights) == pytest.approx(
+        silhouette_score(points[repeated], labels[repeated]), abs=1e-9)
+    assert weighted_silhouette(points, labels, np.ones(30)) == pytest.approx(silhouette_score(points, labels), abs=1e-9)
+
+
+def test_fedrouter_auto_rule_uses_the_sizes_clients_send(tmp_path: Path) -> None:
+    points, sizes, tasks = one_task_split_wide()
+    owners = [0] * 6 + [1] * 6 + [2, 3, 4, 5, 6, 7]
+    centroids = {c: points[[i for i, o in enumerate(owners) if o == c]] for c in range(8)}
+    strategy = make_fedrouter(tmp_path, centroids, tasks=("t0", "t1", "t2", "t3"), global_clusters="auto")
+    strategy.local_sizes = {c: sizes[[i for i, o in enumerate(owners) if o == c]] for c in range(8)}
+    strategy.cluster_globally()
+    assert len(strategy.global_centroids) == 4
+    assert len(set(strategy.routes[0] + strategy.routes[1])) == 1  # t0's twelve pieces: one adapter
+
+
 def make_fedrouter(tmp_path: Path, centroids: dict[int, np.ndarray], tasks=("a", "b", "c", "d"), **train):
     from fedrouter_cli.config import Config, TrainConfig
     from fedrouter_cli.federation.strategies.base import FederationJob

@@ -35,8 +35,11 @@ def _curves(config: Config, run: RunDir, level: str, progress: Progress) -> dict
         return curves
     run.require("cluster-local")
     progress(label, 0, 1)
-    centroids = np.concatenate([read_centroids(run.centroids_file(c))[0] for c in clients])
-    curve = silhouette_curve(centroids, k_min, k_max, seed)
+    saved = [read_centroids(run.centroids_file(c)) for c in clients]
+    centroids = np.concatenate([points for points, _, _ in saved])
+    # weighted by cluster size, as the server's automatic rule scores them
+    sizes = np.concatenate([np.asarray(counts, dtype=np.float64) for _, counts, _ in saved])
+    curve = silhouette_curve(centroids, k_min, k_max, seed, sizes)
     progress(label, 1, 1)
     return {"global": curve}
 

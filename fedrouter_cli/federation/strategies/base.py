@@ -92,6 +92,8 @@ class AdapterStrategy(Strategy):
         self.adapters: dict[str, Adapter] = {}
         self.node_client: dict[int, int] = {}          # Flower node id -> client index
         self.local_centroids: dict[int, np.ndarray] = {}
+        # each local cluster's train samples, where the client sends them (not under centroid DP)
+        self.local_sizes: dict[int, np.ndarray] = {}
         self.completed = 0
         self._sent_bytes: dict[int, int] = {}
         self._plans: dict[int, list[Job]] = {}
@@ -170,7 +172,10 @@ class AdapterStrategy(Strategy):
             for old in [n for n, c in self.node_client.items() if c == client]:
                 del self.node_client[old]  # a restarted SuperNode returns under a new node id
             self.node_client[reply.metadata.src_node_id] = client
-            self.local_centroids.setdefault(client, reply.content["centroids"]["centroids"].numpy())
+            sent = reply.content["centroids"]
+            self.local_centroids.setdefault(client, sent["centroids"].numpy())
+            if "sizes" in sent:
+                self.local_sizes.setdefault(client, sent["sizes"].numpy())
         self._silent |= set(nodes) - answered  # not asked again: a dead node must not cost every round a wait
 
     def refresh_nodes(self, grid: Grid) -> None:

@@ -48,14 +48,18 @@ class FedRouter(AdapterStrategy):
         clients = sorted(self.local_centroids)
         stacked = np.concatenate([self.local_centroids[c] for c in clients])
         wanted = self.train.global_clusters
+        weights = None
         if wanted == "tasks":
             k = self.tasks_k(len(stacked))
         elif wanted == "auto":
+            # centroids count by their cluster sizes (clustering.GLOBAL_K_TOLERANCE says why)
+            if all(c in self.local_sizes for c in clients):
+                weights = np.concatenate([self.local_sizes[c] for c in clients]).astype(np.float64)
             k = best_global_k(silhouette_curve(stacked, self.config.cluster.k_min, self.config.cluster.k_max,
-                                               self.train.seed))
+                                               self.train.seed, weights))
         else:
             k = min(int(wanted), len(stacked))
-        self.global_centroids, labels = kmeans(stacked, k, self.train.seed)
+        self.global_centroids, labels = kmeans(stacked, k, self.train.seed, weights)
         start = 0
         for client in clients:
             count = len(self.local_centroids[client])
