@@ -6,9 +6,7 @@ from collections import Counter
 
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
-
-from fedrouter_cli.router import squared_distances
+from sklearn.metrics import pairwise_distances, silhouette_score
 
 # A client whose best silhouette stays below this does not split into tasks: K = 1.
 # Measured with MiniLM on FLAN (README, "Choosing K"): single-task clients score 0.02-0.08,
@@ -50,7 +48,7 @@ def weighted_silhouette(points: np.ndarray, labels: np.ndarray, weights: np.ndar
     cluster's centroid. A point's own copies sit at distance 0 from it; a point alone in its
     cluster scores 0, as in scikit-learn."""
     weights = np.asarray(weights, dtype=np.float64)
-    distances = np.sqrt(np.maximum(squared_distances(points, points), 0.0))
+    distances = pairwise_distances(points)  # chunked by scikit-learn: no [n, n, dim] temporary
     clusters = np.unique(labels)
     member = labels[:, None] == clusters[None, :]                        # [n, c]
     mass = (weights[:, None] * member).sum(0)                              # [c]
