@@ -166,3 +166,14 @@ def deployment_scenario(request, tmp_path_factory):
         yield scenario
     finally:
         scenario.stop()  # a session that ends early leaves no Flower process behind
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The default model's tokenizer alone (no weights): the folder the GGUF was converted to."""
+    from transformers import AutoTokenizer
+
+    from fedrouter_cli.config import DEFAULT_MODEL
+    from fedrouter_cli.model.loading import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
