@@ -81,9 +81,17 @@ def simulate_fingerprint(config: Config) -> str:
     train = asdict(config.train)
     if not train["lr_floor"]:  # likewise the schedule floor: runs without one keep their fingerprint
         del train["lr_floor"]
-    # an automatic server-side K joins with its rule's version (clustering.AUTO_RULE_VERSIONS)
-    rule = ({"auto_rule": AUTO_RULE_VERSIONS["global"]},) if config.train.global_clusters == "auto" else ()
+    # the server's automatic K joins with its rule's version (clustering.AUTO_RULE_VERSIONS), for
+    # the algorithms that run it: a new version of that rule must not rerun the baselines
+    rule = ({"auto_rule": AUTO_RULE_VERSIONS["global"]},) if uses_global_k_rule(config) else ()
     return fingerprint("simulate", cluster_fingerprint(config), train, model_settings(config), *privacy, *rule)
+
+
+def uses_global_k_rule(config: Config) -> bool:
+    from fedrouter_cli.federation.strategies import STRATEGIES  # flwr and torch: only when needed
+
+    strategy = STRATEGIES.get(config.train.alg)
+    return config.train.global_clusters == "auto" and strategy is not None and strategy.uses_global_k_rule
 
 
 def evaluate_fingerprint(config: Config, alg: str, round_number: int, on: str = "server") -> str:

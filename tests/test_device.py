@@ -208,14 +208,23 @@ def test_cli_refuses_cuda_options_without_cuda(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="checks this CPU-only machine")
-def test_gpu_check_script_refuses_without_cuda() -> None:
-    script = str(ROOT / "bench" / "gpu_check.py")
-    helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert helped.returncode == 0 and "--model" in helped.stdout
-    refused = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=ROOT)
-    assert refused.returncode == 2 and "needs a CUDA GPU" in refused.stderr and "Traceback" not in refused.stderr
-    smoke = subprocess.run([sys.executable, script, "--cpu-smoke"], capture_output=True, text=True, cwd=ROOT)
-    assert smoke.returncode == 0, smoke.stderr[-2000:]
-    figures = json.loads(smoke.stdout)
+def test_gpu_check_script_refuses_without_cuda(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    # in-process: three fresh interpreters importing torch and transformers cost the suite ~20 s
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    for name in ("HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
+        monkeypatch.delenv(name, raising=False)  # the script sets these; monkeypatch puts them back afterwards
+    with pytest.raises(SystemExit) as helped:
+        gpu_check.main(["--help"])
+    assert helped.value.code == 0 and "--model" in capsys.readouterr().out
+    assert gpu_check.main([]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert gpu_check.main(["--cpu-smoke"]) == 0
+    figures = json.loads(capsys.readouterr().out)
     assert figures["train"]["float32"]["fedrouter"]["tokens_per_s"] > 0 and figures["train"]["nf4"] == {"skipped": "--no-4bit"}
     assert figures["generate"]["fedrouter_mixed"]["samples_per_s"] > 0

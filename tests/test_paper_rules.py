@@ -166,6 +166,21 @@ def test_n_clusters_tasks_is_the_tasks_a_client_holds() -> None:
     assert build_config(Config(), {"train": {"global_clusters": "tasks"}}).train.global_clusters == "tasks"
 
 
+def test_only_fedrouter_fingerprints_carry_the_global_rule_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new version of FedRouter's automatic global K reruns FedRouter's auto runs, and nothing
+    else: the baselines never run that rule, so their bench cells stay carried over."""
+    from fedrouter_cli import fingerprints
+    from fedrouter_cli.config import Config, build_config
+
+    configs = {alg: build_config(Config(), {"train": {"alg": alg, "global_clusters": "auto"}})
+               for alg in ("fedrouter", "fedit", "fedcluster", "feddpa")}
+    configs["fedrouter-tasks"] = build_config(Config(), {"train": {"alg": "fedrouter", "global_clusters": "tasks"}})
+    before = {name: fingerprints.simulate_fingerprint(c) for name, c in configs.items()}
+    monkeypatch.setitem(fingerprints.AUTO_RULE_VERSIONS, "global", fingerprints.AUTO_RULE_VERSIONS["global"] + 1)
+    after = {name: fingerprints.simulate_fingerprint(c) for name, c in configs.items()}
+    assert [name for name in configs if before[name] != after[name]] == ["fedrouter"]
+
+
 # -- round-robin over adapters, not over local clusters -------------------------------------------
 
 def two_task_client(tmp_path: Path, **train):

@@ -82,6 +82,9 @@ class FederationJob:
 
 class AdapterStrategy(Strategy):
     name = "base"
+    # whether `--global-clusters auto` runs the server's versioned automatic K rule
+    # (clustering.AUTO_RULE_VERSIONS["global"]); only then does that version reach the fingerprint
+    uses_global_k_rule = False
     # the evaluation modes whose routing differs for this algorithm (`fedrouter run` scores each)
     evaluation_modes: tuple[str, ...] = ("local",)
 

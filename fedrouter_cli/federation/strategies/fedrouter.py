@@ -3,7 +3,7 @@
 Round 0 (setup): every client sends its local centroids; the server clusters them (K-Means)
 into global clusters and keeps one adapter per global cluster. K: `--global-clusters tasks` =
 the number of tasks in the federation (the paper's rule, section 3.2); `auto` = the smallest K
-whose silhouette is within 15% of the best (this tool's rule: it merges one task's sub-clusters
+whose size-weighted silhouette is within 12% of the best (this tool's rule: it merges one task's sub-clusters
 rather than keep them apart); or a number.
 Each round, each client trains one global adapter, round-robin over the distinct global adapters
 it holds data for, as one job on the data of all its local clusters that route to it; FedRouter*
@@ -37,6 +37,7 @@ def adapter_name(global_cluster: int) -> str:
 class FedRouter(AdapterStrategy):
     name = "fedrouter"
     evaluation_modes = ("local", "global")  # the client's own clusters' routes, or the global centroids
+    uses_global_k_rule = True
 
     def __init__(self, job) -> None:
         super().__init__(job)
