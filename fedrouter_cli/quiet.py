@@ -20,6 +20,17 @@ _DEPENDENCY_WARNINGS = (
 )
 
 
+class _SkipMessage(logging.Filter):
+    """Drops one logger's records that start with `prefix`, and nothing else."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
 def silence_dependencies() -> None:
     if os.environ.get("FEDROUTER_DEBUG") == "1":
         return
@@ -28,6 +39,11 @@ def silence_dependencies() -> None:
     # bitsandbytes logs at import, on every CPU machine, that an optional kernel package is missing;
     # only --load-in-4bit uses bitsandbytes, and that needs CUDA (model.device.check_4bit)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # on CPUs with AVX512-BF16, bitsandbytes' import asks the `kernels` package for a hub kernel,
+    # which warns that offline mode skips its publisher check; nothing is downloaded or used
+    hub = logging.getLogger("kernels._internals.hf_hub")
+    if not any(isinstance(f, _SkipMessage) for f in hub.filters):
+        hub.addFilter(_SkipMessage("Skipping publisher trust check"))
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 

@@ -169,5 +169,5 @@ def test_a_stage_in_a_log_shows_progress_lines_and_no_library_noise(smoke_simula
         assert quick.returncode == 0 and quick.stderr.splitlines() == lines, quick.stderr
     # the real script's simulate (Ray workers, peft, bitsandbytes imported): nothing a user cannot act on
     noise = (smoke_simulated[0].parent / "simulate.stderr").read_text()
-    for library_message in ("gemm_4bit", "Warning", "warnings.warn", "Loading weights"):
+    for library_message in ("gemm_4bit", "Warning", "warnings.warn", "Loading weights", "publisher trust check"):
         assert library_message not in noise, noise[-2000:]
