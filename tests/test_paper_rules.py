@@ -67,6 +67,23 @@ def test_auto_global_k_merges_one_tasks_sub_clusters() -> None:
     assert best_global_k({}) == 1
 
 
+def test_auto_global_k_stops_at_the_knee() -> None:
+    """Weighted curves measured by bench/k_rules.py (minilm+chars, 4 tasks). On FLAN-A single two
+    clients split trec by template wording; the curve climbs on to K = 8, and 12% below its top
+    is first reached at K = 5. The knee (a step of 0.021 after one of 0.109) stops at 4."""
+    from fedrouter_cli.clustering import best_global_k
+
+    flan_a_single = {2: 0.4251, 3: 0.5704, 4: 0.6795, 5: 0.7004, 6: 0.7276, 7: 0.7492, 8: 0.793}
+    assert best_global_k(flan_a_single, knee=0.0) == 5     # the tolerance alone
+    assert best_global_k(flan_a_single) == 4
+    flan_b_single = {2: 0.3902, 3: 0.4782, 4: 0.6387, 5: 0.6786, 6: 0.6884, 7: 0.6959, 8: 0.7174}
+    assert best_global_k(flan_b_single) == 4               # a small step into 3 is no knee: 4 gains more
+    raw_all = {2: 0.3819, 3: 0.4932, 4: 0.6114, 5: 0.5958, 6: 0.5566, 7: 0.5185, 8: 0.4726}
+    assert best_global_k(raw_all) == 4
+    # a knee only lowers K: a curve whose top is early keeps the tolerance's choice
+    assert best_global_k({2: 0.6, 3: 0.61, 4: 0.615, 5: 0.5}) == 2
+
+
 def one_task_split_wide(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Local centroids, sizes and tasks as in FLAN's single scenario: the two clients of task t0
     split it into 6 small, widely spread sub-clusters each; the other tasks' clients keep theirs whole."""

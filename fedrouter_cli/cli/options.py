@@ -78,7 +78,8 @@ GlobalClustersOpt = Annotated[Optional[str], typer.Option(
     "--global-clusters", "--clusters",
     help="Server-side clusters: FedRouter's global task clusters / FedCluster's client groups; a number, 'tasks' "
          "(the paper's rule: the number of tasks in the federation) or 'auto' (silhouette; for FedRouter the "
-         "smallest K whose size-weighted silhouette is within 12% of the best, so one task's sub-clusters merge).")]
+         "smallest K whose size-weighted silhouette is within 12% of the best, or the curve's knee if earlier, "
+         "so one task's sub-clusters merge).")]
 WorkersOpt = Annotated[int, typer.Option(
     "--workers", min=0, help="Clients that train at once, one core each (0 = auto: one per core, as memory allows). "
                       "Results do not depend on it.")]

@@ -18,6 +18,8 @@ def render_select_k(payload: dict[str, Any], console: Console) -> None:
     rows = [[k, s["mean"], s["std"]] for k, s in payload["scores"].items()]
     console.print(simple_table(f"Silhouette ({payload['level']})", ["K", "mean", "std"], rows))
     console.print(f"best K: [bold]{payload['best_k']}[/bold]   plot: {payload['plot']}")
+    if "server_k" in payload:
+        console.print(f"the server's automatic rule (--global-clusters auto) picks K = [bold]{payload['server_k']}[/bold]")
 
 
 @o.with_options(o.CLUSTER_OPTIONS, o.EMBED_OPTIONS, o.DATA_OPTIONS, o.COMMON_OPTIONS)

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
-from fedrouter_cli.clustering import best_k, silhouette_curve
+from fedrouter_cli.clustering import best_global_k, best_k, silhouette_curve
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import write_json, write_table
@@ -71,6 +71,8 @@ def run_select_k(config: Config, run: RunDir, level: str, force: bool = False,
         seconds = time.perf_counter() - started
         summary = {
             "level": level, "best_k": chosen, "best_per_client": best if level == "local" else {},
+            # the argmax keeps a task's sub-clusters apart; the server's automatic rule is what trains
+            **({"server_k": best_global_k(curves["global"])} if level == "global" else {}),
             "scores": {str(k): {"mean": round(mean[k], 4), "std": round(std[k], 4)} for k in ks},
             "scores_path": str(scores_path), "plot": str(plot_path),
         }

@@ -3,8 +3,9 @@
 Round 0 (setup): every client sends its local centroids; the server clusters them (K-Means)
 into global clusters and keeps one adapter per global cluster. K: `--global-clusters tasks` =
 the number of tasks in the federation (the paper's rule, section 3.2); `auto` = the smallest K
-whose size-weighted silhouette is within 12% of the best (this tool's rule: it merges one task's sub-clusters
-rather than keep them apart); or a number.
+whose size-weighted silhouette is within 12% of the best, or the curve's knee if earlier (this
+tool's rule, clustering.best_global_k: it merges one task's sub-clusters rather than keep them
+apart); or a number.
 Each round, each client trains one global adapter, round-robin over the distinct global adapters
 it holds data for, as one job on the data of all its local clusters that route to it; FedRouter*
 (`--variant star`) trains each of those adapters once every round. Where local clusters map
