@@ -84,13 +84,20 @@ def simulate_fingerprint(config: Config) -> str:
     # the server's automatic K joins with its rule's version (clustering.AUTO_RULE_VERSIONS), for
     # the algorithms that run it: a new version of that rule must not rerun the baselines
     rule = ({"auto_rule": AUTO_RULE_VERSIONS["global"]},) if uses_global_k_rule(config) else ()
-    return fingerprint("simulate", cluster_fingerprint(config), train, model_settings(config), *privacy, *rule)
+    strategy = _strategy(config)
+    schedule = strategy.schedule_fingerprint(config.train) if strategy is not None else {}
+    return fingerprint("simulate", cluster_fingerprint(config), train, model_settings(config), *privacy, *rule,
+                       *((schedule,) if schedule else ()))
+
+
+def _strategy(config: Config):
+    from fedrouter_cli.federation.strategies import STRATEGIES  # flwr and torch: only when needed
+
+    return STRATEGIES.get(config.train.alg)
 
 
 def uses_global_k_rule(config: Config) -> bool:
-    from fedrouter_cli.federation.strategies import STRATEGIES  # flwr and torch: only when needed
-
-    strategy = STRATEGIES.get(config.train.alg)
+    strategy = _strategy(config)
     return config.train.global_clusters == "auto" and strategy is not None and strategy.uses_global_k_rule
 
 

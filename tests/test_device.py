@@ -87,8 +87,9 @@ def test_device_is_a_validated_setting_and_not_in_the_fingerprints(tmp_path: Pat
     from fedrouter_cli.clustering import AUTO_RULE_VERSIONS
 
     rule = {"auto_rule": AUTO_RULE_VERSIONS["global"]}  # the default server-side K is the automatic rule
+    schedule = {"round_robin": "staggered"}  # FedRouter's standard round-robin, staggered by client
     before = fingerprint("simulate", cluster_fingerprint(config), train,
-                         {"model": config.model.model, "load_in_4bit": False}, rule)
+                         {"model": config.model.model, "load_in_4bit": False}, rule, schedule)
     assert simulate_fingerprint(config) == before
     for device in ("cpu", "cuda"):
         moved = replace(config, model=replace(config.model, device=device))

@@ -217,7 +217,36 @@ def test_round_robin_cycles_over_distinct_adapters(tmp_path: Path) -> None:
     assert all(len(p) == 1 for p in plans)
     assert [p[0].tag for p in plans] == [ga, gb, ga, gb]        # A's two clusters do not take two turns
     assert plans[0][0].clusters == (0, 2) and plans[1][0].clusters == (1,)   # one job on all of A's data
-    assert [p[0].clusters for p in (s.plan(1, 1), s.plan(2, 1))] == [(0,), (1,)]  # one-to-one: the paper's rule
+    client_1 = [s.plan(r, 1)[0] for r in (1, 2, 3, 4)]
+    assert sorted(j.clusters for j in client_1[:2]) == [(0,), (1,)]  # one-to-one: the paper's rule
+    # each client's cycle starts at its own place: both adapters train in every round
+    assert all({p[0].tag, j.tag} == {ga, gb} for p, j in zip(plans, client_1))
+
+
+def test_all_scenario_trains_every_adapter_every_round(tmp_path: Path) -> None:
+    """Every client holds all four tasks: in step, all eight would train the same adapter each
+    round, and three of the four adapters would move in one round of the cpu preset's five."""
+    eye = np.eye(4, dtype=np.float32)
+    s = make_fedrouter(tmp_path, {c: eye for c in range(8)}, global_clusters="tasks", rounds=5)
+    for r in range(1, 6):
+        tags = [s.plan(r, c)[0].tag for c in range(8)]
+        assert sorted(set(tags)) == sorted(s.adapters) and all(tags.count(t) == 2 for t in set(tags))
+    for c in range(8):  # and each client still takes its adapters in turn
+        assert len({s.plan(r, c)[0].tag for r in range(1, 5)}) == 4
+
+
+def test_the_staggered_round_robin_reruns_only_fedrouters_standard_runs() -> None:
+    from fedrouter_cli.config import Config, build_config
+    from fedrouter_cli.fingerprints import simulate_fingerprint
+    from fedrouter_cli.federation.strategies.base import AdapterStrategy
+    from fedrouter_cli.federation.strategies.fedrouter import FedRouter
+
+    standard = build_config(Config(), {"train": {"alg": "fedrouter", "variant": "standard"}})
+    star = build_config(Config(), {"train": {"alg": "fedrouter", "variant": "star"}})
+    assert FedRouter.schedule_fingerprint(standard.train) and not FedRouter.schedule_fingerprint(star.train)
+    fedit = build_config(Config(), {"train": {"alg": "fedit"}})
+    assert not AdapterStrategy.schedule_fingerprint(fedit.train)
+    assert simulate_fingerprint(standard) != simulate_fingerprint(star)
 
 
 def test_star_trains_each_adapter_once_per_round(tmp_path: Path) -> None:

@@ -85,6 +85,12 @@ class AdapterStrategy(Strategy):
     # whether `--global-clusters auto` runs the server's versioned automatic K rule
     # (clustering.AUTO_RULE_VERSIONS["global"]); only then does that version reach the fingerprint
     uses_global_k_rule = False
+
+    @staticmethod
+    def schedule_fingerprint(train) -> dict[str, Any]:
+        """What of this algorithm's training schedule changed after runs were made (joins the
+        simulate fingerprint when not empty, so older runs of it are not taken as cache hits)."""
+        return {}
     # the evaluation modes whose routing differs for this algorithm (`fedrouter run` scores each)
     evaluation_modes: tuple[str, ...] = ("local",)
 

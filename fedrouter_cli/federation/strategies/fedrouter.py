@@ -7,7 +7,7 @@ whose size-weighted silhouette is within 12% of the best, or the curve's knee if
 tool's rule, clustering.best_global_k: it merges one task's sub-clusters rather than keep them
 apart); or a number.
 Each round, each client trains one global adapter, round-robin over the distinct global adapters
-it holds data for, as one job on the data of all its local clusters that route to it; FedRouter*
+it holds data for (each client's cycle starts at its own place, so every adapter moves every round), as one job on the data of all its local clusters that route to it; FedRouter*
 (`--variant star`) trains each of those adapters once every round. Where local clusters map
 one-to-one to global ones (the paper's setting) this is the paper's round-robin over local
 clusters; where several map to one adapter (a client split a task in two), the adapter is not
@@ -39,6 +39,12 @@ class FedRouter(AdapterStrategy):
     name = "fedrouter"
     evaluation_modes = ("local", "global")  # the client's own clusters' routes, or the global centroids
     uses_global_k_rule = True
+
+    @staticmethod
+    def schedule_fingerprint(train) -> dict[str, Any]:
+        # the staggered round-robin came after runs were made in step; only the standard variant
+        # has a round-robin, so FedRouter* runs keep their fingerprints
+        return {"round_robin": "staggered"} if train.variant == "standard" else {}
 
     def __init__(self, job) -> None:
         super().__init__(job)
@@ -83,7 +89,11 @@ class FedRouter(AdapterStrategy):
         if not routes:
             return []
         held = sorted(set(routes))  # the distinct global adapters this client has data for
-        chosen = held if self.train.variant == "star" else [held[(round_number - 1) % len(held)]]
+        # each client starts its cycle at its own place: in step, all clients holding the same
+        # adapters would train the same one each round, and each adapter would move in only one
+        # round of every len(held) (in `all`, 1-2 of the cpu preset's 5 rounds)
+        turn = (round_number - 1 + client) % len(held)
+        chosen = held if self.train.variant == "star" else [held[turn]]
         return [Job(name=adapter_name(g), clusters=tuple(local for local, to in enumerate(routes) if to == g),
                     adapter=self.adapters[adapter_name(g)], tag=adapter_name(g)) for g in chosen]
 
