@@ -81,24 +81,12 @@ def simulate_fingerprint(config: Config) -> str:
     train = asdict(config.train)
     if not train["lr_floor"]:  # likewise the schedule floor: runs without one keep their fingerprint
         del train["lr_floor"]
-    # the server's automatic K joins with its rule's version (clustering.AUTO_RULE_VERSIONS), for
-    # the algorithms that run it: a new version of that rule must not rerun the baselines
-    rule = ({"auto_rule": AUTO_RULE_VERSIONS["global"]},) if uses_global_k_rule(config) else ()
-    strategy = _strategy(config)
-    schedule = strategy.schedule_fingerprint(config.train) if strategy is not None else {}
-    return fingerprint("simulate", cluster_fingerprint(config), train, model_settings(config), *privacy, *rule,
-                       *((schedule,) if schedule else ()))
-
-
-def _strategy(config: Config):
+    # versions of an algorithm's own rules and schedule (Strategy.fingerprint_parts)
     from fedrouter_cli.federation.strategies import STRATEGIES  # flwr and torch: only when needed
 
-    return STRATEGIES.get(config.train.alg)
-
-
-def uses_global_k_rule(config: Config) -> bool:
-    strategy = _strategy(config)
-    return config.train.global_clusters == "auto" and strategy is not None and strategy.uses_global_k_rule
+    strategy = STRATEGIES.get(config.train.alg)
+    parts = strategy.fingerprint_parts(config.train) if strategy is not None else ()
+    return fingerprint("simulate", cluster_fingerprint(config), train, model_settings(config), *privacy, *parts)
 
 
 def evaluate_fingerprint(config: Config, alg: str, round_number: int, on: str = "server") -> str:

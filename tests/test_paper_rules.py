@@ -243,9 +243,11 @@ def test_the_staggered_round_robin_reruns_only_fedrouters_standard_runs() -> Non
 
     standard = build_config(Config(), {"train": {"alg": "fedrouter", "variant": "standard"}})
     star = build_config(Config(), {"train": {"alg": "fedrouter", "variant": "star"}})
-    assert FedRouter.schedule_fingerprint(standard.train) and not FedRouter.schedule_fingerprint(star.train)
+    staggered = {"round_robin": "staggered"}
+    assert staggered in FedRouter.fingerprint_parts(standard.train)
+    assert staggered not in FedRouter.fingerprint_parts(star.train)
     fedit = build_config(Config(), {"train": {"alg": "fedit"}})
-    assert not AdapterStrategy.schedule_fingerprint(fedit.train)
+    assert AdapterStrategy.fingerprint_parts(fedit.train) == ()
     assert simulate_fingerprint(standard) != simulate_fingerprint(star)
 
 

@@ -20,7 +20,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedrouter_cli.config import Config
+from fedrouter_cli.config import Config, TrainConfig
 from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.run_output import load_round, save_round
@@ -82,17 +82,16 @@ class FederationJob:
 
 class AdapterStrategy(Strategy):
     name = "base"
-    # whether `--global-clusters auto` runs the server's versioned automatic K rule
-    # (clustering.AUTO_RULE_VERSIONS["global"]); only then does that version reach the fingerprint
-    uses_global_k_rule = False
-
-    @staticmethod
-    def schedule_fingerprint(train) -> dict[str, Any]:
-        """What of this algorithm's training schedule changed after runs were made (joins the
-        simulate fingerprint when not empty, so older runs of it are not taken as cache hits)."""
-        return {}
     # the evaluation modes whose routing differs for this algorithm (`fedrouter run` scores each)
     evaluation_modes: tuple[str, ...] = ("local",)
+
+    @staticmethod
+    def fingerprint_parts(train: TrainConfig) -> tuple[dict[str, Any], ...]:
+        """What this algorithm's runs depend on beyond their settings: versions of its own rules
+        and schedules, added after runs were made. They join the simulate fingerprint, so a run
+        made under an older rule or schedule is not taken as a cache hit, and changing one
+        algorithm's rule never reruns another's."""
+        return ()
 
     def __init__(self, job: FederationJob) -> None:
         self.job = job

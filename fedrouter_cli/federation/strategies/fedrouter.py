@@ -7,7 +7,8 @@ whose size-weighted silhouette is within 12% of the best, or the curve's knee if
 tool's rule, clustering.best_global_k: it merges one task's sub-clusters rather than keep them
 apart); or a number.
 Each round, each client trains one global adapter, round-robin over the distinct global adapters
-it holds data for (each client's cycle starts at its own place, so every adapter moves every round), as one job on the data of all its local clusters that route to it; FedRouter*
+it holds data for (each client's cycle starts at its own place, so every adapter moves every
+round), as one job on the data of all its local clusters that route to it; FedRouter*
 (`--variant star`) trains each of those adapters once every round. Where local clusters map
 one-to-one to global ones (the paper's setting) this is the paper's round-robin over local
 clusters; where several map to one adapter (a client split a task in two), the adapter is not
@@ -22,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from fedrouter_cli.clustering import best_global_k, kmeans, majority, silhouette_curve
+from fedrouter_cli.clustering import AUTO_RULE_VERSIONS, best_global_k, kmeans, majority, silhouette_curve
+from fedrouter_cli.config import TrainConfig
 from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
 from fedrouter_cli.federation.strategies.base import AdapterStrategy, Job, JobResult
 from fedrouter_cli.model.lora import average
@@ -38,13 +40,14 @@ def adapter_name(global_cluster: int) -> str:
 class FedRouter(AdapterStrategy):
     name = "fedrouter"
     evaluation_modes = ("local", "global")  # the client's own clusters' routes, or the global centroids
-    uses_global_k_rule = True
 
     @staticmethod
-    def schedule_fingerprint(train) -> dict[str, Any]:
-        # the staggered round-robin came after runs were made in step; only the standard variant
-        # has a round-robin, so FedRouter* runs keep their fingerprints
-        return {"round_robin": "staggered"} if train.variant == "standard" else {}
+    def fingerprint_parts(train: TrainConfig) -> tuple[dict[str, Any], ...]:
+        # the automatic global K's version; and the staggered round-robin, which came after runs
+        # were made in step (only the standard variant has a round-robin: FedRouter* runs keep theirs)
+        rule = ({"auto_rule": AUTO_RULE_VERSIONS["global"]},) if train.global_clusters == "auto" else ()
+        schedule = ({"round_robin": "staggered"},) if train.variant == "standard" else ()
+        return rule + schedule
 
     def __init__(self, job) -> None:
         super().__init__(job)
