@@ -131,8 +131,36 @@ def test_paper_orderings_are_checked_against_our_means() -> None:
     assert checked[("single", "fedrouter", "fedit")]["holds"] is None  # fedrouter single not run
     assert checked[("dual", "fedrouter", "fedit")]["paper"] == (0.558, 0.550)
     text = markdown(result, [])
-    assert "| dual | fedrouter > fedit | 0.400 vs 0.420 {0.558 vs 0.550} | – | does not hold (means only) |" in text
+    assert "| dual | fedrouter > fedit | 0.400 vs 0.420 {0.558 vs 0.550} | – | does not hold (means only) | – |" in text
     assert "| single | fedrouter > fedit | not run yet" in text
+
+
+def test_label_tasks_show_the_majority_floor_and_each_methods_top_answer() -> None:
+    def scored(answers: list[str]) -> dict[str, list]:
+        labels = ["no", "no", "yes", "no"]  # client c00: no, no; c01: yes, no
+        return {"client": ["c00", "c00", "c01", "c01"], "id": ["a", "b", "c", "d"], "task": ["qqp"] * 4,
+                "rouge1": [float(a == l) for a, l in zip(answers, labels)],
+                "exact": [float(a == l) for a, l in zip(answers, labels)], "reference_words": [1] * 4,
+                "label": labels, "answer": answers}
+
+    constant, reader = scored(["no"] * 4), scored(["no", "yes", "yes", "no"])
+    older = {k: v for k, v in reader.items() if k != "answer"}  # samples stored before answers were kept
+    records = [_record("fedit", "dual", 0, 0.75), _record("fedrouter", "dual", 0, 0.75), _record("local", "dual", 0, 0.5)]
+    for record in records:
+        record["evaluations"][0]["mode"] = "local"
+    samples = {"dual-s0/fedit": {"local": constant}, "dual-s0/fedrouter": {"local": reader},
+               "dual-s0/local": {"local": older}}
+    result = tables(records, samples)
+    rows = result["scenarios"]["dual"]
+    # 'no' is the majority label; always answering it scores the mean of client means (1.0 + 0.5) / 2
+    assert rows["fedit"]["label_answers"]["qqp"] == {"majority": "no", "majority_accuracy": 0.75,
+                                                     "top_answer": "no", "top_answer_share": 1.0}
+    assert rows["fedrouter"]["label_answers"]["qqp"]["top_answer_share"] == 0.5
+    assert "top_answer" not in rows["local"]["label_answers"]["qqp"]
+    text = markdown(result, [])
+    assert_tables_well_formed(text)
+    assert "| no 100% |" in text and "| – |" in text
+    assert "Always answering 'no' on qqp scores label accuracy 0.750" in text
 
 
 def assert_tables_well_formed(text: str) -> None:

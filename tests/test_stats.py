@@ -67,6 +67,7 @@ def test_bench_samples_round_trip_and_pairing(tmp_path: Path) -> None:
                              "rouge1": [1.0, 0.8, 0.0]}), predictions)
     scores = bench_stats.sample_scores(predictions)
     assert scores["exact"] == [1.0, 0.0, 0.0]
+    assert scores["label"] == ["yes", "", "no"] and scores["answer"] == ["yes", "", "yes"]
     record = {"cell": "dual-s0/fedit", "seed": 0, "fingerprints": {"simulate": "abc"}, "samples": {"local": scores}}
     bench_stats.store_samples(tmp_path, record)
     assert "samples" not in record
@@ -80,4 +81,7 @@ def test_bench_samples_round_trip_and_pairing(tmp_path: Path) -> None:
     gap = bench_stats.pair(rows, "fedrouter", "fedit")
     # differences 0.5, 0.4 (client c00) and 0.0 (c01): the mean of client means is 0.225
     assert gap["samples"] == 3 and gap["mean"] == pytest.approx(0.225)
+    # without the label task (qqp) only the webnlg sample is left: 0.8 - 0.4
+    assert gap["without_labels"]["left_out"] == ["qqp"]
+    assert gap["without_labels"]["samples"] == 1 and gap["without_labels"]["mean"] == pytest.approx(0.4)
     assert [(g["method"], g["against"]) for g in bench_stats.comparisons(rows)] == [("fedrouter", "fedit")]

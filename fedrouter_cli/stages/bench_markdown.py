@@ -96,14 +96,17 @@ def _scenario_tables(result: dict[str, Any], scenarios: list[str]) -> list[str]:
         rows = result["scenarios"][s]
         labels = sorted({t for row in rows.values() for t in row.get("label_accuracy", {})})
         out += ["", f"### {s}", "",
-                "| method | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L | " + "".join(f"{t} label acc. | " for t in labels)
-                + "routing acc. | wall s | MB sent |", "|---|" + "---|" * (7 + len(labels))]
+                "| method | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L | "
+                + "".join(f"{t} label acc. | {t} top answer | " for t in labels)
+                + "routing acc. | wall s | MB sent |", "|---|" + "---|" * (7 + 2 * len(labels))]
         for m, row in rows.items():
             accuracy = "".join(f"{_num((row.get('label_accuracy') or {}).get(t, {}).get('mean'))} "
-                               f"{_ci((row.get('label_accuracy') or {}).get(t))} | " for t in labels)
+                               f"{_ci((row.get('label_accuracy') or {}).get(t))} | {_top_answer(row, t)} | "
+                               for t in labels)
             out.append(f"| {m} | {row['seeds']} | {_with_interval(row)} | {_fmt(row['rouge2'], 4)} | "
                        f"{_fmt(row['rougeL'], 4)} | {accuracy}{_fmt(row['routing_accuracy'])} | "
                        f"{_fmt(row['seconds'], 0)} | {_fmt(row['megabytes'], 1)} |")
+        out += _majority_lines(rows, labels)
         tasks = sorted({t for row in rows.values() for t in row["per_task"]})
         if tasks:
             out += ["", f"### {s}: ROUGE-1 per task", "", "| method | " + " | ".join(tasks) + " |",
@@ -113,27 +116,61 @@ def _scenario_tables(result: dict[str, Any], scenarios: list[str]) -> list[str]:
     return out
 
 
+def _top_answer(row: dict[str, Any], task: str) -> str:
+    """'no 99%': the method's most common answer on a label task and how often it gives it."""
+    answers = (row.get("label_answers") or {}).get(task) or {}
+    return f"{answers['top_answer'] or '(none)'} {answers['top_answer_share']:.0%}" if "top_answer" in answers else "–"
+
+
+def _majority_lines(rows: dict[str, dict[str, Any]], labels: list[str]) -> list[str]:
+    """The floor of each label task: the accuracy of always answering its most common label."""
+    out = []
+    for t in labels:
+        # the row with the most seeds has the most test samples (all rows share the same ones per seed)
+        floors = [(row["seeds"], a) for row in rows.values()
+                  if "majority" in (a := (row.get("label_answers") or {}).get(t) or {})]
+        if floors:
+            floor = max(floors, key=lambda f: f[0])[1]
+            out += ["", f"Always answering '{floor['majority']}' on {t} scores label accuracy "
+                    f"{floor['majority_accuracy']:.3f} on these test samples: the floor a {t} classifier must beat."]
+    return out
+
+
 def _paired_markdown(table: str, gaps: list[dict[str, Any]]) -> list[str]:
     if not gaps:
         return []
+    left_out = sorted({t for g in gaps for t in (g.get("without_labels") or {}).get("left_out", [])})
+    extra = f" without {', '.join(left_out)}: difference [95% interval] |" if left_out else ""
     out = ["", f"## Paired differences in ROUGE-1, {table}: FedRouter(*) minus each method on the same test samples",
-           "", "| method | against | seeds | samples | difference | 95% interval | significant |", "|---|---|---|---|---|---|---|"]
+           "", "| method | against | seeds | samples | difference | 95% interval | significant |" + extra,
+           "|---|---|---|---|---|---|---|" + ("---|" if left_out else "")]
     for g in gaps:
         mark = "**yes**" if g["excludes_zero"] else "no"
-        out.append(f"| {g['method']} | {g['against']} | {g['seeds']} | {g['samples']} | {g['mean']:+.4f} | "
-                   f"[{g['low']:+.4f}, {g['high']:+.4f}] | {mark} |")
+        line = (f"| {g['method']} | {g['against']} | {g['seeds']} | {g['samples']} | {g['mean']:+.4f} | "
+                f"[{g['low']:+.4f}, {g['high']:+.4f}] | {mark} |")
+        out.append(line + (f" {_gap(g.get('without_labels'))} |" if left_out else ""))
     return out
+
+
+def _gap(gap: dict[str, Any] | None) -> str:
+    """'+0.0123 [+0.0010, +0.0240] **yes**': a paired difference in one cell."""
+    if not gap:
+        return "–"
+    mark = " **yes**" if gap["excludes_zero"] else " no"
+    return f"{gap['mean']:+.4f} [{gap['low']:+.4f}, {gap['high']:+.4f}]{mark}"
 
 
 def _orderings_markdown(checked: list[dict[str, Any]]) -> list[str]:
     if not any(c["holds"] is not None for c in checked):
         return []
     out = ["", "## The paper's orderings, checked here (ROUGE-1; paper values in braces)", "",
-           "| where | ordering | ours | paired difference [95% interval] | verdict |", "|---|---|---|---|---|"]
+           "| where | ordering | ours | paired difference [95% interval] | verdict | the same without label tasks |",
+           "|---|---|---|---|---|---|"]
     for c in checked:
         paper = " {" + " vs ".join("–" if v is None else f"{v:.3f}" for v in c["paper"]) + "}"
         ours = "not run yet" if c["holds"] is None else f"{c['ours'][0]:.3f} vs {c['ours'][1]:.3f}"
         gap = c.get("paired")
         diff = "–" if not gap else f"{gap['mean']:+.4f} [{gap['low']:+.4f}, {gap['high']:+.4f}]"
-        out.append(f"| {c['table']} | {c['better']} > {c['worse']} | {ours}{paper} | {diff} | {c['verdict'] or '–'} |")
+        out.append(f"| {c['table']} | {c['better']} > {c['worse']} | {ours}{paper} | {diff} | {c['verdict'] or '–'} | "
+                   f"{_gap((gap or {}).get('without_labels'))} |")
     return out

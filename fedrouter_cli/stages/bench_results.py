@@ -95,8 +95,9 @@ def _row(records: list[dict[str, Any]], test_tasks: str = "scenario",
     if scored:
         cells, per_sample = [r for r, _ in scored], [s for _, s in scored]
         row["interval"] = bench_stats.interval(cells, per_sample)
-        row["label_accuracy"] = {t: bench_stats.interval(cells, per_sample, "exact", task=t)
-                                 for t in sorted(bench_stats.label_tasks(per_sample))}
+        labels = sorted(bench_stats.label_tasks(per_sample))
+        row["label_accuracy"] = {t: bench_stats.interval(cells, per_sample, "exact", task=t) for t in labels}
+        row["label_answers"] = {t: bench_stats.label_answers(cells, per_sample, t) for t in labels}
     return row
 
 

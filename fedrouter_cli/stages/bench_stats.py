@@ -23,12 +23,18 @@ CHALLENGERS = ("fedrouter", "fedrouter-star")
 
 
 def sample_scores(predictions_path: Path) -> dict[str, list]:
-    """One evaluation's per-sample scores from its predictions.parquet, column by column."""
+    """One evaluation's per-sample scores from its predictions.parquet, column by column.
+
+    For one-word references (class labels) it also keeps the label and the answer's label, so the
+    tables can show how often a method gives one answer whatever the input; "" elsewhere."""
     table = read_table(predictions_path).to_pydict()
+    one_word = [len(r.split()) == 1 for r in table["reference"]]
     return {"client": table["client"], "id": table["id"], "task": table["task"],
             "rouge1": [round(float(v), 5) for v in table["rouge1"]],
             "exact": [stats.label_exact(p, r) for p, r in zip(table["prediction"], table["reference"])],
-            "reference_words": [len(r.split()) for r in table["reference"]]}
+            "reference_words": [len(r.split()) for r in table["reference"]],
+            "label": [r.strip().lower() if w else "" for r, w in zip(table["reference"], one_word)],
+            "answer": [stats.predicted_label(p) if w else "" for p, w in zip(table["prediction"], one_word)]}
 
 
 def samples_path(out: Path, cell_name: str) -> Path:
@@ -59,9 +65,11 @@ def load_samples(out: Path, record: dict[str, Any]) -> dict[str, dict[str, list]
     return saved["evaluations"]
 
 
-def keyed(record: dict[str, Any], samples: dict[str, list], value: str = "rouge1") -> dict[tuple, float]:
+def keyed(record: dict[str, Any], samples: dict[str, list], value: str = "rouge1",
+          skip_tasks: frozenset[str] = frozenset()) -> dict[tuple, float]:
     """(seed, client, sample id) -> score, for pairing methods on the same test samples."""
-    return {(record["seed"], c, i): v for c, i, v in zip(samples["client"], samples["id"], samples[value])}
+    return {(record["seed"], c, i): v for c, i, t, v in zip(samples["client"], samples["id"], samples["task"],
+                                                            samples[value]) if t not in skip_tasks}
 
 
 def label_tasks(samples: list[dict[str, list]]) -> set[str]:
@@ -87,21 +95,57 @@ def interval(records: list[dict[str, Any]], samples: list[dict[str, list]], valu
     return stats.bootstrap(values, strata).to_json()
 
 
+def label_answers(records: list[dict[str, Any]], samples: list[dict[str, list]], task: str) -> dict[str, Any]:
+    """How a method answers a label task, against the floor any classifier must beat.
+
+    majority_accuracy: the label accuracy of always giving the test samples' most common label;
+    top_answer_share: how often the method gives its own most common answer (near 1.0: it answers
+    the same whatever the input, and its accuracy is the share of that label, not skill). Both are
+    means over (seed, client) like every figure; each is left out when the samples predate it."""
+    out: dict[str, Any] = {}
+    for field, name in (("label", "majority"), ("answer", "top_answer")):
+        values, strata = [], []
+        for record, s in zip(records, samples):
+            if field not in s:
+                return out
+            for c, t, v in zip(s["client"], s["task"], s[field]):
+                if t == task:
+                    values.append(v)
+                    strata.append((record["seed"], c))
+        if not values:
+            return out
+        common = max(sorted(set(values)), key=values.count)
+        share = stats.stratified_mean([float(v == common) for v in values], strata)
+        key = "majority_accuracy" if field == "label" else "top_answer_share"
+        out |= {name: common, key: round(share, 4)}
+    return out
+
+
 def pair(rows: dict[str, list[tuple[dict[str, Any], dict[str, list]]]], better: str, worse: str
          ) -> dict[str, Any] | None:
     """Paired difference in ROUGE-1 of `better` minus `worse` over the test samples both scored
-    (same seed, client, sample id); None when either has no stored samples."""
+    (same seed, client, sample id); None when either has no stored samples.
+
+    With label tasks among them (QQP's yes/no, where a method that gives one answer to everything
+    scores the share of that label), the same difference without them is kept as well, as
+    `without_labels`, so an ordering can be checked on the generation tasks alone."""
     if not rows.get(better) or not rows.get(worse):
         return None
-    scores = []
-    for method in (better, worse):
-        merged: dict[tuple, float] = {}
+
+    def merged(method: str, skip: frozenset[str]) -> dict[tuple, float]:
+        out: dict[tuple, float] = {}
         for record, s in rows[method]:
-            merged |= keyed(record, s)
-        scores.append(merged)
+            out |= keyed(record, s, skip_tasks=skip)
+        return out
+
+    scores = [merged(better, frozenset()), merged(worse, frozenset())]
     if (row := stats.paired_row(scores[0], scores[1])) is None:
         return None
-    return {"method": better, "against": worse, "seeds": len({k[0] for k in set(scores[0]) & set(scores[1])}), **row}
+    gap = {"method": better, "against": worse, "seeds": len({k[0] for k in set(scores[0]) & set(scores[1])}), **row}
+    labels = frozenset(label_tasks([s for m in (better, worse) for _, s in rows[m]]))
+    if labels and (rest := stats.paired_row(merged(better, labels), merged(worse, labels))) is not None:
+        gap["without_labels"] = {"left_out": sorted(labels), **rest}
+    return gap
 
 
 def comparisons(rows: dict[str, list[tuple[dict[str, Any], dict[str, list]]]]) -> list[dict[str, Any]]:
