@@ -145,21 +145,24 @@ def test_label_tasks_show_the_majority_floor_and_each_methods_top_answer() -> No
 
     constant, reader = scored(["no"] * 4), scored(["no", "yes", "yes", "no"])
     older = {k: v for k, v in reader.items() if k != "answer"}  # samples stored before answers were kept
-    records = [_record("fedit", "dual", 0, 0.75), _record("fedrouter", "dual", 0, 0.75), _record("local", "dual", 0, 0.5)]
+    records = [_record("fedit", "dual", 0, 0.75), _record("fedit", "dual", 1, 0.25),
+               _record("fedrouter", "dual", 0, 0.75), _record("local", "dual", 0, 0.5)]
     for record in records:
         record["evaluations"][0]["mode"] = "local"
-    samples = {"dual-s0/fedit": {"local": constant}, "dual-s0/fedrouter": {"local": reader},
-               "dual-s0/local": {"local": older}}
+    samples = {"dual-s0/fedit": {"local": constant}, "dual-s1/fedit": {"local": scored(["yes"] * 4)},
+               "dual-s0/fedrouter": {"local": reader}, "dual-s0/local": {"local": older}}
     result = tables(records, samples)
     rows = result["scenarios"]["dual"]
-    # 'no' is the majority label; always answering it scores the mean of client means (1.0 + 0.5) / 2
-    assert rows["fedit"]["label_answers"]["qqp"] == {"majority": "no", "majority_accuracy": 0.75,
-                                                     "top_answer": "no", "top_answer_share": 1.0}
-    assert rows["fedrouter"]["label_answers"]["qqp"]["top_answer_share"] == 0.5
-    assert "top_answer" not in rows["local"]["label_answers"]["qqp"]
+    # 'no' is the majority label; always answering it scores the mean of client means (1.0 + 0.5) / 2.
+    # Each seed's model answers one label to everything, another one per seed: no pooling hides it.
+    assert rows["fedit"]["label_answers"]["qqp"] == {
+        "majority": "no", "majority_accuracy": 0.75,
+        "top_answers": [{"seed": 0, "answer": "no", "share": 1.0}, {"seed": 1, "answer": "yes", "share": 1.0}]}
+    assert rows["fedrouter"]["label_answers"]["qqp"]["top_answers"] == [{"seed": 0, "answer": "no", "share": 0.5}]
+    assert "top_answers" not in rows["local"]["label_answers"]["qqp"]
     text = markdown(result, [])
     assert_tables_well_formed(text)
-    assert "| no 100% |" in text and "| – |" in text
+    assert "| no 100%, yes 100% |" in text and "| no 50% |" in text and "| – |" in text
     assert "Always answering 'no' on qqp scores label accuracy 0.750" in text
 
 

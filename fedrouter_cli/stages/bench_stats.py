@@ -98,27 +98,47 @@ def interval(records: list[dict[str, Any]], samples: list[dict[str, list]], valu
 def label_answers(records: list[dict[str, Any]], samples: list[dict[str, list]], task: str) -> dict[str, Any]:
     """How a method answers a label task, against the floor any classifier must beat.
 
-    majority_accuracy: the label accuracy of always giving the test samples' most common label;
-    top_answer_share: how often the method gives its own most common answer (near 1.0: it answers
-    the same whatever the input, and its accuracy is the share of that label, not skill). Both are
-    means over (seed, client) like every figure; each is left out when the samples predate it."""
+    majority / majority_accuracy: the test samples' most common label and the label accuracy of
+    always giving it (a mean over (seed, client) like every figure). top_answers: per seed, since
+    each seed trains another model, the method's most common answer and how often it gives it
+    (near 1.0: it answers the same whatever the input, so its accuracy is that label's share, not
+    skill). Each part is left out when the samples predate the field it needs."""
     out: dict[str, Any] = {}
-    for field, name in (("label", "majority"), ("answer", "top_answer")):
-        values, strata = [], []
-        for record, s in zip(records, samples):
-            if field not in s:
-                return out
-            for c, t, v in zip(s["client"], s["task"], s[field]):
-                if t == task:
-                    values.append(v)
-                    strata.append((record["seed"], c))
-        if not values:
-            return out
-        common = max(sorted(set(values)), key=values.count)
-        share = stats.stratified_mean([float(v == common) for v in values], strata)
-        key = "majority_accuracy" if field == "label" else "top_answer_share"
-        out |= {name: common, key: round(share, 4)}
+    labels = _task_values(records, samples, task, "label")
+    if labels is None:
+        return out
+    majority, share = _most_common(*labels)
+    out |= {"majority": majority, "majority_accuracy": share}
+    answers = _task_values(records, samples, task, "answer")
+    if answers is not None:
+        by_seed = sorted({seed for seed, _ in answers[1]})
+        out["top_answers"] = []
+        for seed in by_seed:
+            picked = [i for i, (s, _) in enumerate(answers[1]) if s == seed]
+            answer, share = _most_common([answers[0][i] for i in picked], [answers[1][i] for i in picked])
+            out["top_answers"].append({"seed": seed, "answer": answer, "share": share})
     return out
+
+
+def _task_values(records: list[dict[str, Any]], samples: list[dict[str, list]], task: str, field: str
+                 ) -> tuple[list[str], list[tuple]] | None:
+    """One field's values on one task with their (seed, client) strata; None when any record's
+    samples lack the field, or none are on the task."""
+    values, strata = [], []
+    for record, s in zip(records, samples):
+        if field not in s:
+            return None
+        for c, t, v in zip(s["client"], s["task"], s[field]):
+            if t == task:
+                values.append(v)
+                strata.append((record["seed"], c))
+    return (values, strata) if values else None
+
+
+def _most_common(values: list[str], strata: list[tuple]) -> tuple[str, float]:
+    """The most common value (ties: the first in sorted order) and its share, a mean over strata."""
+    common = max(sorted(set(values)), key=values.count)
+    return common, round(stats.stratified_mean([float(v == common) for v in values], strata), 4)
 
 
 def pair(rows: dict[str, list[tuple[dict[str, Any], dict[str, list]]]], better: str, worse: str
