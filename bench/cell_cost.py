@@ -2,8 +2,7 @@
 
 Per finished cell: embedding, the simulation's wall time split into training (the clients' own
 train seconds over the parallel workers) and the rest (Ray and model start-up, the server's work),
-and each evaluation's generation time and samples/s; then the totals and the projection of the
-whole main matrix from the mean cell of each kind.
+and each evaluation's generation time and samples/s; then the totals over the cells that ran here.
 
     python bench/cell_cost.py /work/bench_raw [--out bench/results/raw_cpu/cost.json]
 """
@@ -46,7 +45,9 @@ def main() -> None:
     parser.add_argument("bench_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    cells = [c for c in (cell_cost(p) for p in sorted(args.bench_dir.glob("cells/*/*"))) if c]
+    # a cell carried over from bench.json has its data stages here but never ran: leave it out
+    cells = [c for c in (cell_cost(p) for p in sorted(args.bench_dir.glob("cells/*/*")))
+             if c and (c["evaluations"] or "simulate_s" in c)]
     generation = [e for c in cells for e in c["evaluations"]]
     result = {
         "command": f"python bench/cell_cost.py {args.bench_dir}",

@@ -146,11 +146,12 @@ def test_label_tasks_show_the_majority_floor_and_each_methods_top_answer() -> No
     constant, reader = scored(["no"] * 4), scored(["no", "yes", "yes", "no"])
     older = {k: v for k, v in reader.items() if k != "answer"}  # samples stored before answers were kept
     records = [_record("fedit", "dual", 0, 0.75), _record("fedit", "dual", 1, 0.25),
-               _record("fedrouter", "dual", 0, 0.75), _record("local", "dual", 0, 0.5)]
+               _record("fedrouter", "dual", 0, 0.75), _record("local", "dual", 0, 0.5), _record("local", "dual", 1, 0.75)]
     for record in records:
         record["evaluations"][0]["mode"] = "local"
     samples = {"dual-s0/fedit": {"local": constant}, "dual-s1/fedit": {"local": scored(["yes"] * 4)},
-               "dual-s0/fedrouter": {"local": reader}, "dual-s0/local": {"local": older}}
+               "dual-s0/fedrouter": {"local": reader}, "dual-s0/local": {"local": older},
+               "dual-s1/local": {"local": constant}}
     result = tables(records, samples)
     rows = result["scenarios"]["dual"]
     # 'no' is the majority label; always answering it scores the mean of client means (1.0 + 0.5) / 2.
@@ -159,10 +160,11 @@ def test_label_tasks_show_the_majority_floor_and_each_methods_top_answer() -> No
         "majority": "no", "majority_accuracy": 0.75,
         "top_answers": [{"seed": 0, "answer": "no", "share": 1.0}, {"seed": 1, "answer": "yes", "share": 1.0}]}
     assert rows["fedrouter"]["label_answers"]["qqp"]["top_answers"] == [{"seed": 0, "answer": "no", "share": 0.5}]
-    assert "top_answers" not in rows["local"]["label_answers"]["qqp"]
+    # seed 0's samples predate answers: only seed 1's answers are shown
+    assert rows["local"]["label_answers"]["qqp"]["top_answers"] == [{"seed": 1, "answer": "no", "share": 1.0}]
     text = markdown(result, [])
     assert_tables_well_formed(text)
-    assert "| no 100%, yes 100% |" in text and "| no 50% |" in text and "| – |" in text
+    assert "| s0 no 100%, s1 yes 100% |" in text and "| s0 no 50% |" in text and "| s1 no 100% |" in text
     assert "Always answering 'no' on qqp scores label accuracy 0.750" in text
 
 

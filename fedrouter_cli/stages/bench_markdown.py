@@ -117,10 +117,10 @@ def _scenario_tables(result: dict[str, Any], scenarios: list[str]) -> list[str]:
 
 
 def _top_answer(row: dict[str, Any], task: str) -> str:
-    """'no 99%, yes 90%': per seed, the method's most common answer on a label task and how often
-    it gives it."""
+    """'s0 no 99%, s1 yes 90%': per seed, the method's most common answer on a label task and how
+    often it gives it."""
     top = ((row.get("label_answers") or {}).get(task) or {}).get("top_answers")
-    return ", ".join(f"{a['answer'] or '(none)'} {a['share']:.0%}" for a in top) if top else "–"
+    return ", ".join(f"s{a['seed']} {a['answer'] or '(none)'} {a['share']:.0%}" for a in top) if top else "–"
 
 
 def _majority_lines(rows: dict[str, dict[str, Any]], labels: list[str]) -> list[str]:

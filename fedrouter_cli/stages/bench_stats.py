@@ -102,14 +102,17 @@ def label_answers(records: list[dict[str, Any]], samples: list[dict[str, list]],
     always giving it (a mean over (seed, client) like every figure). top_answers: per seed, since
     each seed trains another model, the method's most common answer and how often it gives it
     (near 1.0: it answers the same whatever the input, so its accuracy is that label's share, not
-    skill). Each part is left out when the samples predate the field it needs."""
+    skill), for the seeds whose samples keep answers. The floor is left out when any cell's
+    samples predate labels, as top_answers is when all of them predate answers."""
     out: dict[str, Any] = {}
     labels = _task_values(records, samples, task, "label")
     if labels is None:
         return out
     majority, share = _most_common(*labels)
     out |= {"majority": majority, "majority_accuracy": share}
-    answers = _task_values(records, samples, task, "answer")
+    # answers per seed from the cells that kept them (older per-sample files have labels only)
+    kept = [(r, s) for r, s in zip(records, samples) if "answer" in s]
+    answers = _task_values([r for r, _ in kept], [s for _, s in kept], task, "answer")
     if answers is not None:
         by_seed = sorted({seed for seed, _ in answers[1]})
         out["top_answers"] = []
