@@ -27,9 +27,14 @@ def predicted_label(prediction: str) -> str:
     return words[0] if words else ""
 
 
+def reference_label(reference: str) -> str:
+    """A one-word reference as the label answers are compared with: ' Yes' -> 'yes'."""
+    return reference.strip().lower()
+
+
 def label_exact(prediction: str, reference: str) -> float:
     """1.0 when the answer's label (its first word) is the reference label (QQP's 'yes'/'no')."""
-    return float(predicted_label(prediction) == reference.strip().lower())
+    return float(predicted_label(prediction) == reference_label(reference))
 
 
 @dataclass(frozen=True)

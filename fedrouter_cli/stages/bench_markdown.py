@@ -153,11 +153,11 @@ def _paired_markdown(table: str, gaps: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _gap(gap: dict[str, Any] | None) -> str:
+def _gap(gap: dict[str, Any] | None, significance: bool = True) -> str:
     """'+0.0123 [+0.0010, +0.0240] **yes**': a paired difference in one cell."""
     if not gap:
         return "–"
-    mark = " **yes**" if gap["excludes_zero"] else " no"
+    mark = (" **yes**" if gap["excludes_zero"] else " no") if significance else ""
     return f"{gap['mean']:+.4f} [{gap['low']:+.4f}, {gap['high']:+.4f}]{mark}"
 
 
@@ -170,8 +170,7 @@ def _orderings_markdown(checked: list[dict[str, Any]]) -> list[str]:
     for c in checked:
         paper = " {" + " vs ".join("–" if v is None else f"{v:.3f}" for v in c["paper"]) + "}"
         ours = "not run yet" if c["holds"] is None else f"{c['ours'][0]:.3f} vs {c['ours'][1]:.3f}"
-        gap = c.get("paired")
-        diff = "–" if not gap else f"{gap['mean']:+.4f} [{gap['low']:+.4f}, {gap['high']:+.4f}]"
-        out.append(f"| {c['table']} | {c['better']} > {c['worse']} | {ours}{paper} | {diff} | {c['verdict'] or '–'} | "
-                   f"{_gap((gap or {}).get('without_labels'))} |")
+        gap = c.get("paired")  # its verdict column says whether it excludes 0
+        out.append(f"| {c['table']} | {c['better']} > {c['worse']} | {ours}{paper} | {_gap(gap, significance=False)} | "
+                   f"{c['verdict'] or '–'} | {_gap((gap or {}).get('without_labels'))} |")
     return out

@@ -28,13 +28,13 @@ def sample_scores(predictions_path: Path) -> dict[str, list]:
     For one-word references (class labels) it also keeps the label and the answer's label, so the
     tables can show how often a method gives one answer whatever the input; "" elsewhere."""
     table = read_table(predictions_path).to_pydict()
-    one_word = [len(r.split()) == 1 for r in table["reference"]]
+    words = [len(r.split()) for r in table["reference"]]
     return {"client": table["client"], "id": table["id"], "task": table["task"],
             "rouge1": [round(float(v), 5) for v in table["rouge1"]],
             "exact": [stats.label_exact(p, r) for p, r in zip(table["prediction"], table["reference"])],
-            "reference_words": [len(r.split()) for r in table["reference"]],
-            "label": [r.strip().lower() if w else "" for r, w in zip(table["reference"], one_word)],
-            "answer": [stats.predicted_label(p) if w else "" for p, w in zip(table["prediction"], one_word)]}
+            "reference_words": words,
+            "label": [stats.reference_label(r) if n == 1 else "" for r, n in zip(table["reference"], words)],
+            "answer": [stats.predicted_label(p) if n == 1 else "" for p, n in zip(table["prediction"], words)]}
 
 
 def samples_path(out: Path, cell_name: str) -> Path:
@@ -112,14 +112,14 @@ def label_answers(records: list[dict[str, Any]], samples: list[dict[str, list]],
     out |= {"majority": majority, "majority_accuracy": share}
     # answers per seed from the cells that kept them (older per-sample files have labels only)
     kept = [(r, s) for r, s in zip(records, samples) if "answer" in s]
-    answers = _task_values([r for r, _ in kept], [s for _, s in kept], task, "answer")
-    if answers is not None:
-        by_seed = sorted({seed for seed, _ in answers[1]})
-        out["top_answers"] = []
-        for seed in by_seed:
-            picked = [i for i, (s, _) in enumerate(answers[1]) if s == seed]
-            answer, share = _most_common([answers[0][i] for i in picked], [answers[1][i] for i in picked])
-            out["top_answers"].append({"seed": seed, "answer": answer, "share": share})
+    top = []
+    for seed in sorted({r["seed"] for r, _ in kept}):
+        of_seed = [(r, s) for r, s in kept if r["seed"] == seed]
+        if (found := _task_values([r for r, _ in of_seed], [s for _, s in of_seed], task, "answer")) is not None:
+            answer, share = _most_common(*found)
+            top.append({"seed": seed, "answer": answer, "share": share})
+    if top:
+        out["top_answers"] = top
     return out
 
 
