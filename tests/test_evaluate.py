@@ -90,6 +90,9 @@ def test_base_model_row_and_generate_and_export(simulated_copy: Path, tmp_path: 
     assert "95% interval" in (simulated_copy / "report" / "report.md").read_text()
     assert (simulated_copy / "report" / "rouge1.png").read_bytes()[:4] == b"\x89PNG"
     assert "| base |" in (simulated_copy / "report" / "report.md").read_text()
+    # the synthetic paraphrase task answers yes/no: scored by label too, against its majority floor
+    assert set(table[("base", "-")]["label_accuracy"]) == {"paraphrase"}
+    assert "Always answering" in (simulated_copy / "report" / "report.md").read_text()
 
 
 def test_generation_strategies_agree(simulated_copy: Path) -> None:

@@ -25,6 +25,12 @@ def render_report(payload: dict[str, Any], console: Console) -> None:
              fmt(e, "rougeL"), fmt(e, "routing_accuracy"), f"{(e['bytes'] or 0) / 1e6:.1f}"] for e in payload["table"]]
     console.print(simple_table("Methods", ["method", "router", "test set", "seeds", "ROUGE-1", "ROUGE-2", "ROUGE-L",
                                            "routing acc.", "MB sent"], rows))
+    labels = [[e["method"], e["mode"], e["test_tasks"], task, f"{accuracy['mean']:.4f}",
+               f"{e['label_answers'][task].get('majority_accuracy', float('nan')):.4f}"]
+              for e in payload["table"] for task, accuracy in e.get("label_accuracy", {}).items()]
+    if labels:
+        console.print(simple_table("Label tasks (exact match)", ["method", "router", "test set", "task", "label acc.",
+                                                                 "always the majority label"], labels))
     console.print(f"Markdown: {payload['markdown_path']}\nJSON: {payload['json_path']}\nplot: {payload['plot_path']}",
                   highlight=False)
 

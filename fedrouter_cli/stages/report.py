@@ -8,11 +8,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from fedrouter_cli import stats
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.files import atomic_path, read_json, read_table, write_json
+from fedrouter_cli.files import atomic_path, read_json, write_json
 from fedrouter_cli.plots import bar_chart
 from fedrouter_cli.rundir import RunDir
+from fedrouter_cli.stages import bench_stats
 from fedrouter_cli.stages.bench_stats import CHALLENGERS
 
 METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
@@ -49,53 +49,60 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std over runs (seeds) of each (method, router mode, test set)."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(_key(row), []).append(row)
+    """Mean ± std over runs (seeds) of each (method, router mode, test set), with the bootstrap
+    interval of its ROUGE-1 and, on label tasks (one-word references such as QQP's yes/no), its
+    label accuracy, most common answer and the floor of always giving the majority label."""
     table = []
-    for (alg, mode, test_tasks), members in sorted(groups.items()):
+    for (alg, mode, test_tasks), members in sorted(_groups(rows).items()):
         entry: dict[str, Any] = {"method": alg, "mode": mode, "test_tasks": test_tasks, "seeds": len(members)}
         for metric in (*METRICS, "bytes", "simulate_seconds"):
             mean, std = mean_std([m.get(metric) for m in members])
             entry[metric] = None if mean is None else round(mean, 4)
             entry[f"{metric}_std"] = None if std is None else round(std, 4)
-        scores = _sample_scores(members)
-        entry["rouge1_interval"] = (stats.bootstrap(list(scores.values()), [k[:2] for k in scores]).to_json()
-                                    if scores else None)
+        records, samples = _records(members), _samples(members)
+        entry["rouge1_interval"] = bench_stats.interval(records, samples) if samples else None
+        labels = sorted(bench_stats.label_tasks(samples)) if samples else []
+        entry["label_accuracy"] = {t: bench_stats.interval(records, samples, "exact", task=t) for t in labels}
+        entry["label_answers"] = {t: bench_stats.label_answers(records, samples, t) for t in labels}
         table.append(entry)
     return table
 
 
-def _sample_scores(members: list[dict[str, Any]]) -> dict[tuple, float]:
-    """(run, client, sample id) -> ROUGE-1, from the evaluations' predictions ({} if they are gone)."""
-    scores: dict[tuple, float] = {}
-    for m in members:
-        path = Path(m.get("predictions", ""))
-        if not path.is_file():
-            return {}
-        table = read_table(path, ("client", "id")).to_pydict()
-        scores |= {(m["run_index"], c, i): float(v) for c, i, v in zip(table["client"], table["id"], table["rouge1"])}
-    return scores
+def _groups(rows: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(_key(row), []).append(row)
+    return groups
+
+
+def _records(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs as the bench's statistics see cells: the run's index stands for its seed."""
+    return [{"seed": m["run_index"]} for m in members]
+
+
+def _samples(members: list[dict[str, Any]]) -> list[dict[str, list]]:
+    """Each evaluation's per-sample scores, from its predictions ([] if any of them is gone)."""
+    paths = [Path(m.get("predictions", "")) for m in members]
+    return [bench_stats.sample_scores(p) for p in paths] if all(p.is_file() for p in paths) else []
 
 
 def paired_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """FedRouter (each router mode; the bench's CHALLENGERS) minus every other method on the same
     test set, paired on the same runs, clients and test samples: the difference in ROUGE-1 and its
-    95% interval (stats.paired_row, as the bench computes it)."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(_key(row), []).append(row)
+    95% interval, also without label tasks when there are some (bench_stats.pair, as the bench
+    computes it)."""
+    by_test_set: dict[str, dict[str, list]] = {}
+    for (alg, mode, test_tasks), members in sorted(_groups(rows).items()):
+        if samples := _samples(members):
+            by_test_set.setdefault(test_tasks, {})[f"{alg}/{mode}"] = list(zip(_records(members), samples))
     out = []
-    for mine_key, mine_rows in sorted(groups.items()):
-        if mine_key[0] not in CHALLENGERS or not (mine := _sample_scores(mine_rows)):
-            continue
-        for other_key, other_rows in sorted(groups.items()):
-            if other_key == mine_key or other_key[2] != mine_key[2] or not (theirs := _sample_scores(other_rows)):
+    for test_tasks, methods in by_test_set.items():
+        for mine in methods:
+            if mine.split("/")[0] not in CHALLENGERS:
                 continue
-            if (row := stats.paired_row(mine, theirs)) is not None:
-                out.append({"method": f"{mine_key[0]}/{mine_key[1]}", "against": f"{other_key[0]}/{other_key[1]}",
-                            "test_tasks": mine_key[2], **row})
+            for other in methods:
+                if other != mine and (gap := bench_stats.pair(methods, mine, other)) is not None:
+                    out.append({**gap, "test_tasks": test_tasks})
     return out
 
 
@@ -117,13 +124,46 @@ def markdown(table: list[dict[str, Any]], paired: list[dict[str, Any]] = ()) -> 
         lines.append(f"| {e['method']} | {e['mode']} | {e['test_tasks']} | {e['seeds']} | {cell(e, 'rouge1')} | "
                      f"{interval(e)} | {cell(e, 'rouge2')} | {cell(e, 'rougeL')} | {cell(e, 'routing_accuracy')} | "
                      f"{megabytes} | {seconds} |")
+    lines += _label_lines(table)
     if paired:
+        left_out = sorted({t for g in paired for t in (g.get("without_labels") or {}).get("left_out", [])})
+        extra = f" without {', '.join(left_out)} | 95% interval |" if left_out else ""
         lines += ["", "Paired differences in ROUGE-1 on the same test samples (95% bootstrap interval):", "",
-                  "| method | against | test set | samples | difference | 95% interval | significant |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {g['method']} | {g['against']} | {g['test_tasks']} | {g['samples']} | {g['mean']:+.4f} | "
-                  f"[{g['low']:+.4f}, {g['high']:+.4f}] | {'**yes**' if g['excludes_zero'] else 'no'} |" for g in paired]
+                  "| method | against | test set | samples | difference | 95% interval | significant |" + extra,
+                  "|---|---|---|---|---|---|---|" + "---|---|" * bool(left_out)]
+        for g in paired:
+            line = (f"| {g['method']} | {g['against']} | {g['test_tasks']} | {g['samples']} | {g['mean']:+.4f} | "
+                    f"[{g['low']:+.4f}, {g['high']:+.4f}] | {'**yes**' if g['excludes_zero'] else 'no'} |")
+            if left_out:
+                rest = g.get("without_labels")
+                line += f" {rest['mean']:+.4f} | [{rest['low']:+.4f}, {rest['high']:+.4f}] |" if rest else " – | – |"
+            lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def _label_lines(table: list[dict[str, Any]]) -> list[str]:
+    """Label tasks (one-word references): each method's exact-match accuracy, its most common
+    answer per run, and the floor of always answering the majority label."""
+    rows = [(e, t) for e in table for t in e.get("label_accuracy", {})]
+    if not rows:
+        return []
+    lines = ["", "Label tasks, scored by exact match of the answer's first word with the label:", "",
+             "| method | router | test set | task | label acc. | 95% interval | most common answer per run |",
+             "|---|---|---|---|---|---|---|"]
+    floors: dict[tuple[str, str], dict[str, Any]] = {}  # per test set and task; the most runs have the most samples
+    for e, t in rows:
+        accuracy, answers = e["label_accuracy"][t], e["label_answers"].get(t, {})
+        top = ", ".join(f"run {a['seed'] + 1}: {a['answer'] or '(none)'} {a['share']:.0%}"
+                        for a in answers.get("top_answers", [])) or "–"
+        lines.append(f"| {e['method']} | {e['mode']} | {e['test_tasks']} | {t} | {accuracy['mean']:.4f} | "
+                     f"[{accuracy['low']:.4f}, {accuracy['high']:.4f}] | {top} |")
+        if "majority" in answers and e["seeds"] >= floors.get((e["test_tasks"], t), {}).get("seeds", 0):
+            floors[(e["test_tasks"], t)] = {"seeds": e["seeds"], **answers}
+    for (test_tasks, t), floor in sorted(floors.items()):
+        lines += ["", f"Always answering '{floor['majority']}' on {t} scores label accuracy "
+                  f"{floor['majority_accuracy']:.4f} on the {test_tasks} test samples: the floor a {t} classifier "
+                  "must beat."]
+    return lines
 
 
 def run_report(runs: list[RunDir]) -> dict[str, Any]:
