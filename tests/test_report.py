@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fedrouter_cli.stages.report import markdown, paired_rows, summarize
+from fedrouter_cli.stages.report import load_groups, markdown, paired_rows, summarize
 
 
 def _evaluation(tmp_path: Path, alg: str, answers: list[str], summaries: list[float]) -> dict:
@@ -29,7 +29,8 @@ def _evaluation(tmp_path: Path, alg: str, answers: list[str], summaries: list[fl
 def test_report_scores_labels_against_the_majority_floor_and_pairs_without_them(tmp_path: Path) -> None:
     rows = [_evaluation(tmp_path, "fedrouter", ["yes", "yes", "Yes.", "yes"], [0.5, 0.7]),
             _evaluation(tmp_path, "fedit", ["no", "yes", "maybe", "no"], [0.2, 0.2])]
-    table = {e["method"]: e for e in summarize(rows)}
+    groups = load_groups(rows)
+    table = {e["method"]: e for e in summarize(groups)}
     assert table["fedrouter"]["label_accuracy"]["qqp"]["mean"] == 0.75
     assert table["fedit"]["label_accuracy"]["qqp"]["mean"] == 0.5
     answers = table["fedrouter"]["label_answers"]["qqp"]
@@ -37,12 +38,13 @@ def test_report_scores_labels_against_the_majority_floor_and_pairs_without_them(
     assert answers["top_answers"] == [{"seed": 0, "answer": "yes", "share": 1.0}]
     assert "summary" not in table["fedrouter"]["label_accuracy"]  # multi-word references are not labels
 
-    gap = next(g for g in paired_rows(rows) if (g["method"], g["against"]) == ("fedrouter/global", "fedit/global"))
+    paired = paired_rows(groups)
+    gap = next(g for g in paired if (g["method"], g["against"]) == ("fedrouter/global", "fedit/global"))
     assert gap["samples"] == 6
     assert gap["mean"] == pytest.approx((1 + 0 + 0 - 1 + 0.3 + 0.5) / 6, abs=1e-4)
     assert gap["without_labels"]["left_out"] == ["qqp"]
     assert gap["without_labels"]["mean"] == pytest.approx(0.4, abs=1e-4)
 
-    text = markdown(list(table.values()), paired_rows(rows))
+    text = markdown(list(table.values()), paired)
     assert "Always answering 'yes' on qqp scores label accuracy 0.7500" in text
     assert "run 1: yes 100%" in text and "without qqp" in text

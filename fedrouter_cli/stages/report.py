@@ -48,31 +48,37 @@ def _key(row: dict[str, Any]) -> tuple[str, str, str]:
     return row["alg"], mode, row.get("test_tasks", "scenario")
 
 
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+# (method, router mode, test set) -> its runs' rows, their records as the bench's statistics see
+# cells, and their per-sample scores ([] when any predictions file is gone)
+Groups = dict[tuple[str, str, str], tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, list]]]]
+
+
+def load_groups(rows: list[dict[str, Any]]) -> Groups:
+    """The rows grouped by (method, router mode, test set), each predictions file read once for
+    both the table and the paired differences."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(_key(row), []).append(row)
+    return {key: (members, _records(members), _samples(members)) for key, members in sorted(groups.items())}
+
+
+def summarize(groups: Groups) -> list[dict[str, Any]]:
     """Mean ± std over runs (seeds) of each (method, router mode, test set), with the bootstrap
     interval of its ROUGE-1 and, on label tasks (one-word references such as QQP's yes/no), its
     label accuracy, most common answer and the floor of always giving the majority label."""
     table = []
-    for (alg, mode, test_tasks), members in sorted(_groups(rows).items()):
+    for (alg, mode, test_tasks), (members, records, samples) in groups.items():
         entry: dict[str, Any] = {"method": alg, "mode": mode, "test_tasks": test_tasks, "seeds": len(members)}
         for metric in (*METRICS, "bytes", "simulate_seconds"):
             mean, std = mean_std([m.get(metric) for m in members])
             entry[metric] = None if mean is None else round(mean, 4)
             entry[f"{metric}_std"] = None if std is None else round(std, 4)
-        records, samples = _records(members), _samples(members)
         entry["rouge1_interval"] = bench_stats.interval(records, samples) if samples else None
         labels = sorted(bench_stats.label_tasks(samples)) if samples else []
         entry["label_accuracy"] = {t: bench_stats.interval(records, samples, "exact", task=t) for t in labels}
         entry["label_answers"] = {t: bench_stats.label_answers(records, samples, t) for t in labels}
         table.append(entry)
     return table
-
-
-def _groups(rows: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(_key(row), []).append(row)
-    return groups
 
 
 def _records(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -86,15 +92,15 @@ def _samples(members: list[dict[str, Any]]) -> list[dict[str, list]]:
     return [bench_stats.sample_scores(p) for p in paths] if all(p.is_file() for p in paths) else []
 
 
-def paired_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def paired_rows(groups: Groups) -> list[dict[str, Any]]:
     """FedRouter (each router mode; the bench's CHALLENGERS) minus every other method on the same
     test set, paired on the same runs, clients and test samples: the difference in ROUGE-1 and its
     95% interval, also without label tasks when there are some (bench_stats.pair, as the bench
     computes it)."""
     by_test_set: dict[str, dict[str, list]] = {}
-    for (alg, mode, test_tasks), members in sorted(_groups(rows).items()):
-        if samples := _samples(members):
-            by_test_set.setdefault(test_tasks, {})[f"{alg}/{mode}"] = list(zip(_records(members), samples))
+    for (alg, mode, test_tasks), (_, records, samples) in groups.items():
+        if samples:
+            by_test_set.setdefault(test_tasks, {})[f"{alg}/{mode}"] = list(zip(records, samples))
     out = []
     for test_tasks, methods in by_test_set.items():
         for mine in methods:
@@ -174,8 +180,9 @@ def run_report(runs: list[RunDir]) -> dict[str, Any]:
     rows = collect(runs)
     if not rows:
         raise FedrouterError("No evaluated methods in the run dir(s); run `fedrouter evaluate` first.")
-    table = summarize(rows)
-    paired = paired_rows(rows)
+    groups = load_groups(rows)
+    table = summarize(groups)
+    paired = paired_rows(groups)
     json_path, markdown_path, plot_path = runs[0].report_files()
     write_json(json_path, {"runs": [str(r.root) for r in runs], "table": table, "paired": paired})
     with atomic_path(markdown_path) as tmp:
