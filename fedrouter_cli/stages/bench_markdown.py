@@ -131,10 +131,15 @@ def _majority_lines(rows: dict[str, dict[str, Any]], labels: list[str]) -> list[
         floors = [(row["seeds"], a) for row in rows.values()
                   if "majority" in (a := (row.get("label_answers") or {}).get(t) or {})]
         if floors:
-            floor = max(floors, key=lambda f: f[0])[1]
-            out += ["", f"Always answering '{floor['majority']}' on {t} scores label accuracy "
-                    f"{floor['majority_accuracy']:.3f} on these test samples: the floor a {t} classifier must beat."]
+            out += ["", floor_sentence(t, max(floors, key=lambda f: f[0])[1])]
     return out
+
+
+def floor_sentence(task: str, answers: dict[str, Any], where: str = "these test samples", digits: int = 3) -> str:
+    """The accuracy of always answering a label task's most common label, said as the bar to clear;
+    `answers` is one entry of bench_stats.label_answers."""
+    return (f"Always answering '{answers['majority']}' on {task} scores label accuracy "
+            f"{answers['majority_accuracy']:.{digits}f} on {where}: the floor a {task} classifier must beat.")
 
 
 def _paired_markdown(table: str, gaps: list[dict[str, Any]]) -> list[str]:
@@ -149,11 +154,11 @@ def _paired_markdown(table: str, gaps: list[dict[str, Any]]) -> list[str]:
         mark = "**yes**" if g["excludes_zero"] else "no"
         line = (f"| {g['method']} | {g['against']} | {g['seeds']} | {g['samples']} | {g['mean']:+.4f} | "
                 f"[{g['low']:+.4f}, {g['high']:+.4f}] | {mark} |")
-        out.append(line + (f" {_gap(g.get('without_labels'))} |" if left_out else ""))
+        out.append(line + (f" {gap_cell(g.get('without_labels'))} |" if left_out else ""))
     return out
 
 
-def _gap(gap: dict[str, Any] | None, significance: bool = True) -> str:
+def gap_cell(gap: dict[str, Any] | None, significance: bool = True) -> str:
     """'+0.0123 [+0.0010, +0.0240] **yes**': a paired difference in one cell."""
     if not gap:
         return "–"
@@ -171,6 +176,6 @@ def _orderings_markdown(checked: list[dict[str, Any]]) -> list[str]:
         paper = " {" + " vs ".join("–" if v is None else f"{v:.3f}" for v in c["paper"]) + "}"
         ours = "not run yet" if c["holds"] is None else f"{c['ours'][0]:.3f} vs {c['ours'][1]:.3f}"
         gap = c.get("paired")  # its verdict column says whether it excludes 0
-        out.append(f"| {c['table']} | {c['better']} > {c['worse']} | {ours}{paper} | {_gap(gap, significance=False)} | "
-                   f"{c['verdict'] or '–'} | {_gap((gap or {}).get('without_labels'))} |")
+        out.append(f"| {c['table']} | {c['better']} > {c['worse']} | {ours}{paper} | {gap_cell(gap, significance=False)} | "
+                   f"{c['verdict'] or '–'} | {gap_cell((gap or {}).get('without_labels'))} |")
     return out

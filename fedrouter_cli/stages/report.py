@@ -13,6 +13,7 @@ from fedrouter_cli.files import atomic_path, read_json, write_json
 from fedrouter_cli.plots import bar_chart
 from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.stages import bench_stats
+from fedrouter_cli.stages.bench_markdown import floor_sentence, gap_cell
 from fedrouter_cli.stages.bench_stats import CHALLENGERS
 
 METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
@@ -133,17 +134,14 @@ def markdown(table: list[dict[str, Any]], paired: list[dict[str, Any]] = ()) -> 
     lines += _label_lines(table)
     if paired:
         left_out = sorted({t for g in paired for t in (g.get("without_labels") or {}).get("left_out", [])})
-        extra = f" without {', '.join(left_out)} | 95% interval |" if left_out else ""
+        extra = f" without {', '.join(left_out)}: difference [95% interval] |" if left_out else ""
         lines += ["", "Paired differences in ROUGE-1 on the same test samples (95% bootstrap interval):", "",
                   "| method | against | test set | samples | difference | 95% interval | significant |" + extra,
-                  "|---|---|---|---|---|---|---|" + "---|---|" * bool(left_out)]
+                  "|---|---|---|---|---|---|---|" + "---|" * bool(left_out)]
         for g in paired:
             line = (f"| {g['method']} | {g['against']} | {g['test_tasks']} | {g['samples']} | {g['mean']:+.4f} | "
                     f"[{g['low']:+.4f}, {g['high']:+.4f}] | {'**yes**' if g['excludes_zero'] else 'no'} |")
-            if left_out:
-                rest = g.get("without_labels")
-                line += f" {rest['mean']:+.4f} | [{rest['low']:+.4f}, {rest['high']:+.4f}] |" if rest else " – | – |"
-            lines.append(line)
+            lines.append(line + (f" {gap_cell(g.get('without_labels'))} |" if left_out else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -166,9 +164,7 @@ def _label_lines(table: list[dict[str, Any]]) -> list[str]:
         if "majority" in answers and e["seeds"] >= floors.get((e["test_tasks"], t), {}).get("seeds", 0):
             floors[(e["test_tasks"], t)] = {"seeds": e["seeds"], **answers}
     for (test_tasks, t), floor in sorted(floors.items()):
-        lines += ["", f"Always answering '{floor['majority']}' on {t} scores label accuracy "
-                  f"{floor['majority_accuracy']:.4f} on the {test_tasks} test samples: the floor a {t} classifier "
-                  "must beat."]
+        lines += ["", floor_sentence(t, floor, where=f"the {test_tasks} test samples", digits=4)]
     return lines
 
 
