@@ -1,6 +1,7 @@
 """`fedrouter report`'s statistics on hand-made predictions: label accuracy and its floor on a
 yes/no task, and paired differences with and without that task."""
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -48,3 +49,5 @@ def test_report_scores_labels_against_the_majority_floor_and_pairs_without_them(
     text = markdown(list(table.values()), paired)
     assert "Always answering 'yes' on qqp scores label accuracy 0.7500" in text
     assert "run 1: yes 100%" in text and "without qqp" in text
+    # without the label task both differences are positive (0.3, 0.5): the interval excludes 0
+    assert re.search(r"\| \+0\.4000 \[\+0\.\d{4}, \+0\.\d{4}\] \*\*yes\*\* \|", text)
