@@ -15,6 +15,9 @@ PAPER_ROUGE1: dict[str, dict[str, float | None]] = {
     "fedsa": {"single": None, "dual": None, "all": None, "generalization": 0.25},
 }
 
+# One name for the cost column, so the legend that explains it and the tables that show it agree.
+SECONDS_COLUMN = "train + eval s"
+
 
 def _fmt(stat: dict[str, Any], digits: int = 3) -> str:
     if stat["mean"] is None:
@@ -47,7 +50,7 @@ def markdown(result: dict[str, Any], failures: list[dict[str, Any]], machine: di
         out += [f"{machine['cells']} finished cells, {machine['seconds'] / 3600:.2f} h of machine time "
                 "(each cell's own run, summed)", ""]
     out += ["Figures: mean ± std over seeds; in brackets after a figure, the 95% bootstrap interval over test "
-            "samples (resampled within each seed and client); paper values in braces. 'train + eval s' is a cell's "
+            f"samples (resampled within each seed and client); paper values in braces. '{SECONDS_COLUMN}' is a cell's "
             "federated training plus its main evaluation, without embedding or the generalization evaluation.", ""]
     scenarios = list(result["scenarios"])
     if scenarios:
@@ -71,7 +74,7 @@ def markdown(result: dict[str, Any], failures: list[dict[str, Any]], machine: di
                        f"{_with_interval(row)} |")
     if result["clients"]:
         out += ["", "## Ablation: number of clients (FedRouter, single scenario)", "",
-                "| clients | ROUGE-1 | routing acc. | train + eval s | MB sent |", "|---|---|---|---|---|"]
+                f"| clients | ROUGE-1 | routing acc. | {SECONDS_COLUMN} | MB sent |", "|---|---|---|---|---|"]
         for n, row in result["clients"].items():
             out.append(f"| {n} | {_fmt(row['rouge1'])} | {_fmt(row['routing_accuracy'])} | "
                        f"{_fmt(row['seconds'], 0)} | {_fmt(row['megabytes'], 1)} |")
@@ -99,7 +102,7 @@ def _scenario_tables(result: dict[str, Any], scenarios: list[str]) -> list[str]:
         out += ["", f"### {s}", "",
                 "| method | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L | "
                 + "".join(f"{t} label acc. | {t} top answer | " for t in labels)
-                + "routing acc. | train + eval s | MB sent |", "|---|" + "---|" * (7 + 2 * len(labels))]
+                + f"routing acc. | {SECONDS_COLUMN} | MB sent |", "|---|" + "---|" * (7 + 2 * len(labels))]
         for m, row in rows.items():
             accuracy = "".join(f"{_num((row.get('label_accuracy') or {}).get(t, {}).get('mean'))} "
                                f"{_ci((row.get('label_accuracy') or {}).get(t))} | {_top_answer(row, t)} | "
