@@ -109,6 +109,16 @@ def test_tables_average_over_seeds_and_pair_the_ablations() -> None:
     assert "interval" not in fedit  # no per-sample scores, no intervals
 
 
+def test_clients_ablation_compares_the_same_seeds() -> None:
+    records = [_record("fedrouter", "single", 0, 0.40), _record("fedrouter", "single", 1, 0.50),
+               _record("fedrouter", "single", 0, 0.45, group="clients", clients=4) | {"cell": "single-c4-s0/fedrouter"}]
+    rows = tables(records)["clients"]
+    assert list(rows) == ["4", "8"]
+    assert rows["8"]["rouge1"] == {"mean": 0.40, "std": 0.0, "n": 1}  # seed 1 has no 4-client cell to compare with
+    assert rows["4"]["rouge1"]["mean"] == 0.45
+    assert tables(records[:2])["clients"] == {}  # no ablation, no table
+
+
 def test_paper_orderings_are_checked_against_our_means() -> None:
     from fedrouter_cli.stages.bench_results import orderings
 

@@ -73,7 +73,7 @@ def markdown(result: dict[str, Any], failures: list[dict[str, Any]], machine: di
                        f"{row['global_clusters']} | {_num(row['global_purity'])} | {_fmt(row['routing_accuracy'])} | "
                        f"{_with_interval(row)} |")
     if result["clients"]:
-        out += ["", "## Ablation: number of clients (FedRouter, single scenario)", "",
+        out += ["", "## Ablation: number of clients (FedRouter, single scenario, on the ablation's seeds)", "",
                 f"| clients | ROUGE-1 | routing acc. | {SECONDS_COLUMN} | MB sent |", "|---|---|---|---|---|"]
         for n, row in result["clients"].items():
             out.append(f"| {n} | {_fmt(row['rouge1'])} | {_fmt(row['routing_accuracy'])} | "

@@ -139,8 +139,12 @@ def tables(records: list[dict[str, Any]], samples: dict[str, dict[str, dict[str,
     if general:
         scored["generalization"] = {m: _scored(rs, "all", samples) for m, rs in general.items()}
         result["paired"]["generalization"] = bench_stats.comparisons(scored["generalization"])
+    # The main table's row joins the ablation on the ablation's seeds only, so that every row of
+    # the table is the same seeds (a 3-seed mean beside a 1-seed figure would compare seeds too).
+    ablation_seeds = {r["seed"] for r in ok if r["group"] == "clients"}
     for r in ok:
-        if r["method"] == "fedrouter" and r["scenario"] == "single" and r["group"] in ("main", "clients"):
+        if r["method"] == "fedrouter" and r["scenario"] == "single" and (
+                r["group"] == "clients" or (r["group"] == "main" and r["seed"] in ablation_seeds)):
             result["clients"].setdefault(str(r["clients"]), []).append(r)
     result["clients"] = {n: _row(rs) for n, rs in sorted(result["clients"].items(), key=lambda kv: int(kv[0]))}
     result["k_rule"] = _k_rule_rows(ok, samples)
