@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 import numpy as np
@@ -39,15 +40,34 @@ GLOBAL_K_KNEE = 1 / 3
 AUTO_RULE_VERSIONS = {"local": 1, "global": 4}
 
 
+# Fits by content, for this process: `run` asks for the same per-client fits three times (the
+# cluster-local stage's silhouette scan and its chosen K, then select-k's curve).
+_FITS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _fit_key(points: np.ndarray, k: int, seed: int, weights: np.ndarray | None) -> str:
+    digest = hashlib.sha256(f"{k}|{seed}|{points.shape}|{points.dtype.str}".encode())
+    digest.update(np.ascontiguousarray(points).tobytes())
+    if weights is not None:
+        digest.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
 def kmeans(points: np.ndarray, k: int, seed: int, weights: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray]:
     """Centroids [k, dim] (float32) and labels [n] of a seeded K-Means, each point counted
-    `weights` times when given."""
+    `weights` times when given. A fit of the same points, K, seed and weights is done once."""
     if k == 1:
         mean = np.average(points, axis=0, weights=weights)[None]
         return mean.astype(np.float32), np.zeros(len(points), dtype=np.int64)
-    model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(points, sample_weight=weights)
-    return model.cluster_centers_.astype(np.float32), model.labels_.astype(np.int64)
+    key = _fit_key(points, k, seed, weights)
+    if key not in _FITS:
+        if len(_FITS) > 4096:  # a long-lived process (the bench) keeps memory bounded
+            _FITS.clear()
+        model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(points, sample_weight=weights)
+        _FITS[key] = (model.cluster_centers_.astype(np.float32), model.labels_.astype(np.int64))
+    centroids, labels = _FITS[key]
+    return centroids.copy(), labels.copy()
 
 
 def weighted_silhouette(points: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> float:

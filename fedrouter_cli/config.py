@@ -166,6 +166,8 @@ class TrainConfig:
     global_clusters: str | int = "auto"
     seed: int = 0
     round_timeout: float = 3600.0
+    group_by_length: bool = field(default=True, metadata={
+        "help": "train on batches of like-length rows (seeded), so little of a batch is padding"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
@@ -194,6 +196,9 @@ class EvalConfig:
     max_new_tokens: int = 32
     batch_size: int = 16
     generation: str = "mixed"
+    token_budget: bool = field(default=True, metadata={
+        "help": "cut each answer at its adapter's budget: the 99th percentile of its training responses' "
+                "length plus a margin, at most --max-new-tokens"})
 
     def __post_init__(self) -> None:
         _check_choice("--mode", self.mode, EVAL_MODES)

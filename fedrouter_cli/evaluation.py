@@ -21,6 +21,7 @@ import pyarrow as pa
 from fedrouter_cli.config import BASE_ALG, Config
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies import STRATEGIES
+from fedrouter_cli.generation_cache import GenerationCache
 from fedrouter_cli.metrics import ROUGE_KEYS, rouge
 from fedrouter_cli.model.device import generate_batch_size, resolve_device
 from fedrouter_cli.model.generate import BASE
@@ -63,7 +64,19 @@ def route(config: Config, alg: str, test: ClientTest, round_inputs: RoundInputs)
                             instructions=test.rows.column("instruction").to_pylist(),
                             train_instructions=test.train_instructions,
                             hidden_states=functools.partial(_hidden_states, config), seed=config.train.seed)
-    return STRATEGIES[alg].route(inputs)
+    routing = STRATEGIES[alg].route(inputs)
+    routing.budgets = adapter_budgets(round_inputs.state.get("token_budgets", {}), routing.names)
+    return routing
+
+
+def adapter_budgets(saved: dict[str, int], names: list[str]) -> dict[str, int]:
+    """Each routed adapter's new-token budget, as the run saved it by adapter name. A name the run
+    kept none for (an adapter built at inference: a mix, a client's own half) gets the largest
+    budget of the run, which covers every data set its parts were trained on."""
+    if not saved:
+        return {}
+    largest = max(saved.values())
+    return {name: int(saved.get(name, largest)) for name in set(names) if name != BASE}
 
 
 def _hidden_states(config: Config, instructions: list[str], adapter) -> Any:
@@ -76,41 +89,114 @@ def _hidden_states(config: Config, instructions: list[str], adapter) -> Any:
                              max_length=config.train.max_length, batch_size=config.eval.batch_size)
 
 
+def token_limits(config: Config, routing: Routing) -> list[int]:
+    """Each sample's new-token limit: its adapter's budget from its training responses when the
+    run has one and --token-budget is on, never above --max-new-tokens."""
+    cap = config.eval.max_new_tokens
+    if not config.eval.token_budget or not routing.budgets:
+        return [cap] * len(routing.names)
+    return [min(cap, routing.budgets.get(name, cap)) for name in routing.names]
+
+
+def _model_identity(config: Config, placement) -> str:
+    """What the base model's answers depend on besides adapter and prompt: which model, and the
+    numerics it runs in."""
+    from fedrouter_cli.model.loading import model_reference
+
+    return f"{model_reference(config.model.model)}|4bit={config.model.load_in_4bit}|{placement.dtype}"
+
+
 def generate_all(config: Config, tests: list[ClientTest], routings: list[Routing],
-                 progress: Progress = no_progress) -> tuple[list[list[str]], float]:
-    """Generate every client's answers in one stream, so batches mix clients and adapters."""
-    from fedrouter_cli.model.generate import generate
-    from fedrouter_cli.model.lora import lora_config, peft_model, set_adapter_weights, with_rank
+                 progress: Progress = no_progress, cache: GenerationCache | None = None, reuse: bool = True
+                 ) -> tuple[list[list[str]], float, int]:
+    """Generate every client's answers in one stream, so batches mix clients and adapters.
+
+    With a cache, answers whose content key (model, adapter weights, prompt, truncation) is known
+    are read, not generated (reuse=False generates all and only stores them: --force); the model
+    is loaded only when something is left to generate.
+    Returns the answers per client, the seconds spent generating and how many were generated."""
+    from fedrouter_cli.data.prompts import format_prompt
+    from fedrouter_cli.generation_cache import adapter_digest, answer_for
+    from fedrouter_cli.model.lora import with_rank
 
     placement = resolve_device(config.model.device)
-    model, tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit, placement)
-    prompts, names, owners = [], [], []
-    loaded: list[str] = []
+    identity = _model_identity(config, placement)
+    builds: dict[str, Any] = {}
+    for routing in routings:
+        builds.update(routing.build)  # names are unique across clients
+    weights = {name: build() for name, build in builds.items()}
+    digests = {name: adapter_digest(w, (with_rank(config.train, w).lora_r, with_rank(config.train, w).lora_alpha))
+               for name, w in weights.items()} | {BASE: "base"}
+    prompts, names, limits, owners = [], [], [], []
     for index, (test, routing) in enumerate(zip(tests, routings)):
-        for name, build in routing.build.items():  # names are unique across clients
-            if name not in loaded:
-                weights = build()
-                model.add_adapter(name, lora_config(with_rank(config.train, weights)))
-                set_adapter_weights(model, weights, adapter_name=name)
-                loaded.append(name)
         prompts += test.rows.column("instruction").to_pylist()
         names += routing.names
+        limits += token_limits(config, routing)
         owners += [index] * len(test.rows)
-    model.eval()
-    started = time.perf_counter()
-    try:
-        answers = generate(model, tokenizer, prompts, names, strategy=config.eval.generation,
-                           max_new_tokens=config.eval.max_new_tokens,
-                           batch_size=generate_batch_size(config.eval.batch_size, placement),
-                           max_length=config.train.max_length, progress=progress)
-    finally:
-        for name in loaded:
-            model.delete_adapter(name)
-    seconds = time.perf_counter() - started
+    keys = [GenerationCache.key(identity, digests[n], format_prompt(p), config.train.max_length)
+            for n, p in zip(names, prompts)]
+    known = cache.get(sorted(set(keys))) if cache is not None and reuse else {}
+    todo = [i for i, (k, limit) in enumerate(zip(keys, limits)) if k not in known or not known[k].serves(limit)]
+    # one generation per key, to the largest limit asked of it (a shorter limit's answer is its prefix)
+    first: dict[str, int] = {}
+    longest: dict[str, int] = {}
+    for i in todo:
+        first.setdefault(keys[i], i)
+        longest[keys[i]] = max(longest.get(keys[i], 0), limits[i])
+    answers: list[str] = [""] * len(prompts)
+    seconds = 0.0
+    tokenizer = None
+    if first:
+        which = list(first.values())
+        fresh_answers, seconds, tokenizer = _generate_fresh(config, placement, weights, which, prompts, names,
+                                                            [longest[keys[i]] for i in which], progress)
+        fresh = {keys[i]: answer for i, answer in zip(which, fresh_answers)}
+        if cache is not None:
+            cache.put(fresh)
+        known = known | fresh
+    for i, (key, limit) in enumerate(zip(keys, limits)):
+        entry = known[key]
+        if len(entry.tokens) > limit and tokenizer is None:  # a longer cached answer, cut: needs the tokenizer
+            from fedrouter_cli.model.lora import peft_model
+
+            tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit, placement)[1]
+        answers[i] = answer_for(entry, limit, lambda ids: _decode(tokenizer, ids))
+    progress("generate", len(prompts), len(prompts))
     per_client: list[list[str]] = [[] for _ in tests]
     for owner, answer in zip(owners, answers):
         per_client[owner].append(answer)
-    return per_client, seconds
+    return per_client, seconds, len(first)
+
+
+def _decode(tokenizer, ids: list[int]) -> str:
+    from fedrouter_cli.model.generate import decode
+
+    return decode(tokenizer, ids)
+
+
+def _generate_fresh(config: Config, placement, weights: dict[str, Any], which: list[int], prompts: list[str],
+                    names: list[str], limits: list[int], progress: Progress):
+    """Generate the samples `which` (each to its limit in `limits`) with the model and the adapters
+    they need."""
+    from fedrouter_cli.model.generate import generate_answers
+    from fedrouter_cli.model.lora import lora_config, peft_model, set_adapter_weights, with_rank
+
+    model, tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit, placement)
+    needed = sorted({names[i] for i in which} - {BASE})
+    for name in needed:
+        model.add_adapter(name, lora_config(with_rank(config.train, weights[name])))
+        set_adapter_weights(model, weights[name], adapter_name=name)
+    model.eval()
+    started = time.perf_counter()
+    try:
+        answers = generate_answers(model, tokenizer, [prompts[i] for i in which], [names[i] for i in which],
+                                   limits, strategy=config.eval.generation,
+                                   batch_size=generate_batch_size(config.eval.batch_size, placement),
+                                   max_length=config.train.max_length, progress=progress)
+    finally:
+        for name in needed:
+            model.delete_adapter(name)
+    return answers, time.perf_counter() - started, tokenizer
 
 
 def score_records(tests: list[ClientTest], routings: list[Routing], predictions: list[list[str]]) -> list[dict]:

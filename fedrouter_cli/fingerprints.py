@@ -75,12 +75,22 @@ def model_settings(config: Config) -> dict:
     return {k: v for k, v in asdict(config.model).items() if k != "device"}
 
 
+# Settings added after runs were made, with the value that gives the behaviour from before them:
+# at that value a setting stays out of its stage's fingerprint, so those runs stay cached.
+ADDED_LATER = {
+    "train": {"lr_floor": 0.0, "group_by_length": False},
+    "eval": {"token_budget": False},
+}
+
+
+def _without_old_defaults(section: str, values: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in ADDED_LATER[section] or v != ADDED_LATER[section][k]}
+
+
 def simulate_fingerprint(config: Config) -> str:
     # privacy joins the fingerprint only when on, so runs made before it existed stay cached
     privacy = (asdict(config.privacy),) if config.privacy.enabled else ()
-    train = asdict(config.train)
-    if not train["lr_floor"]:  # likewise the schedule floor: runs without one keep their fingerprint
-        del train["lr_floor"]
+    train = _without_old_defaults("train", asdict(config.train))
     # versions of an algorithm's own rules and schedule (Strategy.fingerprint_parts)
     from fedrouter_cli.federation.strategies import STRATEGIES  # flwr and torch: only when needed
 
@@ -91,7 +101,8 @@ def simulate_fingerprint(config: Config) -> str:
 
 def evaluate_fingerprint(config: Config, alg: str, round_number: int, on: str = "server") -> str:
     upstream = embed_fingerprint(config) if alg == BASE_ALG else simulate_fingerprint(config)
-    settings = asdict(config.eval) | {"round": round_number, "test_tasks": config.data.test_tasks}
+    settings = _without_old_defaults("eval", asdict(config.eval)) | {"round": round_number,
+                                                                     "test_tasks": config.data.test_tasks}
     if alg == BASE_ALG:
         settings |= {"model": config.model.model}
     if on != "server":  # joins only when on the nodes, so server-side evaluations keep their fingerprint

@@ -55,6 +55,9 @@ class RunDir:
     """Owns the layout of one run directory; stages ask it for paths, never build them."""
 
     root: Path
+    # where predictions by content are kept (generation_cache); None = the run dir's own cache/.
+    # A bench's cells share one, so equal inputs are generated once across cells.
+    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -66,6 +69,12 @@ class RunDir:
         # A file higher up would only fail at the first write, after the stage did its work.
         if blocker := file_in_the_way(self.root):
             raise FedrouterError(f"--run-dir {self.root} lies inside the file {blocker}; pass a folder path.")
+
+    @property
+    def generation_cache(self) -> Path:
+        from fedrouter_cli.generation_cache import CACHE_FILE
+
+        return (self.cache_dir or self.root / "cache") / CACHE_FILE
 
     # -- config and manifests -------------------------------------------------------------
     @property
@@ -263,6 +272,12 @@ class NodeDir:
         return {int(path.name.split(".r")[-1].split(".")[0]): path
                 for path in self.state_dir(alg).glob(f"{name}.r*.safetensors")}
 
+    @property
+    def generation_cache(self) -> Path:
+        from fedrouter_cli.generation_cache import CACHE_FILE
+
+        return self.root / "cache" / CACHE_FILE
+
     def evaluation_dir(self, alg: str, evaluation: str) -> Path:
         """One evaluation of its own: the adapters it was sent (NODE_ADAPTERS), its predictions
         (NODE_PREDICTIONS) and the sums it returned (NODE_SUMS)."""
@@ -277,7 +292,7 @@ class BenchDir:
     root: Path
 
     def cell(self, name: str) -> RunDir:
-        return RunDir(self.root / "cells" / name)
+        return RunDir(self.root / "cells" / name, cache_dir=self.root / "cache")
 
     @property
     def default_results(self) -> Path:

@@ -112,3 +112,32 @@ def test_run_and_bench_without_a_preset_keep_the_sizes_a_run_dir_saved(tmp_path:
             result = CliRunner().invoke(app, [*command, "--run-dir", run, *extra])
             assert result.exit_code == 2 and "stopped by the test" in result.stderr, result.output
             assert seen.pop() == expected, (command, extra)
+
+
+def test_run_starts_a_new_run_dir_on_the_quick_preset_and_bench_on_its_tables_settings(tmp_path: Path,
+                                                                                         monkeypatch) -> None:
+    """`run` (the main job) gets the quick preset with token budgets and length grouping; `bench`
+    gets the cpu preset with both off, as its committed table was measured."""
+    from typer.testing import CliRunner
+
+    import fedrouter_cli.stages.bench as bench
+    import fedrouter_cli.stages.pipeline as pipeline
+    from fedrouter_cli.cli.app import app
+    from fedrouter_cli.presets import PRESETS
+
+    seen: list[Config] = []
+
+    def record(config: Config, *args, **kwargs):
+        seen.append(config)
+        raise FedrouterError("stopped by the test before any work.")
+
+    monkeypatch.setattr(pipeline, "run_all", record)
+    monkeypatch.setattr(bench, "run_bench", record)
+    for command, preset, on in (("run", "quick", True), ("bench", "cpu", False)):
+        result = CliRunner().invoke(app, [command, "--run-dir", str(tmp_path / command)])
+        assert result.exit_code == 2 and "stopped by the test" in result.stderr, result.output
+        config = seen.pop()
+        assert config.data.test_per_client == PRESETS[preset]["data"]["test_per_client"]
+        assert config.eval.batch_size == PRESETS[preset]["eval"]["batch_size"]
+        assert (config.train.group_by_length, config.eval.token_budget) == (on, on), command
+    assert PRESETS["quick"]["data"]["test_per_client"] != PRESETS["cpu"]["data"]["test_per_client"]

@@ -93,6 +93,8 @@ def bench(
     curve_methods: CurveMethodsOpt = "fedrouter,fedit",
     rounds: o.RoundsOpt = None,
     local_steps: o.LocalStepsOpt = None,
+    group_by_length: o.GroupByLengthOpt = False,
+    token_budget: o.TokenBudgetOpt = False,
     results_dir: ResultsDirOpt = None,
     report_only: ReportOnlyOpt = False,
     retries: RetriesOpt = 1,
@@ -112,7 +114,10 @@ def bench(
     To stop after the running cell (to free the cores), create RUN_DIR/STOP; Ctrl-C stops at once.
     """
     overrides = o.upstream_overrides(shared)
-    overrides["train"] = o.train_overrides(rounds=rounds, local_steps=local_steps)
+    # Off unless asked: the table's finished cells were measured without them, and a cell with
+    # other settings is another experiment (it would rerun rather than carry over).
+    overrides["train"] = o.train_overrides(rounds=rounds, local_steps=local_steps, group_by_length=group_by_length)
+    overrides["eval"] = {"token_budget": token_budget}
 
     def action(cfg, run, progress):
         import time

@@ -32,6 +32,7 @@ def evaluate(
     max_new_tokens: o.MaxNewTokensOpt = None,
     generation: o.GenerationOpt = None,
     eval_batch_size: o.EvalBatchOpt = None,
+    token_budget: o.TokenBudgetOpt = None,
     on: o.EvalOnOpt = "server",
     preset: o.PresetOpt = None,
     force: o.ForceOpt = False,
@@ -47,7 +48,8 @@ def evaluate(
     """
     overrides = {"data": {"test_tasks": test_tasks}, "train": {"alg": alg if alg != "base" else None},
                  "eval": {"mode": mode, "round": round, "max_new_tokens": max_new_tokens,
-                          "generation": generation, "batch_size": eval_batch_size}}
+                          "generation": generation, "batch_size": eval_batch_size,
+                          "token_budget": token_budget}}
 
     def action(cfg, run, progress):
         from fedrouter_cli.stages.evaluate import run_evaluate

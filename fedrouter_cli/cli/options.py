@@ -14,7 +14,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON ob
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun this stage even if its cached output matches.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 PresetOpt = Annotated[Optional[str], typer.Option(
-    "--preset", help="Group of sizes: smoke (seconds, tests), cpu (minutes on 2 cores), paper (the paper's, GPU).")]
+    "--preset", help="Group of sizes: smoke (a plumbing check, scores mean nothing: about a minute for `run` on 2 cores, "
+                     "most of it Flower's engine starting), quick (`run`'s default: ~6 minutes on 2 cores), cpu (the bench's "
+                     "sizes, ~10 minutes), paper (the paper's, GPU).")]
 
 # partition
 SourceOpt = Annotated[Optional[str], typer.Option(
@@ -80,6 +82,9 @@ GlobalClustersOpt = Annotated[Optional[str], typer.Option(
          "(the paper's rule: the number of tasks in the federation) or 'auto' (silhouette; for FedRouter the "
          "smallest K whose size-weighted silhouette is within 12% of the best, or the curve's knee if earlier, "
          "so one task's sub-clusters merge).")]
+GroupByLengthOpt = Annotated[Optional[bool], typer.Option(
+    "--group-by-length/--no-group-by-length",
+    help="Train on batches of like-length rows, seeded (default on; the bench: off, as its table was measured).")]
 WorkersOpt = Annotated[int, typer.Option(
     "--workers", min=0, help="Clients that train at once, one core each (0 = auto: one per core, as memory allows). "
                       "Results do not depend on it.")]
@@ -105,6 +110,10 @@ RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Round whose ad
 MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens generated per answer (CPU default 32; the paper allowed 512).")]
 GenerationOpt = Annotated[Optional[str], typer.Option(
     "--generation", help="mixed (different adapters in one batch; fastest), grouped (a batch per adapter) or per-sample.")]
+TokenBudgetOpt = Annotated[Optional[bool], typer.Option(
+    "--token-budget/--no-token-budget",
+    help="Stop each answer at its adapter's budget: the 99th percentile of its training responses' length "
+         "+ 25% + 4 tokens, at most --max-new-tokens (default on; the bench: off, as its table was measured).")]
 EvalOnOpt = Annotated[str, typer.Option(
     "--on", help="server: this machine holds every client's test rows (a simulation). nodes: each client's node "
                  "scores its own test set and returns only per-task sums and counts; predictions stay on the nodes.")]
@@ -114,11 +123,11 @@ EvalBatchOpt = Annotated[Optional[int], typer.Option(
 
 def train_overrides(alg=None, variant=None, rounds=None, local_steps=None, batch_size=None, lr=None, lora_r=None,
                     lora_alpha=None, lora_dropout=None, max_length=None, global_clusters=None, seed=None,
-                    round_timeout=None) -> dict:
+                    round_timeout=None, group_by_length=None) -> dict:
     return {"alg": alg, "variant": variant, "rounds": rounds, "local_steps": local_steps, "batch_size": batch_size,
             "lr": lr, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
             "max_length": max_length, "global_clusters": global_clusters, "seed": seed,
-            "round_timeout": round_timeout}
+            "round_timeout": round_timeout, "group_by_length": group_by_length}
 
 
 # -- the options of upstream stages, shared by every command that chains them ----------------

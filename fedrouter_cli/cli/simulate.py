@@ -44,6 +44,7 @@ def simulate(
     global_clusters: o.GlobalClustersOpt = None,
     round_timeout: o.RoundTimeoutOpt = None,
     load_in_4bit: o.Load4bitOpt = None,
+    group_by_length: o.GroupByLengthOpt = None,
     workers: o.WorkersOpt = 0,
     gpus_per_client: o.GpusPerClientOpt = 0.0,
     *,
@@ -57,7 +58,8 @@ def simulate(
     overrides = o.upstream_overrides(shared)
     overrides["model"]["load_in_4bit"] = load_in_4bit
     overrides["train"] = o.train_overrides(alg, variant, rounds, local_steps, batch_size, lr, lora_r, lora_alpha,
-                                           lora_dropout, max_length, global_clusters, shared["seed"], round_timeout)
+                                           lora_dropout, max_length, global_clusters, shared["seed"], round_timeout,
+                                           group_by_length)
     force = shared["force"]
 
     def action(cfg, run, progress):

@@ -96,7 +96,7 @@ def train(msg: Message, node: NodeData) -> Message:
     model, tokenizer = peft_model(settings.model, settings.lora(), settings.load_in_4bit, placement)
     names = [job.name for job in request.jobs]
     reply = RecordDict()
-    losses, first, last, samples, seconds = [], [], [], [], []
+    losses, first, last, samples, seconds, budgets = [], [], [], [], [], []
     for i, job in enumerate(request.jobs):
         adapter = dict(request.adapters[i])
         kept = latest_state(node.folder, settings.alg, job.name, settings.round) if job.keep != "none" else None
@@ -112,7 +112,7 @@ def train(msg: Message, node: NodeData) -> Message:
         with frozen:
             outcome = train_steps(model, tokenizer, node.rows(job.clusters), settings.local_steps,
                                   settings.batch_size, settings.lr, settings.max_length,
-                                  seed=seed, trainable=job.trainable)
+                                  seed=seed, trainable=job.trainable, group_by_length=settings.group_by_length)
         trained = get_adapter(model)
         if job.keep != "none":
             save_state(node.folder, settings.alg, job.name, settings.round, select(trained, job.keep))
@@ -125,9 +125,12 @@ def train(msg: Message, node: NodeData) -> Message:
         last.append(outcome.last_loss)
         samples.append(outcome.samples)
         seconds.append(outcome.seconds)
+        budgets.append(outcome.token_budget)
     reply["metrics"] = MetricRecord({
         "client": node.client, "loss": losses, "first-loss": first, "last-loss": last,
         "samples": samples, "train-seconds": seconds,
+        # new tokens an answer of each job's data needs: the server keeps one budget per adapter
+        "token-budget": budgets,
         # the worker's peak resident memory so far: flat over rounds means nothing accumulates
         "peak-rss-mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })

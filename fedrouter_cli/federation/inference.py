@@ -41,6 +41,8 @@ class Routing:
                                     # adapter name); its rank may differ from --lora-r (e.g. a
                                     # concatenation of two adapters), the scale alpha/r is kept
     routed_tasks: list[str] | None  # majority task of the adapter chosen, for routing accuracy
+    # adapter name -> its new-token budget from its training responses (evaluation.route fills it)
+    budgets: dict[str, int] = field(default_factory=dict)
 
 
 def load_named(adapters_dir: Path, name: str):

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from fedrouter_cli.evaluation import ClientTest, RoundInputs, generate_all, route, score_records, task_sums
 from fedrouter_cli.federation.eval_wire import EvalRequest
 from fedrouter_cli.federation.node import NodeData
+from fedrouter_cli.generation_cache import GenerationCache
 from fedrouter_cli.files import atomic_dir, read_table, write_json, write_table
 from fedrouter_cli.model.lora import save_adapter
 from fedrouter_cli.rundir import NODE_ADAPTERS, NODE_PREDICTIONS, NODE_SUMS, PARTITION_TEXT, NodeDir, client_name
@@ -61,7 +62,8 @@ def evaluate_node(node: NodeData, request: EvalRequest) -> dict[str, dict[str, f
         # route with the adapters where they will stay once the folder is in place: the
         # routing's loaders read them only when generation starts, after this block
     routing = route(config, request.alg, test, RoundInputs(request.state, out / NODE_ADAPTERS, request.global_tasks))
-    predictions, _ = generate_all(config, [test], [routing])
+    # the node's own cache: a second evaluation of the same adapters on its rows generates nothing
+    predictions, _, _ = generate_all(config, [test], [routing], cache=GenerationCache(NodeDir(node.folder).generation_cache))
     records = score_records([test], [routing], predictions)
     sums = task_sums(records)
     write_table(out / NODE_PREDICTIONS, pa.Table.from_pylist(records))

@@ -52,9 +52,12 @@ def pick_round(run: RunDir, alg: str, wanted: int) -> int:
 
 
 def save_round(out: FederationDir, round_number: int, algorithm: str, adapters: dict[str, Adapter],
-               extra: dict[str, Any], rows: list[dict[str, Any]], train: TrainConfig, model: str) -> None:
+               extra: dict[str, Any], rows: list[dict[str, Any]], train: TrainConfig, model: str,
+               token_budgets: dict[str, int] | None = None) -> None:
     """Save a round's metrics rows, then its adapters and state.json; the round counts once its
-    folder is in place, so a crash in between leaves the previous round as the last one."""
+    folder is in place, so a crash in between leaves the previous round as the last one.
+    token_budgets: each adapter's new-token budget from its trainers' responses (kept in state.json
+    beside the adapters, for generation)."""
     table = pa.Table.from_pylist(rows) if rows else None
     if out.metrics_file.exists():
         old = pq.read_table(out.metrics_file)
@@ -66,8 +69,10 @@ def save_round(out: FederationDir, round_number: int, algorithm: str, adapters: 
     with atomic_dir(out.round(round_number)) as tmp:
         for name, adapter in adapters.items():
             save_adapter(tmp / ROUND_ADAPTERS / name, adapter, train, model)
-        write_json(tmp / ROUND_STATE,
-                   {"round": round_number, "algorithm": algorithm, "adapters": sorted(adapters), "extra": extra})
+        state = {"round": round_number, "algorithm": algorithm, "adapters": sorted(adapters), "extra": extra}
+        if token_budgets:
+            state["token_budgets"] = dict(sorted(token_budgets.items()))
+        write_json(tmp / ROUND_STATE, state)
 
 
 def load_round(out: FederationDir, round_number: int) -> tuple[dict[str, Any], dict[str, Adapter]]:

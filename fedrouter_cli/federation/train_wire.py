@@ -50,6 +50,7 @@ class RoundSettings:
     dp_epsilon: float = 0.0
     dp_clip: float = 1.0
     dp_delta: float = 1e-5
+    group_by_length: bool = False  # batches of like-length rows (model.train.draw_batches)
 
     def lora(self) -> TrainConfig:
         return TrainConfig(lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from fedrouter_cli.data.prompts import format_prompt
+from fedrouter_cli.generation_cache import Answer
 from fedrouter_cli.model.device import to_model_device
 from fedrouter_cli.progress import Progress, no_progress
 
@@ -32,50 +33,82 @@ def encode_prompts(tokenizer, prompts: list[str], max_length: int) -> dict[str, 
 
 
 @torch.inference_mode()
-def _generate_batch(model, tokenizer, prompts: list[str], adapters: list[str] | None, max_new_tokens: int,
-                    max_length: int) -> list[str]:
+def _generate_batch(model, tokenizer, prompts: list[str], adapters: list[str] | None, limits: list[int],
+                    max_length: int) -> list[Answer]:
+    """Greedy answers of one batch, each cut to its own limit (the batch runs to the largest)."""
     batch = to_model_device(encode_prompts(tokenizer, prompts, max_length), model)  # prompts go where the weights are
     kwargs = {"adapter_names": adapters} if adapters is not None else {}
-    output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+    output = model.generate(**batch, max_new_tokens=max(limits), do_sample=False, use_cache=True,
                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **kwargs)
-    return tokenizer.batch_decode(output[:, batch["input_ids"].shape[1]:].cpu(), skip_special_tokens=True)
+    answers = []
+    for ids, limit in zip(output[:, batch["input_ids"].shape[1]:].cpu().tolist(), limits):
+        ids = ids[:limit]
+        finished = tokenizer.eos_token_id in ids
+        tokens = ids[:ids.index(tokenizer.eos_token_id)] if finished else ids
+        answers.append(Answer(tuple(tokens), finished, decode(tokenizer, tokens)))
+    return answers
+
+
+def decode(tokenizer, tokens: list[int]) -> str:
+    return tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+
+def batches_of(prompt_tokens: list[int], adapters: list[str], limits: list[int], strategy: str,
+                batch_size: int) -> list[list[int]]:
+    """Indices of the prompts, batched. A batch never mixes token limits: it runs until its last
+    row ends or reaches the limit, so two-token labels beside a summary would run to the summary's
+    length (and on a CPU a decode step of 64 rows costs about what one of 32 does, so a small batch
+    of short answers is cheap). Within a limit, rows of one adapter go together (such a batch runs
+    without PEFT's per-row adapter dispatch), longest prompt first, so little of it is padding.
+    strategy: mixed (a batch may still hold several adapters), grouped (one adapter a batch) or
+    per-sample."""
+    if strategy == "per-sample":
+        return [[i] for i in range(len(adapters))]
+    groups: dict[tuple, list[int]] = {}
+    for i in sorted(range(len(adapters)), key=lambda i: (limits[i], adapters[i], -prompt_tokens[i], i)):
+        groups.setdefault((limits[i], adapters[i] if strategy == "grouped" else ""), []).append(i)
+    return [members[s:s + batch_size] for members in groups.values() for s in range(0, len(members), batch_size)]
+
+
+def generate_answers(model, tokenizer, prompts: list[str], adapters: list[str], limits: list[int], *,
+                     strategy: str = "mixed", batch_size: int = 16, max_length: int = 1024,
+                     progress: Progress = no_progress) -> list[Answer]:
+    """Answer each prompt with its adapter, in at most its limit of new tokens."""
+    lengths = [min(len(ids), max_length) for ids in tokenizer([format_prompt(p) for p in prompts])["input_ids"]]
+    answers: list[Answer | None] = [None] * len(prompts)
+    done = 0
+    for batch in batches_of(lengths, adapters, limits, strategy, batch_size):
+        names, texts, wanted = [adapters[i] for i in batch], [prompts[i] for i in batch], [limits[i] for i in batch]
+        if len(set(names)) > 1:
+            out = _generate_batch(model, tokenizer, texts, names, wanted, max_length)
+        else:  # one adapter for the whole batch, switched with set_adapter (faster than per-row dispatch)
+            out = _with_adapter(model, tokenizer, texts, names[0], wanted, max_length)
+        for i, answer in zip(batch, out):
+            answers[i] = answer
+        done += len(batch)
+        progress("generate", done, len(prompts))
+    return answers  # type: ignore[return-value]
 
 
 def generate(model, tokenizer, prompts: list[str], adapters: list[str], *, strategy: str = "mixed",
              max_new_tokens: int = 32, batch_size: int = 16, max_length: int = 1024,
              progress: Progress = no_progress) -> list[str]:
-    """Answer each prompt with its adapter. strategy: mixed | grouped | per-sample."""
-    order = sorted(range(len(prompts)), key=lambda i: (adapters[i] if strategy == "grouped" else "", -len(prompts[i])))
-    if strategy == "per-sample":
-        batches = [[i] for i in range(len(prompts))]
-    elif strategy == "grouped":
-        batches = []
-        for name in sorted(set(adapters)):
-            members = [i for i in order if adapters[i] == name]
-            batches += [members[s:s + batch_size] for s in range(0, len(members), batch_size)]
-    else:
-        batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    answers: list[str] = [""] * len(prompts)
-    done = 0
-    for batch in batches:
-        names = [adapters[i] for i in batch]
-        if strategy == "mixed":
-            texts = _generate_batch(model, tokenizer, [prompts[i] for i in batch], names, max_new_tokens, max_length)
-        else:  # one adapter for the whole batch, switched with set_adapter
-            texts = _with_adapter(model, tokenizer, [prompts[i] for i in batch], names[0], max_new_tokens, max_length)
-        for i, text in zip(batch, texts):
-            answers[i] = text.strip()
-        done += len(batch)
-        progress("generate", done, len(prompts))
-    return answers
+    """Answer each prompt with its adapter in at most `max_new_tokens`: the texts only."""
+    answers = generate_answers(model, tokenizer, prompts, adapters, [max_new_tokens] * len(prompts),
+                               strategy=strategy, batch_size=batch_size, max_length=max_length, progress=progress)
+    return [a.text for a in answers]
 
 
-def _with_adapter(model, tokenizer, prompts, name, max_new_tokens, max_length):
+def _with_adapter(model, tokenizer, prompts, name, limits, max_length):
     if name == BASE:
         with model.disable_adapter():
-            return _generate_batch(model, tokenizer, prompts, None, max_new_tokens, max_length)
+            return _generate_batch(model, tokenizer, prompts, None, limits, max_length)
+    previous = model.active_adapter
     model.set_adapter(name)
-    return _generate_batch(model, tokenizer, prompts, None, max_new_tokens, max_length)
+    try:
+        return _generate_batch(model, tokenizer, prompts, None, limits, max_length)
+    finally:
+        model.set_adapter(previous)
 
 
 @torch.inference_mode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ class TrainOutcome:
     last_loss: float
     samples: int         # samples trained on (steps x batch, counting repeats)
     seconds: float
+    token_budget: int = 0  # new tokens an answer of this data needs (response_token_budget)
+    padding: float = 0.0   # share of the batches' token slots that were padding
 
 
 def encode(tokenizer, instruction: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
@@ -30,6 +33,35 @@ def encode(tokenizer, instruction: str, response: str, max_length: int) -> tuple
     answer_ids = answer_ids[: max(1, max_length // 2)]
     prompt_ids = prompt_ids[-(max_length - len(answer_ids)):]
     return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids
+
+
+def response_token_budget(answer_lengths: list[int]) -> int:
+    """New tokens that answers like these need at generation: the 99th percentile of the training
+    responses' token counts (EOS included), plus a quarter and 4 tokens of margin. Computed on the
+    node, where the responses are; only the number leaves it."""
+    if not answer_lengths:
+        return 0
+    p99 = sorted(answer_lengths)[math.ceil(0.99 * len(answer_lengths)) - 1]
+    return math.ceil(1.25 * p99) + 4
+
+
+def draw_batches(lengths: list[int], steps: int, batch_size: int, rng: random.Random,
+                 group_by_length: bool) -> list[list[int]]:
+    """`steps` batches of row indices, drawn in seeded order without replacement per pass over the
+    rows. Grouped by length, the same rows are sorted by token count into batches whose order is
+    then shuffled (seeded): a batch pads to its longest row, so like lengths waste little."""
+    order: list[int] = []
+    drawn: list[int] = []
+    while len(drawn) < steps * batch_size:
+        if not order:
+            order = rng.sample(range(len(lengths)), len(lengths))
+        drawn.append(order.pop())
+    if group_by_length:
+        drawn.sort(key=lambda i: lengths[i])
+    batches = [drawn[s:s + batch_size] for s in range(0, len(drawn), batch_size)]
+    if group_by_length:
+        rng.shuffle(batches)
+    return batches
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -73,11 +105,13 @@ def response_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def train_steps(model, tokenizer, rows: list[tuple[str, str]], steps: int, batch_size: int, lr: float,
-                max_length: int, seed: int, trainable: str = "all", adapter: str = "default") -> TrainOutcome:
+                max_length: int, seed: int, trainable: str = "all", adapter: str = "default",
+                group_by_length: bool = False) -> TrainOutcome:
     """Run `steps` AdamW steps on batches drawn (seeded, without replacement per pass) from `rows`.
 
     trainable: 'all' LoRA weights, or 'lora_B' only (lora_A frozen, as FFA-LoRA does), of the
     adapter named `adapter`; any other adapter active beside it (lora.companion_adapter) stays frozen.
+    group_by_length: batches of like-length rows (draw_batches).
     """
     import time
 
@@ -93,19 +127,19 @@ def train_steps(model, tokenizer, rows: list[tuple[str, str]], steps: int, batch
             params.append(param)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     model.train()
-    order: list[int] = []
     losses = []
-    for _ in range(steps):
-        batch = []
-        while len(batch) < batch_size:
-            if not order:
-                order = rng.sample(range(len(encoded)), len(encoded))
-            batch.append(encoded[order.pop()])
+    slots = real = 0
+    for batch_rows in draw_batches([len(ids) for ids, _ in encoded], steps, batch_size, rng, group_by_length):
+        batch = [encoded[i] for i in batch_rows]
+        slots += batch_size * max(len(ids) for ids, _ in batch)
+        real += sum(len(ids) for ids, _ in batch)
         loss = response_loss(model, to_model_device(collate(batch, tokenizer.pad_token_id), model))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
     model.eval()
+    budget = response_token_budget([sum(label != -100 for label in labels) for _, labels in encoded])
     return TrainOutcome(loss=sum(losses) / len(losses), first_loss=losses[0], last_loss=losses[-1],
-                        samples=steps * batch_size, seconds=time.perf_counter() - started)
+                        samples=steps * batch_size, seconds=time.perf_counter() - started,
+                        token_budget=budget, padding=1 - real / slots if slots else 0.0)

@@ -22,6 +22,7 @@ from fedrouter_cli.evaluation import (
 from fedrouter_cli.federation.run_output import pick_round
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.files import read_json, read_table, write_json, write_table
+from fedrouter_cli.generation_cache import GenerationCache
 from fedrouter_cli.fingerprints import embed_fingerprint, evaluate_fingerprint, simulate_fingerprint
 from fedrouter_cli.model.device import resolve_device
 from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name
@@ -101,11 +102,13 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
         tests = [_client_test(run, config, c) for c in range(clients)]
         inputs = _round_inputs(run, alg, round_number, tests)
         routings = [route(config, alg, test, inputs) for test in tests]
-        predictions, seconds_generating = generate_all(config, tests, routings, progress)
+        cache = GenerationCache(run.generation_cache)
+        predictions, seconds_generating, generated = generate_all(config, tests, routings, progress, cache, reuse=not force)
         records = score_records(tests, routings, predictions)
         summary = summarize(task_sums(records))
-        summary |= {"generation_seconds": round(seconds_generating, 3),
-                    "samples_per_second": round(summary["samples"] / max(seconds_generating, 1e-9), 3),
+        # samples_per_second: of the samples generated here (the rest were known by content)
+        summary |= {"generation_seconds": round(seconds_generating, 3), "generated": generated,
+                    "samples_per_second": round(generated / seconds_generating, 3) if generated else None,
                     "predictions_path": str(run.predictions_file(*sub))}
     else:
         from fedrouter_cli.stages.evaluate_nodes import evaluate_on_nodes_stage

@@ -65,6 +65,7 @@ class JobResult:
     last_loss: float
     seconds: float
     peak_rss_mb: float = 0.0
+    token_budget: int = 0     # new tokens an answer of the data it trained on needs (0 = not sent)
 
 
 @dataclass
@@ -103,6 +104,8 @@ class AdapterStrategy(Strategy):
         # each local cluster's train samples, where the client sends them (not under centroid DP)
         self.local_sizes: dict[int, np.ndarray] = {}
         self.completed = 0
+        # adapter (aggregation tag) -> the largest new-token budget its trainers reported
+        self.token_budgets: dict[str, int] = {}
         self._sent_bytes: dict[int, int] = {}
         self._plans: dict[int, list[Job]] = {}
         self._silent: set[int] = set()  # nodes that never introduced themselves
@@ -201,6 +204,7 @@ class AdapterStrategy(Strategy):
             return
         state, self.adapters = load_round(self.job.out, last)
         self.load_extra_state(state.get("extra", {}))
+        self.token_budgets = dict(state.get("token_budgets", {}))
         self.completed = last
 
     # -- Flower Strategy API -------------------------------------------------------------
@@ -230,7 +234,8 @@ class AdapterStrategy(Strategy):
             target_modules=tuple(t.target_modules), torch_threads=self.job.torch_threads,
             # each node places the model on its own machine: 'auto' takes its GPU when it has one
             device=self.config.model.device, load_in_4bit=self.config.model.load_in_4bit,
-            dp_epsilon=privacy.dp_epsilon, dp_clip=privacy.dp_clip, dp_delta=privacy.dp_delta)
+            dp_epsilon=privacy.dp_epsilon, dp_clip=privacy.dp_clip, dp_delta=privacy.dp_delta,
+            group_by_length=t.group_by_length)
         specs = [JobSpec(name=j.name, clusters=tuple(j.clusters), trainable=j.trainable, send=j.send, keep=j.keep,
                          companion=j.companion) for j in jobs]
         return TrainRequest(settings, specs, [j.adapter for j in jobs])
@@ -254,7 +259,8 @@ class AdapterStrategy(Strategy):
                 adapter = from_record(reply.content[key]) if key in reply.content else {}
                 result = JobResult(client, job, adapter, int(metrics["samples"][i]), float(metrics["loss"][i]),
                                    float(metrics["first-loss"][i]), float(metrics["last-loss"][i]),
-                                   float(metrics["train-seconds"][i]), float(metrics.get("peak-rss-mb", 0.0)))
+                                   float(metrics["train-seconds"][i]), float(metrics.get("peak-rss-mb", 0.0)),
+                                   int(metrics["token-budget"][i]) if "token-budget" in metrics else 0)
                 results.append(result)
                 rows.append(self._row(round_number, client, job, result, "ok", nbytes(adapter),
                                       nbytes(job.adapter)))
@@ -271,6 +277,10 @@ class AdapterStrategy(Strategy):
         results.sort(key=lambda r: (r.client, r.job.name))
         rows.sort(key=lambda r: (r["client"], r["job"]))
         self.combine(round_number, results)
+        for result in results:
+            if result.token_budget:
+                tag = result.job.tag
+                self.token_budgets[tag] = max(self.token_budgets.get(tag, 0), result.token_budget)
         self.checkpoint(round_number, rows)
         self.job.progress("round", round_number, self.train.rounds)
         return None, MetricRecord({
@@ -313,7 +323,7 @@ class AdapterStrategy(Strategy):
     def checkpoint(self, round_number: int, rows: list[dict[str, Any]]) -> None:
         """Save adapters, state and metrics of a round; the round counts once its folder is in place."""
         save_round(self.job.out, round_number, self.name, self.adapters, self.extra_state(), rows, self.train,
-                   self.config.model.model)
+                   self.config.model.model, self.token_budgets)
 
     # -- inference (used by `evaluate`) ------------------------------------------------------
     @staticmethod
