@@ -4,7 +4,8 @@ The bench's dual-s0/fedrouter cell (raw data, cpu preset, 100 test samples per c
 paper's K rule), run twice in fresh run dirs: once as the bench's table measured it (both off),
 once with both on. Reports each run's ROUGE-1 (per task too), training and generation seconds,
 and the paired difference on the same 800 test samples with its bootstrap interval (with and
-without QQP's yes/no), beside the committed bench.json figure of the same cell.
+without QQP's yes/no), beside the committed bench.json figure of the same cell; then the "on"
+run evaluated without token budgets, which separates the budget's effect from the grouping's.
 
     python bench/budget_grouping.py --work /tmp/budget_grouping
 """
@@ -38,6 +39,25 @@ def run_variant(work: Path, on: bool) -> dict:
     return record
 
 
+def without_budget(work: Path) -> dict:
+    """The "on" run evaluated again without token budgets (its adapters unchanged): what the budget
+    alone changes. Answers that ended within their budget come from the generation cache."""
+    from dataclasses import replace
+    from pathlib import Path as _Path
+
+    from fedrouter_cli.presets import resolve_config
+    from fedrouter_cli.rundir import BenchDir
+    from fedrouter_cli.stages.bench_stats import sample_scores
+    from fedrouter_cli.stages.evaluate import run_evaluate
+
+    run = BenchDir(work / "on").cell("dual-s0/fedrouter")
+    config = resolve_config(run.config_path, None, {})
+    result = run_evaluate(replace(config, eval=replace(config.eval, token_budget=False)), run, "fedrouter")
+    return {"rouge1": result.summary["rouge1"], "per_task": result.summary["per_task"],
+            "generated": result.summary.get("generated"), "generation_seconds": result.summary["generation_seconds"],
+            "samples": sample_scores(_Path(result.summary["predictions_path"]))}
+
+
 def main() -> None:
     import os
 
@@ -51,6 +71,7 @@ def main() -> None:
 
     records = {name: run_variant(args.work.resolve(), on) for name, on in (("off", False), ("on", True))}
     samples = {name: r["samples"]["local"] for name, r in records.items()}
+    budget_off = without_budget(args.work.resolve())  # the "on" run's adapters, answers not cut by budgets
     labels = frozenset(label_tasks(list(samples.values())))
     paired = stats.paired_row(keyed(records["on"], samples["on"]), keyed(records["off"], samples["off"]))
     without = stats.paired_row(keyed(records["on"], samples["on"], skip_tasks=labels),
@@ -65,12 +86,16 @@ def main() -> None:
                 "generation_seconds": evaluation["generation_seconds"], "generated": evaluation.get("generated"),
                 "wall_seconds": record["wall_seconds"]}
 
+    alone = stats.paired_row(keyed(records["on"], samples["on"]), keyed(records["on"], budget_off.pop("samples")))
     write_result("budget_grouping", {
         "command": "python bench/budget_grouping.py " + " ".join(sys.argv[1:]),
         "cell": "dual-s0/fedrouter (raw, cpu preset, 8 clients x 150 train / 100 test, K = tasks)",
         "off": summary(records["off"]), "on": summary(records["on"]),
         "bench_json_rouge1": bench_cell["evaluations"][0]["rouge1"],
         "on_minus_off": paired, "on_minus_off_without_labels": {"left_out": sorted(labels), **(without or {})},
+        # the same adapters as "on", answers not cut: the token budget's own effect (the rest of
+        # on - off is the length-grouped training's, through other adapters)
+        "on_without_token_budget": budget_off, "budget_alone": alone,
     })
 
 
