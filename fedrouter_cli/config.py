@@ -21,10 +21,16 @@ DEFAULT_EMBEDDER = "minilm+chars"
 CHARS_SUFFIX = "+chars"
 SCENARIOS = ("single", "dual", "all")
 VARIANTS = ("standard", "star")
+# FedRouter's round-robin (standard variant): 'authors' = round r trains the client's local cluster
+# r mod K in its own K-Means label order, mapped to that cluster's global adapter (the authors'
+# server.py); 'staggered' = this tool's: a cycle over the distinct global adapters a client holds,
+# each client starting at its own place, one job on all the local clusters routed to the adapter.
+SCHEDULES = ("authors", "staggered")
 # `simulate --alg` names; federation.strategies.STRATEGIES has one Strategy class for each
 BASE_ALG = "base"  # the base model with no adapter: evaluated like an algorithm, never trained
 ALGORITHMS = ("fedrouter", "fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa", "feddpa-knn")
 EVAL_MODES = ("local", "global")
+LOCAL_ROUTES = ("local", "global")  # FedRouter's local mode: route by the local centroids or their global ones
 TEST_TASKS = ("scenario", "all")
 GENERATION_STRATEGIES = ("mixed", "grouped", "per-sample")
 DEVICES = ("auto", "cpu", "cuda")  # fedrouter_cli.model.device turns one into a torch device and dtype
@@ -166,6 +172,12 @@ class TrainConfig:
     global_clusters: str | int = "auto"
     seed: int = 0
     round_timeout: float = 3600.0
+    schedule: str = field(default="authors", metadata={
+        "help": "FedRouter's round-robin: authors (round r trains local cluster r mod K) or staggered"})
+    max_grad_norm: float = field(default=0.0, metadata={
+        "help": "clip each step's gradient to this L2 norm (0 = off; the authors: 1.0, the HF Trainer's default)"})
+    shared_init: bool = field(default=False, metadata={
+        "help": "FedRouter: every global adapter starts from one initialisation (the authors'), not one seed each"})
     group_by_length: bool = field(default=True, metadata={
         "help": "train on batches of like-length rows (seeded), so little of a batch is padding"})
 
@@ -173,6 +185,7 @@ class TrainConfig:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         object.__setattr__(self, "global_clusters", parse_k("--global-clusters", self.global_clusters))
         _check_choice("--variant", self.variant, VARIANTS)
+        _check_choice("--schedule", self.schedule, SCHEDULES)
         _check_positive("train", rounds=self.rounds, local_steps=self.local_steps,
                         batch_size=self.batch_size, lr=self.lr, lora_r=self.lora_r,
                         lora_alpha=self.lora_alpha, max_length=self.max_length,
@@ -181,6 +194,8 @@ class TrainConfig:
             _fail("--rounds or --local-steps is implausibly large; pass a smaller value.")
         if not 0 <= self.lora_dropout < 1:
             _fail(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}.")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
+            _fail(f"--max-grad-norm must be 0 (off) or positive, got {self.max_grad_norm}.")
         if not 0 <= self.lr_floor <= 1:
             _fail(f"lr_floor is a fraction of --lr and must be in [0, 1], got {self.lr_floor}.")
         if self.lr_min > self.lr:
@@ -196,6 +211,11 @@ class EvalConfig:
     max_new_tokens: int = 32
     batch_size: int = 16
     generation: str = "mixed"
+    rouge_stemming: bool = field(default=True, metadata={
+        "help": "ROUGE with Porter stemming (rouge-score's option); the authors scored without (the evaluate library's default)"})
+    local_route: str = field(default="local", metadata={
+        "help": "FedRouter's local mode: local (nearest of the client's local centroids, then its global adapter) or "
+                "global (nearest of the global centroids the client's clusters map to: the authors')"})
     token_budget: bool = field(default=True, metadata={
         "help": "cut each answer at its adapter's budget: the 99th percentile of its training responses' "
                 "length plus a margin, at most --max-new-tokens"})
@@ -203,6 +223,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check_choice("--mode", self.mode, EVAL_MODES)
         _check_choice("--generation", self.generation, GENERATION_STRATEGIES)
+        _check_choice("--local-route", self.local_route, LOCAL_ROUTES)
         _check_positive("eval", max_new_tokens=self.max_new_tokens, batch_size=self.batch_size)
         if self.round < 0:
             _fail(f"--round must be 0 (last) or a round number, got {self.round}.")

@@ -63,7 +63,8 @@ def route(config: Config, alg: str, test: ClientTest, round_inputs: RoundInputs)
                             local_tasks=test.local_tasks, global_tasks=round_inputs.global_tasks,
                             instructions=test.rows.column("instruction").to_pylist(),
                             train_instructions=test.train_instructions,
-                            hidden_states=functools.partial(_hidden_states, config), seed=config.train.seed)
+                            hidden_states=functools.partial(_hidden_states, config), seed=config.train.seed,
+                            local_route=config.eval.local_route)
     routing = STRATEGIES[alg].route(inputs)
     routing.budgets = adapter_budgets(round_inputs.state.get("token_budgets", {}), routing.names)
     return routing
@@ -199,7 +200,8 @@ def _generate_fresh(config: Config, placement, weights: dict[str, Any], which: l
     return answers, time.perf_counter() - started, tokenizer
 
 
-def score_records(tests: list[ClientTest], routings: list[Routing], predictions: list[list[str]]) -> list[dict]:
+def score_records(tests: list[ClientTest], routings: list[Routing], predictions: list[list[str]],
+                  stemming: bool = True) -> list[dict]:
     """One row per test sample: what it was routed to, what came out, and its ROUGE scores."""
     records = []
     for test, routing, answers in zip(tests, routings, predictions):
@@ -207,7 +209,7 @@ def score_records(tests: list[ClientTest], routings: list[Routing], predictions:
             routed = routing.routed_tasks[i] if routing.routed_tasks else None
             records.append({"client": client_name(test.client), "id": row["id"], "task": row["task"],
                             "adapter": routing.names[i], "routed_task": routed, "prediction": answers[i],
-                            "reference": row["response"], **rouge(answers[i], row["response"])})
+                            "reference": row["response"], **rouge(answers[i], row["response"], stemming)})
     return records
 
 

@@ -78,13 +78,19 @@ def model_settings(config: Config) -> dict:
 # Settings added after runs were made, with the value that gives the behaviour from before them:
 # at that value a setting stays out of its stage's fingerprint, so those runs stay cached.
 ADDED_LATER = {
-    "train": {"lr_floor": 0.0, "group_by_length": False},
-    "eval": {"token_budget": False},
+    "train": {"lr_floor": 0.0, "group_by_length": False, "max_grad_norm": 0.0},
+    "eval": {"token_budget": False, "rouge_stemming": True, "local_route": "local"},
 }
 
 
+# Settings of one algorithm's rules: they join the simulate fingerprint through that algorithm's
+# fingerprint_parts only, so changing one never reruns another algorithm's runs.
+ALGORITHM_SETTINGS = {"train": ("schedule", "shared_init"), "eval": ()}
+
+
 def _without_old_defaults(section: str, values: dict) -> dict:
-    return {k: v for k, v in values.items() if k not in ADDED_LATER[section] or v != ADDED_LATER[section][k]}
+    return {k: v for k, v in values.items() if k not in ALGORITHM_SETTINGS[section]
+            and (k not in ADDED_LATER[section] or v != ADDED_LATER[section][k])}
 
 
 def simulate_fingerprint(config: Config) -> str:

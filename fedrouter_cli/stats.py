@@ -88,14 +88,62 @@ def paired(a: dict[tuple, float], b: dict[tuple, float], resamples: int = RESAMP
     return bootstrap(differences, [k[:2] for k in common], resamples, level, seed), len(common)
 
 
+def hierarchical_bootstrap(values: Sequence[float], strata: Sequence[tuple], resamples: int = RESAMPLES,
+                           level: float = LEVEL, seed: int = 0) -> Interval:
+    """Percentile interval of the mean over seeds of the mean of client means, resampling the seeds
+    (a stratum's first part) with replacement and then the samples within each drawn seed's
+    strata: the interval shows how much a figure moves from seed to seed as well as with the test
+    samples drawn. With one seed it is the stratified bootstrap."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("bootstrap needs at least one value")
+    rng = np.random.default_rng(seed)
+    groups = _groups(strata)
+    seeds = sorted({tuple(s)[0] for s in strata})
+    by_seed = {run: [g for g in groups if tuple(strata[g[0]])[0] == run] for run in seeds}
+    # each seed's statistic under each resample of its samples: [seeds, resamples]
+    seed_draws = np.zeros((len(seeds), resamples))
+    for i, run in enumerate(seeds):
+        for members in by_seed[run]:
+            picks = rng.integers(0, len(members), size=(resamples, len(members)))
+            seed_draws[i] += values[members][picks].mean(axis=1)
+        seed_draws[i] /= len(by_seed[run])
+    chosen = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
+    draws = seed_draws[chosen, np.arange(resamples)[:, None]].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return Interval(stratified_mean(values, strata), float(low), float(high))
+
+
 def paired_row(a: dict[tuple, float], b: dict[tuple, float]) -> dict[str, Any] | None:
-    """`paired` as a table row (samples paired, difference, interval, whether it excludes 0); None
-    when the two share no scored sample. `fedrouter report` and `fedrouter bench` both use it."""
+    """`paired` as a table row (samples paired, difference, interval over test samples, whether it
+    excludes 0), with the difference of each seed and the interval that also resamples seeds
+    (`over_seeds`, hierarchical_bootstrap): verdicts read that one. None when the two share no
+    scored sample. `fedrouter report` and `fedrouter bench` both use it."""
     try:
         gap, n = paired(a, b)
     except ValueError:
         return None
-    return {"samples": n, **gap.to_json()}
+    common = sorted(set(a) & set(b))
+    differences = np.asarray([a[k] - b[k] for k in common])
+    strata = [k[:2] for k in common]
+    per_seed = {}
+    for run in sorted({k[0] for k in common}):
+        members = [i for i, k in enumerate(common) if k[0] == run]
+        per_seed[str(run)] = round(stratified_mean(differences[members], [strata[i] for i in members]), 4)
+    over_seeds = hierarchical_bootstrap(differences, strata)
+    return {"samples": n, **gap.to_json(), "per_seed": per_seed, "over_seeds": over_seeds.to_json()}
+
+
+def verdict(gap: dict[str, Any] | None) -> str | None:
+    """'holds' / 'does not hold' when the interval that resamples seeds as well as test samples
+    excludes 0 (above / below), else 'cannot tell'; None without a paired difference."""
+    if gap is None:
+        return None
+    interval = gap.get("over_seeds", gap)
+    if not interval["excludes_zero"]:
+        return "cannot tell"
+    return "holds" if interval["mean"] > 0 else "does not hold"
 
 
 def _groups(strata: Sequence) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from fedrouter_cli.federation.inference import InferenceInput
 from fedrouter_cli.federation.node import save_state
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob, Job, JobResult
-from fedrouter_cli.federation.strategies.fedcluster import FedCluster, group_clients
+from fedrouter_cli.federation.strategies.fedcluster import FedCluster, cosine_matrix, group_clients
 from fedrouter_cli.federation.strategies.feddpa import FedDPA, FedDPAKnn, local_weight, mix_adapter, quantize
 from fedrouter_cli.federation.strategies.fedit import FedIT
 from fedrouter_cli.federation.strategies.fedsa import FedSA
@@ -198,12 +198,17 @@ def test_fedcluster_groups_clients_by_update_direction(tmp_path: Path) -> None:
         assert len(set(groups.values())) == 2
         assert len({groups[c] for c in range(4)}) == 1 and len({groups[c] for c in range(4, 8)}) == 1
         assert groups[0] != groups[4]
-        # each group's adapter starts as the mean of its members' warm-up adapters
+        # every group starts from the warm-up's FedAvg (the authors' round 2 trains from it)
         tag = f"k{groups[0]:02d}"
         k = key(0, "lora_A")
-        np.testing.assert_allclose(s.adapters[tag][k], np.mean([returned[c][k] for c in range(4)], axis=0), rtol=1e-5)
+        np.testing.assert_allclose(s.adapters[tag][k], np.mean([returned[c][k] for c in range(8)], axis=0), rtol=1e-5)
         assert "warmup" not in s.adapters
         assert {s.plan(2, c)[0].tag for c in range(4)} == {tag}
+        # from then on, a plain mean within each group, whatever the sample counts
+        second = {c: s.plan(2, c)[0] for c in range(4)}
+        sent = {c: {kk: v + c for kk, v in second[c].adapter.items()} for c in range(4)}
+        s.combine(2, [reply(c, second[c], sent[c], samples=1 + 10 * c) for c in range(4)])
+        np.testing.assert_allclose(s.adapters[tag][k], np.mean([sent[c][k] for c in range(4)], axis=0), rtol=1e-5)
         sim = np.asarray(s.extra_state()["similarity"])
         assert sim[0, 1] > 0.5 and sim[0, 7] < -0.5
 
@@ -213,9 +218,38 @@ def test_fedcluster_auto_k_finds_three_groups() -> None:
     rng = np.random.default_rng(5)
     centres = rng.normal(size=(3, 50))
     updates = np.concatenate([centres[g] + 0.05 * rng.normal(size=(3, 50)) for g in range(3)])
-    labels = group_clients(updates, "auto", k_max=8, seed=0)
+    labels = group_clients(cosine_matrix(updates), "auto", k_max=8)
     assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    assert group_clients(updates, 1, k_max=8, seed=0).tolist() == [0] * 9
+    assert group_clients(cosine_matrix(updates), 1, k_max=8).tolist() == [0] * 9
+
+
+def test_fedcluster_groups_by_the_last_lora_b_update_with_ward(tmp_path: Path) -> None:
+    """The authors compare clients by their warm-up update of the last LoRA-B tensor only (layer 1
+    here), Ward-linked on the rows of its cosine-similarity matrix. The earlier tensors carry a
+    louder split (clients 0-3 against 4-7) that a rule over the whole update would follow; the
+    last B splits even clients from odd ones, and that is the grouping."""
+    s = make(FedCluster, tmp_path, clients=8, global_clusters=2)
+    rng = np.random.default_rng(9)
+    jobs = {c: s.plan(1, c)[0] for c in range(8)}
+    last_b = key(1, "lora_B")
+    loud = {k: rng.normal(size=v.shape) * 10 for k, v in fake_initial(0).items()}
+    quiet = rng.normal(size=fake_initial(0)[last_b].shape)
+    replies = []
+    for c in range(8):
+        moved = {k: v + (1 if c < 4 else -1) * loud[k] + rng.normal(scale=0.1, size=v.shape)
+                 for k, v in jobs[c].adapter.items()}
+        moved[last_b] = jobs[c].adapter[last_b] + (1 if c % 2 == 0 else -1) * quiet + rng.normal(scale=0.1, size=quiet.shape)
+        replies.append(reply(c, jobs[c], {k: v.astype(np.float32) for k, v in moved.items()}))
+    s.combine(1, replies)
+    assert [s.groups[c] for c in range(8)] == [0, 1, 0, 1, 0, 1, 0, 1]
+
+
+def test_the_last_lora_b_key_follows_the_models_layer_order() -> None:
+    from fedrouter_cli.federation.strategies.fedcluster import last_lora_b_key
+
+    keys = [f"base_model.model.model.layers.{n}.self_attn.{p}.lora_{ab}.weight"
+            for n in (2, 10, 9) for p in ("v_proj", "q_proj") for ab in ("A", "B")]
+    assert last_lora_b_key(keys) == "base_model.model.model.layers.10.self_attn.v_proj.lora_B.weight"
 
 
 # -- FedDPA -------------------------------------------------------------------------------------------

@@ -30,9 +30,15 @@ def test_plan_covers_the_paper_matrix() -> None:
     main = [c for c in cells if c.group == "main"]
     assert len(main) == 2 * 3 * (len(METHODS) + 1)  # seeds x scenarios x (methods + base model)
     assert all(c.k_rule == "tasks" for c in main)  # the paper's K rule in the main table
-    ablations = cells[len(main):]  # the ablations come after the main table of every seed, on seed 0
+    ablations = cells[len(main):]  # the ablations come after the main table of every seed
     assert [c.group for c in cells[:len(main)]] == ["main"] * len(main)
-    assert all(c.seed == 0 for c in ablations)
+    # the staggered round-robin (a proposal of this tool's) at every seed, as a main row; the rest on seed 0
+    schedule = [c for c in ablations if c.group == "schedule"]
+    assert sorted((c.scenario, c.seed) for c in schedule) == [("all", 0), ("all", 1), ("dual", 0), ("dual", 1)]
+    assert all(c.schedule == "staggered" and c.method == "fedrouter" for c in schedule)
+    assert all(c.schedule == "authors" for c in main)  # the authors' schedule in the main table
+    assert cell_config(config, schedule[0]).train.schedule == "staggered"
+    assert all(c.seed == 0 for c in ablations if c.group != "schedule")
     assert {(c.group, c.clients) for c in cells if c.group == "clients"} == {("clients", 4), ("clients", 16)}
     other_rule = [c for c in cells if c.group == "k-rule"]
     assert sorted(c.scenario for c in other_rule) == ["all", "dual", "single"]
@@ -395,3 +401,26 @@ def test_smoke_bench_end_to_end_and_resume(tmp_path: Path, tiny_model: str, inpr
     assert json.loads(partial.stdout)["cells"] == 4
     assert "not finished yet" in partial.stderr
     assert not (tmp_path / "bench" / "cells" / "single-s0" / "fedit" / "evaluate").exists()  # nothing was run
+
+
+def test_a_record_carried_over_under_a_new_name_keeps_its_samples(tmp_path: Path) -> None:
+    """The staggered ablation's record takes the old main cell's stored samples before a fresh main
+    cell of that name overwrites them (write_results stores such records first)."""
+    import json
+
+    from fedrouter_cli.stages.bench_stats import load_samples, samples_path, store_samples
+
+    old = {"cell": "dual-s0/fedrouter", "fingerprints": {"local": "old"}, "samples": {"local": {"rouge1": [0.1]}}}
+    store_samples(tmp_path, old)
+    carried = {"cell": "dual-staggered-s0/fedrouter", "fingerprints": {"local": "old"},
+               "samples_cell": "dual-s0/fedrouter"}
+    fresh = {"cell": "dual-s0/fedrouter", "fingerprints": {"local": "new"}, "samples": {"local": {"rouge1": [0.9]}}}
+    for record in sorted([fresh, carried], key=lambda r: "samples_cell" not in r):
+        store_samples(tmp_path, record)
+    assert "samples_cell" not in carried
+    assert load_samples(tmp_path, carried) == {"local": {"rouge1": [0.1]}}
+    assert load_samples(tmp_path, fresh) == {"local": {"rouge1": [0.9]}}
+    stale = {"cell": "all-staggered-s0/fedrouter", "fingerprints": {"local": "other"}, "samples_cell": "dual-s0/fedrouter"}
+    store_samples(tmp_path, stale)  # samples of other settings are never adopted
+    assert not samples_path(tmp_path, stale["cell"]).exists()
+    assert json.loads(samples_path(tmp_path, "dual-s0/fedrouter").read_text())["fingerprints"] == {"local": "new"}

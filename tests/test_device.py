@@ -83,11 +83,12 @@ def test_device_is_a_validated_setting_and_not_in_the_fingerprints(tmp_path: Pat
     save_config(path, build_config(config, {"model": {"device": "cpu"}}))
     assert load_config(path).model.device == "cpu"
     # the fingerprint as it was computed before the setting existed: runs made then stay cached
-    train = {k: v for k, v in asdict(config.train).items() if k != "lr_floor"}  # a newer setting, left out at 0
+    # newer settings, left out at their old value (lr_floor 0) or always (the schedule: FedRouter's own part)
+    train = {k: v for k, v in asdict(config.train).items() if k not in ("lr_floor", "schedule")}
     from fedrouter_cli.clustering import AUTO_RULE_VERSIONS
 
     rule = {"auto_rule": AUTO_RULE_VERSIONS["global"]}  # the default server-side K is the automatic rule
-    schedule = {"round_robin": "staggered"}  # FedRouter's standard round-robin, staggered by client
+    schedule = {"round_robin": config.train.schedule}  # FedRouter's standard round-robin
     before = fingerprint("simulate", cluster_fingerprint(config), train,
                          {"model": config.model.model, "load_in_4bit": False}, rule, schedule)
     assert simulate_fingerprint(config) == before

@@ -1,4 +1,4 @@
-"""Issue #14: FedDPA as its authors define it: the instance weight, the local adapter trained beside
+"""FedDPA as its authors' released code runs it (issue 34; issue 14 had the weighting inverted): the instance weight, the local adapter trained beside
 the frozen global one, and the last-token probe. Unit tests, no Flower run."""
 
 from __future__ import annotations
@@ -9,26 +9,28 @@ import numpy as np
 import pytest
 
 
-def test_feddpa_weight_is_half_the_mean_cosine_to_five_drawn_instructions(tmp_path: Path) -> None:
+def test_feddpa_gives_the_global_adapter_half_the_mean_cosine_to_five_instructions_drawn_per_instance(
+        tmp_path: Path) -> None:
+    """As the released GlobalModel_generated.py: the global adapter is active at w = 0.5 x mean
+    cosine (hidden states with the local adapter alone), the local one at 1 - w, and the 5 train
+    instructions are drawn anew for every test instance."""
     from fedrouter_cli.config import TrainConfig
     from fedrouter_cli.federation.inference import InferenceInput
     from fedrouter_cli.federation.node import save_state
-    from fedrouter_cli.federation.strategies.feddpa import FedDPA, draw_anchors, reference_weight
+    from fedrouter_cli.federation.strategies.feddpa import FedDPA, draw_anchors, global_weight
     from fedrouter_cli.model.lora import save_adapter
 
-    anchors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]])
+    anchors = np.array([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]]] * 3)
     states = np.array([[1.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
     cos = np.array([[1, 1, 0, 2 ** -0.5, 1], [0, 0, 1, 2 ** -0.5, 0], [-1, -1, 0, -2 ** -0.5, -1]])
-    expected = np.clip(0.5 * cos.mean(axis=1), 0, 1)
-    np.testing.assert_allclose(reference_weight(states, anchors), expected)
-    assert reference_weight(states, anchors)[2] == 0.0                    # clipped at 0
+    np.testing.assert_allclose(global_weight(states, anchors), np.clip(0.5 * cos.mean(axis=1), 0, 1))
+    assert global_weight(states, anchors)[2] == 0.0                      # clipped at 0
 
     train_texts = [f"train {i}" for i in range(30)]
-    drawn = draw_anchors(train_texts, seed=0, client=2)
-    assert len(drawn) == 5 == len(set(drawn)) and set(drawn) <= set(train_texts)
-    assert drawn == draw_anchors(train_texts, seed=0, client=2) != draw_anchors(train_texts, seed=0, client=3)
+    draws = [draw_anchors(30, seed=0, client=2, instance=i) for i in range(2)]
+    assert all(len(d) == 5 == len(set(d)) for d in draws) and draws[0] != draws[1]  # a draw per instance
+    assert draws[0] == draw_anchors(30, seed=0, client=2, instance=0) != draw_anchors(30, seed=0, client=3, instance=0)
 
-    # route: hidden states of test instructions and the 5 drawn ones, with the client's local adapter
     key = "base_model.model.model.layers.0.self_attn.q_proj.{}.weight"
     rng = np.random.default_rng(0)
     glob = {key.format("lora_A"): rng.normal(size=(2, 4)).astype(np.float32),
@@ -38,7 +40,7 @@ def test_feddpa_weight_is_half_the_mean_cosine_to_five_drawn_instructions(tmp_pa
     save_state(node, "feddpa", "local", 1, local)
     save_adapter(adapters / "global", glob, TrainConfig(lora_r=2, target_modules=("q_proj",)), "m")
     vectors = {t: rng.normal(size=6) for t in train_texts + ["q1", "q2"]}
-    vectors["q2"] = vectors[drawn[0]]
+    vectors["q2"] = vectors[train_texts[draws[1][0]]]
     seen = []
 
     def hidden(texts, adapter):
@@ -50,11 +52,15 @@ def test_feddpa_weight_is_half_the_mean_cosine_to_five_drawn_instructions(tmp_pa
                             local_centroids=np.zeros((1, 3)), local_tasks=["t"], global_tasks={},
                             instructions=["q1", "q2"], train_instructions=train_texts, hidden_states=hidden, seed=0)
     routing = FedDPA.route(inputs)
-    assert seen[0][0] == ["q1", "q2", *drawn] and all(np.array_equal(seen[0][1][k], local[k]) for k in local)
-    w = reference_weight(np.stack([vectors["q1"], vectors["q2"]]), np.stack([vectors[t] for t in drawn]))
-    for name, w_i in zip(routing.names, w):
+    drawn = sorted(set(draws[0]) | set(draws[1]))
+    assert seen[0][0] == ["q1", "q2", *[train_texts[j] for j in drawn]]  # each drawn instruction once
+    assert all(np.array_equal(seen[0][1][k], local[k]) for k in local)  # with the local adapter alone
+    for i, name in enumerate(routing.names):
+        w_global = 0.5 * np.mean([np.dot(vectors[f"q{i + 1}"], vectors[train_texts[j]])
+                                  / np.linalg.norm(vectors[f"q{i + 1}"]) / np.linalg.norm(vectors[train_texts[j]])
+                                  for j in draws[i]])
         w_local = float(name.split("mix")[1].replace("_", "."))
-        assert w_local == pytest.approx(round(w_i * 20) / 20)            # rounded to steps of 0.05
+        assert w_local == pytest.approx(1 - round(max(w_global, 0) * 20) / 20)  # rounded to steps of 0.05
         mix = routing.build[name]()
         a, b = key.format("lora_A"), key.format("lora_B")
         np.testing.assert_allclose(mix[b] @ mix[a], (1 - w_local) * glob[b] @ glob[a] + w_local * local[b] @ local[a],
@@ -111,6 +117,40 @@ def test_feddpa_local_adapter_trains_beside_the_frozen_global_one(tiny_lm) -> No
     assert COMPANION not in model.peft_config and model.active_adapters == ["default"]
 
 
+def test_feddpa_training_forward_is_half_local_plus_half_global_and_the_global_gets_no_gradient(tiny_lm) -> None:
+    """The released LoRA layer while the local adapter trains: W x + 0.5 local(x) + 0.5 detach(global(x))."""
+    import torch
+
+    from fedrouter_cli.federation.strategies.feddpa import mix_adapter
+    from fedrouter_cli.model.lora import (COMPANION, companion_adapter, get_adapter, lora_config, scaled_adapter,
+                                          scaled_b, set_adapter_weights, with_rank)
+
+    model, tokenizer, train = tiny_lm
+    rng = np.random.default_rng(3)
+    local = {k: rng.normal(scale=0.5, size=v.shape).astype(np.float32) for k, v in get_adapter(model).items()}
+    glob = {k: rng.normal(scale=0.5, size=v.shape).astype(np.float32) for k, v in local.items()}
+    set_adapter_weights(model, local)
+    batch = tokenizer(["Summarize: Anna meets Ben at noon."], return_tensors="pt")
+    model.eval()
+    halves = mix_adapter(glob, local, 0.5)  # one rank-2r adapter whose update is 0.5 global + 0.5 local
+    model.add_adapter("halves", lora_config(with_rank(train, halves)))
+    set_adapter_weights(model, halves, adapter_name="halves")
+    model.set_adapter("halves")
+    with torch.no_grad():
+        expected = model(**batch).logits
+    model.set_adapter("default")
+    model.delete_adapter("halves")
+    with companion_adapter(model, scaled_b(glob, 0.5), train), scaled_adapter(model, 0.5):
+        out = model(**batch).logits
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+        out.sum().backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if "lora_" in n}
+        assert all(g is None for n, g in grads.items() if f".{COMPANION}." in n)      # global: no gradient
+        assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if ".default." in n)
+    model.zero_grad(set_to_none=True)
+    assert COMPANION not in model.peft_config and model.active_adapters == ["default"]
+
+
 def test_last_token_states_use_the_given_adapter_and_leave_the_model_as_it_was(tiny_lm, tmp_path: Path) -> None:
     from fedrouter_cli.model.generate import PROBE, last_token_states
     from fedrouter_cli.model.lora import get_adapter
@@ -134,10 +174,16 @@ def test_feddpa_sends_the_companion_with_the_local_job(tmp_path: Path) -> None:
     from fedrouter_cli.federation.strategies.feddpa import FedDPA, FedDPAKnn
     from fedrouter_cli.rundir import FederationDir
 
-    for cls, expected in ((FedDPA, ["", "global"]), (FedDPAKnn, ["", ""])):
+    for cls, expected, scales in ((FedDPA, ["", "global"], [(1.0, 1.0), (0.5, 0.5)]),
+                                  (FedDPAKnn, ["", ""], [(1.0, 1.0), (1.0, 1.0)])):
         job = FederationJob(config=Config(train=TrainConfig(alg=cls.name)), out=FederationDir(tmp_path), num_nodes=1,
                             initial_adapter=lambda seed: {})
         s = cls(job)
         s.initialize()
-        jobs = s.train_request(1, s.plan(1, 0)).jobs
+        jobs = s.train_request(2, s.plan(2, 0)).jobs
         assert [j.name for j in jobs] == ["global", "local"] and [j.companion for j in jobs] == expected
+        assert [(j.scale, j.companion_scale) for j in jobs] == scales
+    s = FedDPA(FederationJob(config=Config(train=TrainConfig(alg="feddpa")), out=FederationDir(tmp_path), num_nodes=1,
+                             initial_adapter=lambda seed: {}))
+    s.initialize()
+    assert [j.name for j in s.plan(1, 0)] == ["global"]  # the released code's first round: the global adapter alone

@@ -216,7 +216,19 @@ def test_the_committed_bench_cells_keep_their_fingerprints(monkeypatch) -> None:
     ledger = read_ledger(REPO / "bench" / "results" / "raw_cpu" / "bench.json")
     cells = [c for c in plan_cells(BenchPlan(seeds=(0, 1, 2), curve_scenario=None), config) if c.group == "main"]
     assert len(cells) == 81
-    missing = [c.name for c in cells if carried_over(config, c, ledger) is None]
-    assert missing == []
+    missing = {c.name for c in cells if carried_over(config, c, ledger) is None}
+    # issue 34 changed these rules (FedRouter's schedule, FedCluster's grouping, FedDPA's weighting):
+    # their cells are to be rerun; every other cell stays valid
+    changed = {c.name for c in cells if c.method in ("fedrouter", "fedcluster", "feddpa")}
+    assert len(changed) == 27 and missing == changed
     on = resolve_config(Path("/nonexistent/config.toml"), "cpu", {**overrides, "eval": {"token_budget": True}})
     assert carried_over(on, cells[0], ledger) is None  # and the setting does reach the fingerprint
+    # the staggered schedule's ablation cells are the old main FedRouter cells: carried over, not rerun
+    staggered = [c for c in plan_cells(BenchPlan(seeds=(0, 1, 2), curve_scenario=None), config)
+                 if c.group == "schedule"]
+    assert sorted(c.name for c in staggered) == sorted(f"{s}-staggered-s{seed}/fedrouter"
+                                                       for s in ("dual", "all") for seed in (0, 1, 2))
+    for cell in staggered:
+        record = carried_over(config, cell, ledger)
+        assert record is not None and record["cell"] == cell.name and record["group"] == "schedule"
+        assert record["samples_cell"] == f"{cell.scenario}-s{cell.seed}/fedrouter"

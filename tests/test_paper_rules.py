@@ -209,8 +209,22 @@ def two_task_client(tmp_path: Path, **train):
     return make_fedrouter(tmp_path, centroids, tasks=("A", "B"), global_clusters="tasks", rounds=4, **train)
 
 
+def test_the_authors_schedule_trains_local_cluster_r_mod_k_in_label_order(tmp_path: Path) -> None:
+    """As the authors' server.py: round r (from 1) trains the client's local cluster r mod K, on
+    that cluster's data, with the global adapter that cluster routes to."""
+    s = two_task_client(tmp_path)  # the default schedule is the authors'
+    assert s.train.schedule == "authors"
+    for client, k in ((0, 3), (1, 2)):
+        for r in range(1, 7):
+            jobs = s.plan(r, client)
+            local = r % k
+            assert [(j.clusters, j.tag) for j in jobs] == [((local,), f"g{s.routes[client][local]:02d}")], (client, r)
+    # client 0 split task A into clusters 0 and 2: A's adapter trains in two rounds of every three
+    assert [s.plan(r, 0)[0].clusters for r in (1, 2, 3)] == [(1,), (2,), (0,)]
+
+
 def test_round_robin_cycles_over_distinct_adapters(tmp_path: Path) -> None:
-    s = two_task_client(tmp_path)
+    s = two_task_client(tmp_path, schedule="staggered")
     ga, gb = (f"g{s.routes[1][i]:02d}" for i in (0, 1))
     assert s.routes[0] == [s.routes[1][0], s.routes[1][1], s.routes[1][0]]
     plans = [s.plan(r, 0) for r in (1, 2, 3, 4)]
@@ -227,7 +241,7 @@ def test_all_scenario_trains_every_adapter_every_round(tmp_path: Path) -> None:
     """Every client holds all four tasks: in step, all eight would train the same adapter each
     round, and three of the four adapters would move in one round of the cpu preset's five."""
     eye = np.eye(4, dtype=np.float32)
-    s = make_fedrouter(tmp_path, {c: eye for c in range(8)}, global_clusters="tasks", rounds=5)
+    s = make_fedrouter(tmp_path, {c: eye for c in range(8)}, global_clusters="tasks", rounds=5, schedule="staggered")
     for r in range(1, 6):
         tags = [s.plan(r, c)[0].tag for c in range(8)]
         assert sorted(set(tags)) == sorted(s.adapters) and all(tags.count(t) == 2 for t in set(tags))
@@ -235,20 +249,25 @@ def test_all_scenario_trains_every_adapter_every_round(tmp_path: Path) -> None:
         assert len({s.plan(r, c)[0].tag for r in range(1, 5)}) == 4
 
 
-def test_the_staggered_round_robin_reruns_only_fedrouters_standard_runs() -> None:
+def test_the_schedule_reaches_only_fedrouters_standard_runs() -> None:
     from fedrouter_cli.config import Config, build_config
     from fedrouter_cli.fingerprints import simulate_fingerprint
     from fedrouter_cli.federation.strategies.base import AdapterStrategy
     from fedrouter_cli.federation.strategies.fedrouter import FedRouter
 
     standard = build_config(Config(), {"train": {"alg": "fedrouter", "variant": "standard"}})
+    staggered = build_config(standard, {"train": {"schedule": "staggered"}})
     star = build_config(Config(), {"train": {"alg": "fedrouter", "variant": "star"}})
-    staggered = {"round_robin": "staggered"}
-    assert staggered in FedRouter.fingerprint_parts(standard.train)
-    assert staggered not in FedRouter.fingerprint_parts(star.train)
+    assert {"round_robin": "authors"} in FedRouter.fingerprint_parts(standard.train)
+    assert {"round_robin": "staggered"} in FedRouter.fingerprint_parts(staggered.train)  # as runs made before it
+    assert not [p for p in FedRouter.fingerprint_parts(star.train) if "round_robin" in p]
+    assert simulate_fingerprint(standard) != simulate_fingerprint(staggered)
+    assert simulate_fingerprint(standard) != simulate_fingerprint(star)
+    # the schedule is FedRouter's: it never reruns a baseline or FedRouter*
     fedit = build_config(Config(), {"train": {"alg": "fedit"}})
     assert AdapterStrategy.fingerprint_parts(fedit.train) == ()
-    assert simulate_fingerprint(standard) != simulate_fingerprint(star)
+    assert simulate_fingerprint(fedit) == simulate_fingerprint(build_config(fedit, {"train": {"schedule": "staggered"}}))
+    assert simulate_fingerprint(star) == simulate_fingerprint(build_config(star, {"train": {"schedule": "staggered"}}))
 
 
 def test_star_trains_each_adapter_once_per_round(tmp_path: Path) -> None:

@@ -56,6 +56,29 @@ def test_paired_difference_tells_a_real_gap_from_noise() -> None:
         stats.paired({("x",): 1.0}, {("y",): 1.0})
 
 
+def test_a_verdict_holds_only_when_the_gap_survives_resampling_seeds() -> None:
+    """Three seeds, 800 paired samples each: a gap of +0.03, +0.02 and -0.01 is far from 0 over test
+    samples pooled across seeds, but one seed goes the other way: the interval that resamples seeds
+    contains 0, so the verdict is 'cannot tell'; with the third seed at +0.01 it holds."""
+    rng = np.random.default_rng(2)
+
+    def rows(shifts):
+        keys = [(seed, f"c{i % 8:02d}", f"id{i}") for seed in range(3) for i in range(800)]
+        base = {k: float(rng.uniform()) for k in keys}
+        other = {k: v + shifts[k[0]] + rng.normal(scale=0.01) for k, v in base.items()}
+        return other, base
+
+    mixed = stats.paired_row(*rows({0: 0.03, 1: 0.02, 2: -0.01}))
+    assert mixed["excludes_zero"] and mixed["low"] > 0                # pooled over test samples: "significant"
+    assert mixed["per_seed"] == pytest.approx({"0": 0.03, "1": 0.02, "2": -0.01}, abs=0.002)
+    assert not mixed["over_seeds"]["excludes_zero"] and mixed["over_seeds"]["low"] < 0
+    assert stats.verdict(mixed) == "cannot tell"
+    steady = stats.paired_row(*rows({0: 0.03, 1: 0.02, 2: 0.01}))
+    assert steady["over_seeds"]["low"] > 0 and stats.verdict(steady) == "holds"
+    assert stats.verdict(stats.paired_row(*reversed(rows({0: 0.03, 1: 0.02, 2: 0.01})))) == "does not hold"
+    assert stats.verdict(None) is None
+
+
 def test_bench_samples_round_trip_and_pairing(tmp_path: Path) -> None:
     from fedrouter_cli.stages import bench_stats
 

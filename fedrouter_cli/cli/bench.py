@@ -25,6 +25,9 @@ AblationClientsOpt = Annotated[str, typer.Option(
 KRuleOpt = Annotated[str, typer.Option(
     "--k-rule", help="FedRouter's K rule in the main table: 'tasks' (the paper's: global K = the number of tasks, "
                      "local K = the tasks a client holds) or 'auto' (this tool's silhouette rules).")]
+ScheduleScenariosOpt = Annotated[str, typer.Option(
+    "--schedule-scenarios", help="Scenarios of the ablation row with FedRouter's staggered round-robin (every seed); "
+                                 "'none' to skip.")]
 KRuleScenariosOpt = Annotated[str, typer.Option(
     "--k-rule-scenarios", help="Scenarios of the ablation row with the other K rule (first seed); 'none' to skip.")]
 CurveScenarioOpt = Annotated[str, typer.Option(
@@ -89,6 +92,7 @@ def bench(
     ablation_clients: AblationClientsOpt = "4,8,16",
     k_rule: KRuleOpt = "tasks",
     k_rule_scenarios: KRuleScenariosOpt = "single,dual,all",
+    schedule_scenarios: ScheduleScenariosOpt = "dual,all",
     curve_scenario: CurveScenarioOpt = "dual",
     curve_methods: CurveMethodsOpt = "fedrouter,fedit",
     rounds: o.RoundsOpt = None,
@@ -131,6 +135,7 @@ def bench(
             seeds=_ints("--seeds", seeds), generalization=generalization,
             ablation_clients=_ints("--ablation-clients", ablation_clients),
             k_rule=k_rule, k_rule_scenarios=tuple(o.split_tasks(_optional(k_rule_scenarios) or "") or ()),
+            schedule_scenarios=tuple(o.split_tasks(_optional(schedule_scenarios) or "") or ()),
             curve_scenario=_optional(curve_scenario),
             curve_methods=tuple(o.split_tasks(curve_methods) or ()))
         started = time.perf_counter()

@@ -21,6 +21,7 @@ def render_embed(payload: dict[str, Any], console: Console) -> None:
 def embed(
     run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
     embed_batch_size: o.EmbedBatchOpt = None,
+    embed_max_length: o.EmbedMaxLengthOpt = None,
     *,
     shared: dict[str, Any],
 ) -> None:
@@ -33,6 +34,7 @@ def embed(
     if shared["model"] is not None and shared["embedder"] is None:
         overrides["embed"]["embedder"] = "base"
     overrides["embed"]["batch_size"] = embed_batch_size
+    overrides["embed"]["max_length"] = embed_max_length
     force = shared["force"]
 
     def action(cfg, run, progress):

@@ -33,6 +33,8 @@ def evaluate(
     generation: o.GenerationOpt = None,
     eval_batch_size: o.EvalBatchOpt = None,
     token_budget: o.TokenBudgetOpt = None,
+    rouge_stemming: o.RougeStemmingOpt = None,
+    local_route: o.LocalRouteOpt = None,
     on: o.EvalOnOpt = "server",
     preset: o.PresetOpt = None,
     force: o.ForceOpt = False,
@@ -49,7 +51,8 @@ def evaluate(
     overrides = {"data": {"test_tasks": test_tasks}, "train": {"alg": alg if alg != "base" else None},
                  "eval": {"mode": mode, "round": round, "max_new_tokens": max_new_tokens,
                           "generation": generation, "batch_size": eval_batch_size,
-                          "token_budget": token_budget}}
+                          "token_budget": token_budget, "rouge_stemming": rouge_stemming,
+                          "local_route": local_route}}
 
     def action(cfg, run, progress):
         from fedrouter_cli.stages.evaluate import run_evaluate

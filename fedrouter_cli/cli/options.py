@@ -40,6 +40,8 @@ DeviceOpt = Annotated[Optional[str], typer.Option(
                      "every batch run. On CUDA weights and compute are bf16 where the GPU supports it; the CPU stays fp32.")]
 EmbedderOpt = Annotated[Optional[str], typer.Option(
     "--embedder", help="minilm (default: all-MiniLM-L6-v2, offline), base (the base model, the paper's choice) or a sentence-encoder id/folder.")]
+EmbedMaxLengthOpt = Annotated[Optional[int], typer.Option(
+    "--embed-max-length", help="Tokens of each raw input the embedder reads (default 256; the authors: 1024).")]
 EmbedBatchOpt = Annotated[Optional[int], typer.Option(
     "--embed-batch-size", help="Texts per embedding batch (default 32; on a GPU each batch holds 8x this).")]
 
@@ -67,7 +69,7 @@ def data_overrides(source=None, tasks=None, scenario=None, clients=None, train_p
 AlgOpt = Annotated[Optional[str], typer.Option(
     "--alg", help="Algorithm: fedrouter, or a baseline (fedit, local, fedcluster, fedsa, ffa-lora, feddpa, feddpa-knn).")]
 VariantOpt = Annotated[Optional[str], typer.Option(
-    "--variant", help="FedRouter variant: standard (one local cluster per round, round-robin) or star (all every round).")]
+    "--variant", help="FedRouter variant: standard (one adapter per round, see --schedule) or star (every adapter every round).")]
 RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", help="Federated rounds (paper: 25).")]
 LocalStepsOpt = Annotated[Optional[int], typer.Option("--local-steps", help="Optimizer steps per adapter per round (paper: 10).")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (paper: 16).")]
@@ -82,6 +84,15 @@ GlobalClustersOpt = Annotated[Optional[str], typer.Option(
          "(the paper's rule: the number of tasks in the federation) or 'auto' (silhouette; for FedRouter the "
          "smallest K whose size-weighted silhouette is within 12% of the best, or the curve's knee if earlier, "
          "so one task's sub-clusters merge).")]
+MaxGradNormOpt = Annotated[Optional[float], typer.Option(
+    "--max-grad-norm", help="Clip each training step's gradient to this L2 norm; 0 = off (default; the paper preset: "
+                            "1.0, the authors' HF Trainer default).")]
+SharedInitOpt = Annotated[Optional[bool], typer.Option(
+    "--shared-init/--no-shared-init", help="FedRouter: every global adapter starts from one initialisation (the "
+                                           "authors'; the paper preset), not from one seed each (default).")]
+ScheduleOpt = Annotated[Optional[str], typer.Option(
+    "--schedule", help="FedRouter's round-robin: authors (the paper's: round r trains the client's local cluster r mod K, "
+                       "default) or staggered (each client cycles over its distinct global adapters from its own place).")]
 GroupByLengthOpt = Annotated[Optional[bool], typer.Option(
     "--group-by-length/--no-group-by-length",
     help="Train on batches of like-length rows, seeded (default on; the bench: off, as its table was measured).")]
@@ -110,6 +121,13 @@ RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Round whose ad
 MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens generated per answer (CPU default 32; the paper allowed 512).")]
 GenerationOpt = Annotated[Optional[str], typer.Option(
     "--generation", help="mixed (different adapters in one batch; fastest), grouped (a batch per adapter) or per-sample.")]
+RougeStemmingOpt = Annotated[Optional[bool], typer.Option(
+    "--rouge-stemming/--no-rouge-stemming", help="Score ROUGE with Porter stemming (default) or without (the authors', "
+                                                 "the evaluate library's default).")]
+LocalRouteOpt = Annotated[Optional[str], typer.Option(
+    "--local-route", help="FedRouter's local mode: local (nearest of the client's local centroids, then that "
+                          "cluster's global adapter; default) or global (nearest of the global centroids its clusters "
+                          "map to: the authors').")]
 TokenBudgetOpt = Annotated[Optional[bool], typer.Option(
     "--token-budget/--no-token-budget",
     help="Stop each answer at its adapter's budget: the 99th percentile of its training responses' length "
@@ -123,11 +141,13 @@ EvalBatchOpt = Annotated[Optional[int], typer.Option(
 
 def train_overrides(alg=None, variant=None, rounds=None, local_steps=None, batch_size=None, lr=None, lora_r=None,
                     lora_alpha=None, lora_dropout=None, max_length=None, global_clusters=None, seed=None,
-                    round_timeout=None, group_by_length=None) -> dict:
+                    round_timeout=None, group_by_length=None, schedule=None, max_grad_norm=None,
+                    shared_init=None) -> dict:
     return {"alg": alg, "variant": variant, "rounds": rounds, "local_steps": local_steps, "batch_size": batch_size,
             "lr": lr, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
             "max_length": max_length, "global_clusters": global_clusters, "seed": seed,
-            "round_timeout": round_timeout, "group_by_length": group_by_length}
+            "round_timeout": round_timeout, "group_by_length": group_by_length, "schedule": schedule,
+            "max_grad_norm": max_grad_norm, "shared_init": shared_init}
 
 
 # -- the options of upstream stages, shared by every command that chains them ----------------

@@ -45,6 +45,9 @@ def simulate(
     round_timeout: o.RoundTimeoutOpt = None,
     load_in_4bit: o.Load4bitOpt = None,
     group_by_length: o.GroupByLengthOpt = None,
+    schedule: o.ScheduleOpt = None,
+    max_grad_norm: o.MaxGradNormOpt = None,
+    shared_init: o.SharedInitOpt = None,
     workers: o.WorkersOpt = 0,
     gpus_per_client: o.GpusPerClientOpt = 0.0,
     *,
@@ -59,7 +62,7 @@ def simulate(
     overrides["model"]["load_in_4bit"] = load_in_4bit
     overrides["train"] = o.train_overrides(alg, variant, rounds, local_steps, batch_size, lr, lora_r, lora_alpha,
                                            lora_dropout, max_length, global_clusters, shared["seed"], round_timeout,
-                                           group_by_length)
+                                           group_by_length, schedule, max_grad_norm, shared_init)
     force = shared["force"]
 
     def action(cfg, run, progress):

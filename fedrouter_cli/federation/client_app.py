@@ -28,7 +28,14 @@ from fedrouter_cli.federation.privacy import privatize_centroids, privatize_upda
 from fedrouter_cli.federation.train_wire import TrainRequest
 from fedrouter_cli.federation.wire import select, to_record
 from fedrouter_cli.model.device import resolve_device
-from fedrouter_cli.model.lora import companion_adapter, get_adapter, peft_model, set_adapter_weights
+from fedrouter_cli.model.lora import (
+    companion_adapter,
+    get_adapter,
+    peft_model,
+    scaled_adapter,
+    scaled_b,
+    set_adapter_weights,
+)
 from fedrouter_cli.model.train import train_steps
 from fedrouter_cli.quiet import silence_dependencies
 
@@ -108,11 +115,14 @@ def train(msg: Message, node: NodeData) -> Message:
         seed = settings.seed + 7919 * settings.round + 104729 * node.client + i
         frozen = contextlib.nullcontext()
         if job.companion:  # another job's adapter, as the server sent it, active and frozen beside this one
-            frozen = companion_adapter(model, request.adapters[names.index(job.companion)], settings.lora())
-        with frozen:
+            beside = scaled_b(request.adapters[names.index(job.companion)], job.companion_scale)
+            frozen = companion_adapter(model, beside, settings.lora())
+        weighted = scaled_adapter(model, job.scale) if job.scale != 1.0 else contextlib.nullcontext()
+        with frozen, weighted:
             outcome = train_steps(model, tokenizer, node.rows(job.clusters), settings.local_steps,
                                   settings.batch_size, settings.lr, settings.max_length,
-                                  seed=seed, trainable=job.trainable, group_by_length=settings.group_by_length)
+                                  seed=seed, trainable=job.trainable, group_by_length=settings.group_by_length,
+                                  max_grad_norm=settings.max_grad_norm)
         trained = get_adapter(model)
         if job.keep != "none":
             save_state(node.folder, settings.alg, job.name, settings.round, select(trained, job.keep))

@@ -32,6 +32,7 @@ class InferenceInput:
     # of the base model with the given adapter: [n, hidden]; None where no model is at hand
     hidden_states: Callable[[list[str], Adapter], np.ndarray] | None = None
     seed: int = 0                   # --seed, for methods that draw at random
+    local_route: str = "local"      # FedRouter's local mode: 'local' or 'global' centroids (--local-route)
 
 
 @dataclass

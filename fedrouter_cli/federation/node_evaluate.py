@@ -64,7 +64,7 @@ def evaluate_node(node: NodeData, request: EvalRequest) -> dict[str, dict[str, f
     routing = route(config, request.alg, test, RoundInputs(request.state, out / NODE_ADAPTERS, request.global_tasks))
     # the node's own cache: a second evaluation of the same adapters on its rows generates nothing
     predictions, _, _ = generate_all(config, [test], [routing], cache=GenerationCache(NodeDir(node.folder).generation_cache))
-    records = score_records([test], [routing], predictions)
+    records = score_records([test], [routing], predictions, config.eval.rouge_stemming)
     sums = task_sums(records)
     write_table(out / NODE_PREDICTIONS, pa.Table.from_pylist(records))
     write_json(out / NODE_SUMS, {"alg": request.alg, "evaluation": request.evaluation, "sums": sums})

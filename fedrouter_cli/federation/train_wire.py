@@ -28,6 +28,8 @@ class JobSpec:
     send: str = "all"           # part returned: 'all', 'lora_A', 'lora_B' or 'none'
     keep: str = "none"          # part the client keeps between rounds: 'none', 'all', 'lora_B'
     companion: str = ""         # another job's name whose adapter, as sent, is active and frozen ('' = none)
+    scale: float = 1.0          # how much this job's adapter counts in the forward pass while it trains
+    companion_scale: float = 1.0  # how much the companion's counts (FedDPA as released: 0.5 and 0.5)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class RoundSettings:
     dp_clip: float = 1.0
     dp_delta: float = 1e-5
     group_by_length: bool = False  # batches of like-length rows (model.train.draw_batches)
+    max_grad_norm: float = 0.0     # gradient clipping per step (0 = off)
 
     def lora(self) -> TrainConfig:
         return TrainConfig(lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,

@@ -100,6 +100,28 @@ def companion_adapter(model, weights: Adapter, train: TrainConfig, name: str = C
         model.delete_adapter(name)
 
 
+@contextlib.contextmanager
+def scaled_adapter(model, factor: float, name: str = "default"):
+    """Within the block, adapter `name`'s LoRA update counts `factor` times in every forward pass
+    (its alpha/r scale times `factor`); its weights and their gradients' direction are unchanged."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and name in m.scaling]
+    before = [m.scaling[name] for m in layers]
+    for layer in layers:
+        layer.scaling[name] = layer.scaling[name] * factor
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, before):
+            layer.scaling[name] = value
+
+
+def scaled_b(adapter: Adapter, factor: float) -> Adapter:
+    """The adapter whose update B@A is `factor` times the given one's (B scaled, A kept)."""
+    return {k: (v * np.float32(factor) if "lora_B" in k else v) for k, v in adapter.items()}
+
+
 def initial_adapter(model_name: str, train: TrainConfig, seed: int) -> Adapter:
     """A freshly initialised adapter (lora_A random, lora_B zero), reproducible from `seed`."""
     model, _ = peft_model(model_name, train)

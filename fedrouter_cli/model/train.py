@@ -106,12 +106,13 @@ def response_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def train_steps(model, tokenizer, rows: list[tuple[str, str]], steps: int, batch_size: int, lr: float,
                 max_length: int, seed: int, trainable: str = "all", adapter: str = "default",
-                group_by_length: bool = False) -> TrainOutcome:
+                group_by_length: bool = False, max_grad_norm: float = 0.0) -> TrainOutcome:
     """Run `steps` AdamW steps on batches drawn (seeded, without replacement per pass) from `rows`.
 
     trainable: 'all' LoRA weights, or 'lora_B' only (lora_A frozen, as FFA-LoRA does), of the
     adapter named `adapter`; any other adapter active beside it (lora.companion_adapter) stays frozen.
-    group_by_length: batches of like-length rows (draw_batches).
+    group_by_length: batches of like-length rows (draw_batches). max_grad_norm: each step's
+    gradient clipped to this L2 norm (0 = not clipped).
     """
     import time
 
@@ -135,6 +136,8 @@ def train_steps(model, tokenizer, rows: list[tuple[str, str]], steps: int, batch
         real += sum(len(ids) for ids, _ in batch)
         loss = response_loss(model, to_model_device(collate(batch, tokenizer.pad_token_id), model))
         loss.backward()
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))

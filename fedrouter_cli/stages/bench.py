@@ -22,7 +22,7 @@ from fedrouter_cli.stages.common import Progress, no_progress
 
 METHODS = ("fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa", "fedrouter", "fedrouter-star")
 BASE = "base"
-GROUPS = ("main", "clients", "k-rule")
+GROUPS = ("main", "schedule", "clients", "k-rule")
 # How FedRouter picks its local and global K: 'tasks' is the paper's rule (as many global
 # clusters as tasks, local K = the tasks a client holds), 'auto' this tool's silhouette rules.
 K_RULES = ("tasks", "auto")
@@ -42,6 +42,9 @@ class BenchPlan:
     ablation_clients: tuple[int, ...] = (4, 8, 16)  # FedRouter, single scenario; () = skip
     # FedRouter with the other K rule than the main table's, one row per scenario; () = skip
     k_rule_scenarios: tuple[str, ...] = SCENARIOS
+    # FedRouter with this tool's staggered round-robin instead of the authors' schedule, at every
+    # seed (a proposal of this tool's: it needs the main rows' evidence); () = skip
+    schedule_scenarios: tuple[str, ...] = ("dual", "all")
     curve_scenario: str | None = "dual"   # evaluate every round of `curve_methods` here; None = skip
     curve_methods: tuple[str, ...] = ("fedrouter", "fedit")
 
@@ -51,7 +54,7 @@ class BenchPlan:
                 raise FedrouterError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
         if self.k_rule not in K_RULES:
             raise FedrouterError(f"--k-rule must be one of {', '.join(K_RULES)}, got {self.k_rule!r}.")
-        for scenario in (*self.scenarios, *self.k_rule_scenarios, self.curve_scenario):
+        for scenario in (*self.scenarios, *self.k_rule_scenarios, *self.schedule_scenarios, self.curve_scenario):
             if scenario is not None and scenario not in SCENARIOS:
                 raise FedrouterError(f"Unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}.")
         if not self.methods or not self.scenarios or not self.seeds:
@@ -71,6 +74,7 @@ class Cell:
     clients: int
     k_rule: str = "tasks"       # FedRouter's local and global K rule (K_RULES)
     evaluations: tuple[tuple[str, str, int], ...] = field(default=())  # (mode, test_tasks, round; 0 = last)
+    schedule: str = "authors"   # FedRouter's round-robin (config.SCHEDULES)
 
     def run_dir(self, root: Path) -> RunDir:
         return BenchDir(root).cell(self.name)
@@ -78,11 +82,12 @@ class Cell:
     def describe(self) -> dict[str, Any]:
         """The fields every record of this cell starts with (finished, read back, or failed)."""
         return {"cell": self.name, "group": self.group, "scenario": self.scenario, "method": self.method,
-                "seed": self.seed, "clients": self.clients, "k_rule": self.k_rule}
+                "seed": self.seed, "clients": self.clients, "k_rule": self.k_rule, "schedule": self.schedule}
 
     @property
     def name(self) -> str:
-        setting = {"main": "", "clients": f"-c{self.clients}", "k-rule": f"-k{self.k_rule}"}[self.group]
+        setting = {"main": "", "schedule": f"-{self.schedule}", "clients": f"-c{self.clients}",
+                   "k-rule": f"-k{self.k_rule}"}[self.group]
         return f"{self.scenario}{setting}-s{self.seed}/{self.method}"
 
 
@@ -107,6 +112,10 @@ def plan_cells(plan: BenchPlan, config: Config) -> list[Cell]:
                 if seed == plan.seeds[0] and scenario == plan.curve_scenario and method in plan.curve_methods:
                     evals += [("local", "scenario", r) for r in range(1, rounds)]
                 cells.append(Cell("main", scenario, method, seed, clients, plan.k_rule, tuple(evals)))
+    for seed in plan.seeds:
+        for scenario in plan.schedule_scenarios:
+            cells.append(Cell("schedule", scenario, "fedrouter", seed, clients, plan.k_rule,
+                              (("local", "scenario", 0),), schedule="staggered"))
     seed = plan.seeds[0]
     other_rule = next(rule for rule in K_RULES if rule != plan.k_rule)
     for scenario in plan.k_rule_scenarios:
@@ -126,6 +135,7 @@ def cell_config(config: Config, cell: Cell) -> Config:
     }
     if alg == "fedrouter":  # FedCluster's --clusters (client groups) keeps its own default
         layer["train"]["global_clusters"] = cell.k_rule
+        layer["train"]["schedule"] = cell.schedule
     return build_config(config, layer)
 
 
@@ -194,10 +204,18 @@ def cell_fingerprints(config: Config, cell: Cell) -> dict[str, str]:
 
 
 def carried_over(config: Config, cell: Cell, ledger: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The ledger's record of `cell` if it finished with exactly this cell's settings and data."""
+    """The ledger's record of `cell` if it finished with exactly this cell's settings and data;
+    else a record of another name that did (the same experiment under the name of an earlier
+    plan: the staggered schedule's cells were the main table's FedRouter cells). Such a record
+    keeps where its per-sample scores were stored (`samples_cell`)."""
+    wanted = cell_fingerprints(config, cell)
     record = ledger.get(cell.name)
-    if record is None or "error" in record or record.get("fingerprints") != cell_fingerprints(config, cell):
-        return None
+    if record is None or "error" in record or record.get("fingerprints") != wanted:
+        record = next((r for r in ledger.values() if r.get("fingerprints") == wanted and r["method"] == cell.method
+                       and "error" not in r), None)
+        if record is None:
+            return None
+        record = record | cell.describe() | {"samples_cell": record.get("samples_cell", record["cell"])}
     return record | {"cached": True, "carried_over": True}
 
 

@@ -11,7 +11,8 @@ PAPER_ROUGE1: dict[str, dict[str, float | None]] = {
     "fedit": {"single": 0.546, "dual": 0.550, "all": 0.560, "generalization": 0.570},
     "feddpa": {"single": None, "dual": None, "all": None, "generalization": 0.461},
     "local": {"single": None, "dual": None, "all": None, "generalization": 0.25},
-    "fedcluster": {"single": None, "dual": None, "all": None, "generalization": 0.25},
+    # Table 1, single: FedCluster ties FedRouter at 0.561 (issue 34 corrected the missing figure)
+    "fedcluster": {"single": 0.561, "dual": None, "all": None, "generalization": 0.25},
     "fedsa": {"single": None, "dual": None, "all": None, "generalization": 0.25},
 }
 
@@ -72,6 +73,14 @@ def markdown(result: dict[str, Any], failures: list[dict[str, Any]], machine: di
             out.append(f"| {name} | {'–' if ks is None else ', '.join(map(str, ks))} | {_num(row['local_purity'])} | "
                        f"{row['global_clusters']} | {_num(row['global_purity'])} | {_fmt(row['routing_accuracy'])} | "
                        f"{_with_interval(row)} |")
+    if result.get("schedule"):
+        out += ["", "## Ablation: FedRouter's round-robin, the authors' schedule (local cluster r mod K, the main "
+                "table's rows) against this tool's staggered one, on the same seeds", "",
+                "| scenario | authors | staggered | staggered − authors, pooled | per seed |", "|---|---|---|---|---|"]
+        for scenario, row in result["schedule"].items():
+            seeds = "; ".join(f"s{seed}: {gap_cell(gap, significance=False)}" for seed, gap in row["per_seed"].items())
+            out.append(f"| {scenario} | {_with_interval(row['authors'])} | {_with_interval(row['staggered'])} | "
+                       f"{gap_cell(row['difference'])} | {seeds or '–'} |")
     if result["clients"]:
         out += ["", "## Ablation: number of clients (FedRouter, single scenario, on the ablation's seeds)", "",
                 f"| clients | ROUGE-1 | routing acc. | {SECONDS_COLUMN} | MB sent |", "|---|---|---|---|---|"]
@@ -152,34 +161,48 @@ def _paired_markdown(table: str, gaps: list[dict[str, Any]]) -> list[str]:
     left_out = sorted({t for g in gaps for t in (g.get("without_labels") or {}).get("left_out", [])})
     extra = f" without {', '.join(left_out)}: difference [95% interval] |" if left_out else ""
     out = ["", f"## Paired differences in ROUGE-1, {table}: FedRouter(*) minus each method on the same test samples",
-           "", "| method | against | seeds | samples | difference | 95% interval | significant |" + extra,
-           "|---|---|---|---|---|---|---|" + ("---|" if left_out else "")]
+           "", "Each seed's difference; the 95% interval over test samples (pooled over seeds); the 95% interval "
+           "that resamples seeds as well (hierarchical bootstrap), which the verdicts read.", "",
+           "| method | against | seeds | samples | difference | per seed | 95% interval, test samples | "
+           "95% interval, seeds and samples | significant |" + extra,
+           "|---|---|---|---|---|---|---|---|---|" + ("---|" if left_out else "")]
     for g in gaps:
-        mark = "**yes**" if g["excludes_zero"] else "no"
+        over = g.get("over_seeds", g)
+        mark = "**yes**" if over["excludes_zero"] else "no"
         line = (f"| {g['method']} | {g['against']} | {g['seeds']} | {g['samples']} | {g['mean']:+.4f} | "
-                f"[{g['low']:+.4f}, {g['high']:+.4f}] | {mark} |")
+                f"{per_seed_cell(g)} | [{g['low']:+.4f}, {g['high']:+.4f}] | "
+                f"[{over['low']:+.4f}, {over['high']:+.4f}] | {mark} |")
         out.append(line + (f" {gap_cell(g.get('without_labels'))} |" if left_out else ""))
     return out
 
 
 def gap_cell(gap: dict[str, Any] | None, significance: bool = True) -> str:
-    """'+0.0123 [+0.0010, +0.0240] **yes**': a paired difference in one cell."""
+    """'+0.0123 [+0.0010, +0.0240] **yes**': a paired difference in one cell, with the interval
+    that resamples seeds as well as test samples (the one verdicts read)."""
     if not gap:
         return "–"
-    mark = (" **yes**" if gap["excludes_zero"] else " no") if significance else ""
-    return f"{gap['mean']:+.4f} [{gap['low']:+.4f}, {gap['high']:+.4f}]{mark}"
+    over = gap.get("over_seeds", gap)
+    mark = (" **yes**" if over["excludes_zero"] else " no") if significance else ""
+    return f"{gap['mean']:+.4f} [{over['low']:+.4f}, {over['high']:+.4f}]{mark}"
+
+
+def per_seed_cell(gap: dict[str, Any] | None) -> str:
+    """'s0 +0.012, s1 −0.004': each seed's paired difference."""
+    seeds = (gap or {}).get("per_seed") or {}
+    return ", ".join(f"s{seed} {value:+.3f}" for seed, value in seeds.items()) or "–"
 
 
 def _orderings_markdown(checked: list[dict[str, Any]]) -> list[str]:
     if not any(c["holds"] is not None for c in checked):
         return []
     out = ["", "## The paper's orderings, checked here (ROUGE-1; paper values in braces)", "",
-           "| where | ordering | ours | paired difference [95% interval] | verdict | the same without label tasks |",
-           "|---|---|---|---|---|---|"]
+           "| where | ordering | ours | paired difference [95% interval over seeds and samples] | per seed | verdict "
+           "| the same without label tasks |",
+           "|---|---|---|---|---|---|---|"]
     for c in checked:
         paper = " {" + " vs ".join("–" if v is None else f"{v:.3f}" for v in c["paper"]) + "}"
         ours = "not run yet" if c["holds"] is None else f"{c['ours'][0]:.3f} vs {c['ours'][1]:.3f}"
         gap = c.get("paired")  # its verdict column says whether it excludes 0
         out.append(f"| {c['table']} | {c['better']} > {c['worse']} | {ours}{paper} | {gap_cell(gap, significance=False)} | "
-                   f"{c['verdict'] or '–'} | {gap_cell((gap or {}).get('without_labels'))} |")
+                   f"{per_seed_cell(gap)} | {c['verdict'] or '–'} | {gap_cell((gap or {}).get('without_labels'))} |")
     return out

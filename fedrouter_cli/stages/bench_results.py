@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fedrouter_cli import plots
+from fedrouter_cli import plots, stats
 from fedrouter_cli.files import atomic_path, read_table, write_json
 from fedrouter_cli.rundir import BenchResults, RunDir, client_name
 from fedrouter_cli.stages import bench_stats
@@ -31,8 +31,9 @@ PAPER_ORDERINGS: tuple[tuple[str, str, str], ...] = (
 
 def orderings(result: dict[str, Any], rows: dict[str, dict[str, list]] | None = None) -> list[dict[str, Any]]:
     """Each of the paper's orderings with our ROUGE-1 means and, where per-sample scores exist,
-    the paired difference's interval. verdict: 'holds' (interval above 0), 'does not hold'
-    (below 0), 'cannot tell' (it contains 0); without an interval the means decide, marked so."""
+    the paired difference's intervals. verdict (stats.verdict): 'holds' (the interval over seeds and
+    test samples above 0), 'does not hold' (below 0), 'cannot tell' (it contains 0); without an
+    interval the means decide, marked so."""
     def ours(table: str, method: str) -> float | None:
         found = result["generalization"] if table == "generalization" else result["scenarios"].get(table, {})
         return found[method]["rouge1"]["mean"] if method in found else None
@@ -46,10 +47,8 @@ def orderings(result: dict[str, Any], rows: dict[str, dict[str, list]] | None = 
             verdict = None
         elif gap is None:
             verdict = "holds (means only)" if a > b else "does not hold (means only)"
-        elif gap["excludes_zero"]:
-            verdict = "holds" if gap["mean"] > 0 else "does not hold"
         else:
-            verdict = "cannot tell"
+            verdict = stats.verdict(gap)
         checked.append({"table": table, "better": better, "worse": worse, "paper": paper, "ours": (a, b),
                         "holds": None if a is None or b is None else a > b, "verdict": verdict,
                         "margin": None if a is None or b is None else round(a - b, 4), "paired": gap})
@@ -124,7 +123,8 @@ def tables(records: list[dict[str, Any]], samples: dict[str, dict[str, dict[str,
     main = [r for r in ok if r["group"] == "main"]
     methods = [m for m in (BASE, *METHODS) if any(r["method"] == m for r in main)]
     scenarios = [s for s in ("single", "dual", "all") if any(r["scenario"] == s for r in main)]
-    result: dict[str, Any] = {"scenarios": {}, "generalization": {}, "clients": {}, "k_rule": {}, "paired": {}}
+    result: dict[str, Any] = {"scenarios": {}, "generalization": {}, "clients": {}, "k_rule": {}, "schedule": {},
+                              "paired": {}}
     scored: dict[str, dict[str, list]] = {}  # table -> method -> (record, samples) pairs
     for scenario in scenarios:
         members = {m: [r for r in main if r["scenario"] == scenario and r["method"] == m] for m in methods}
@@ -148,6 +148,7 @@ def tables(records: list[dict[str, Any]], samples: dict[str, dict[str, dict[str,
             result["clients"].setdefault(str(r["clients"]), []).append(r)
     result["clients"] = {n: _row(rs) for n, rs in sorted(result["clients"].items(), key=lambda kv: int(kv[0]))}
     result["k_rule"] = _k_rule_rows(ok, samples)
+    result["schedule"] = _schedule_rows(ok, samples)
     result["orderings"] = orderings(result, scored)
     return result
 
@@ -168,6 +169,27 @@ def _k_rule_rows(ok: list[dict[str, Any]], samples: dict) -> dict[str, dict[str,
                 "global_clusters": r["simulate"].get("global_clusters"),
                 "global_purity": r["simulate"].get("global_purity"),
                 "local_k": local.get("k"), "local_purity": local.get("purity")}
+    return rows
+
+
+def _schedule_rows(ok: list[dict[str, Any]], samples: dict) -> dict[str, dict[str, Any]]:
+    """FedRouter per scenario under the authors' schedule (the main table's cells) and this tool's
+    staggered one, on the seeds both have: each row's figures, and the paired difference
+    staggered - authors pooled over those seeds and seed by seed."""
+    rows: dict[str, dict[str, Any]] = {}
+    staggered = [r for r in ok if r["group"] == "schedule" and r["method"] == "fedrouter"]
+    for scenario in dict.fromkeys(r["scenario"] for r in staggered):
+        ablation = [r for r in staggered if r["scenario"] == scenario]
+        seeds = {r["seed"] for r in ablation}
+        main = [r for r in ok if r["group"] == "main" and r["method"] == "fedrouter" and r["scenario"] == scenario
+                and r["seed"] in seeds]
+        scored = {"staggered": _scored(ablation, "scenario", samples), "authors": _scored(main, "scenario", samples)}
+        per_seed = {}
+        for seed in sorted(seeds):
+            one = {name: [(r, s) for r, s in pairs if r["seed"] == seed] for name, pairs in scored.items()}
+            per_seed[str(seed)] = bench_stats.pair(one, "staggered", "authors")
+        rows[scenario] = {"authors": _row(main, samples=samples), "staggered": _row(ablation, samples=samples),
+                          "difference": bench_stats.pair(scored, "staggered", "authors"), "per_seed": per_seed}
     return rows
 
 
@@ -221,7 +243,9 @@ def write_results(out: Path, records: list[dict[str, Any]], plan: dict[str, Any]
     """Write bench.json, bench.md and the PNGs into `out`; returns their paths and the tables.
     `kept`: earlier records outside these tables, stored in bench.json so that none is lost."""
     out.mkdir(parents=True, exist_ok=True)
-    for record in records:
+    # records carried over under a new name copy their stored samples before a fresh cell of the
+    # old name overwrites them
+    for record in sorted(records, key=lambda r: "samples_cell" not in r):
         store_samples(out, record)
     failures = [r for r in records if "error" in r]
     ok = [r for r in records if "error" not in r]

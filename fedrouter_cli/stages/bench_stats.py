@@ -42,7 +42,13 @@ def samples_path(out: Path, cell_name: str) -> Path:
 
 
 def store_samples(out: Path, record: dict[str, Any]) -> None:
-    """Move a fresh record's in-memory samples to their file (bench.json keeps only the tables)."""
+    """Move a fresh record's in-memory samples to their file (bench.json keeps only the tables).
+    A record carried over under a new name (`samples_cell`) gets a copy of its stored samples
+    under that name, while they are still the record's (same fingerprints)."""
+    if (source := record.pop("samples_cell", None)) is not None and source != record["cell"]:
+        saved = samples_path(out, source)
+        if saved.exists() and json.loads(saved.read_text()).get("fingerprints") == record.get("fingerprints"):
+            record["samples"] = json.loads(saved.read_text())["evaluations"]
     samples = record.pop("samples", None)
     if samples is None:
         return

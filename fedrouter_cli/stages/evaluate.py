@@ -104,7 +104,7 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
         routings = [route(config, alg, test, inputs) for test in tests]
         cache = GenerationCache(run.generation_cache)
         predictions, seconds_generating, generated = generate_all(config, tests, routings, progress, cache, reuse=not force)
-        records = score_records(tests, routings, predictions)
+        records = score_records(tests, routings, predictions, config.eval.rouge_stemming)
         summary = summarize(task_sums(records))
         # samples_per_second: of the samples generated here (the rest were known by content)
         summary |= {"generation_seconds": round(seconds_generating, 3), "generated": generated,

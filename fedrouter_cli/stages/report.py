@@ -13,7 +13,7 @@ from fedrouter_cli.files import atomic_path, read_json, write_json
 from fedrouter_cli.plots import bar_chart
 from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.stages import bench_stats
-from fedrouter_cli.stages.bench_markdown import floor_sentence, gap_cell
+from fedrouter_cli.stages.bench_markdown import floor_sentence, gap_cell, per_seed_cell
 from fedrouter_cli.stages.bench_stats import CHALLENGERS
 
 METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
@@ -135,12 +135,17 @@ def markdown(table: list[dict[str, Any]], paired: list[dict[str, Any]] = ()) -> 
     if paired:
         left_out = sorted({t for g in paired for t in (g.get("without_labels") or {}).get("left_out", [])})
         extra = f" without {', '.join(left_out)}: difference [95% interval] |" if left_out else ""
-        lines += ["", "Paired differences in ROUGE-1 on the same test samples (95% bootstrap interval):", "",
-                  "| method | against | test set | samples | difference | 95% interval | significant |" + extra,
-                  "|---|---|---|---|---|---|---|" + "---|" * bool(left_out)]
+        lines += ["", "Paired differences in ROUGE-1 on the same test samples: each run's (seed's) difference, the 95% "
+                  "bootstrap interval over test samples, and the one that resamples runs as well, which decides "
+                  "significance:", "",
+                  "| method | against | test set | samples | difference | per run | 95% interval, test samples | "
+                  "95% interval, runs and samples | significant |" + extra,
+                  "|---|---|---|---|---|---|---|---|---|" + "---|" * bool(left_out)]
         for g in paired:
+            over = g.get("over_seeds", g)
             line = (f"| {g['method']} | {g['against']} | {g['test_tasks']} | {g['samples']} | {g['mean']:+.4f} | "
-                    f"[{g['low']:+.4f}, {g['high']:+.4f}] | {'**yes**' if g['excludes_zero'] else 'no'} |")
+                    f"{per_seed_cell(g)} | [{g['low']:+.4f}, {g['high']:+.4f}] | [{over['low']:+.4f}, {over['high']:+.4f}] | "
+                    f"{'**yes**' if over['excludes_zero'] else 'no'} |")
             lines.append(line + (f" {gap_cell(g.get('without_labels'))} |" if left_out else ""))
     return "\n".join(lines) + "\n"
 

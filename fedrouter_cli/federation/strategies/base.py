@@ -52,6 +52,8 @@ class Job:
     keep: str = "none"        # part the client keeps between rounds: 'none', 'all', 'lora_B'
     companion: str = ""       # name of another job of the message whose adapter, as sent, is active
                               # and frozen while this one trains ('' = none)
+    scale: float = 1.0        # weight of this job's adapter in the forward pass while it trains
+    companion_scale: float = 1.0  # weight of the companion's adapter meanwhile
 
 
 @dataclass
@@ -235,9 +237,9 @@ class AdapterStrategy(Strategy):
             # each node places the model on its own machine: 'auto' takes its GPU when it has one
             device=self.config.model.device, load_in_4bit=self.config.model.load_in_4bit,
             dp_epsilon=privacy.dp_epsilon, dp_clip=privacy.dp_clip, dp_delta=privacy.dp_delta,
-            group_by_length=t.group_by_length)
+            group_by_length=t.group_by_length, max_grad_norm=t.max_grad_norm)
         specs = [JobSpec(name=j.name, clusters=tuple(j.clusters), trainable=j.trainable, send=j.send, keep=j.keep,
-                         companion=j.companion) for j in jobs]
+                         companion=j.companion, scale=j.scale, companion_scale=j.companion_scale) for j in jobs]
         return TrainRequest(settings, specs, [j.adapter for j in jobs])
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:

@@ -1,27 +1,29 @@
-"""FedCluster: clustered federated learning on the similarity of client updates.
+"""FedCluster: clustered federated learning on the similarity of client updates, as the FedRouter
+authors ran it (their fed_global.py and fed_clustered.py).
 
-Round 1 is a warm-up: every client trains the shared initial adapter on all its data. The
-server takes each client's update (its returned adapter minus the one it was sent, flattened),
-L2-normalizes the updates, so that their squared distances are 2 - 2*cosine similarity, and
-groups clients with K-Means: K = --global-clusters, or with 'auto' the K of best silhouette over
-2..min(k_max, clients - 1) (one group when fewer than 3 clients replied). Each group's adapter
-starts as the FedAvg of its members' warm-up adapters; from round 2 on, clients train their
-group's adapter and the server averages within each group (weighted by samples). A client
-without a warm-up update (it failed in round 1) joins the group of most clients.
-Inference: the client's group adapter ('kNN') for every sample.
+Round 1 is a FedAvg warm-up: every client trains the shared initial adapter on all its data and
+the server averages the replies (weighted by samples). The server then compares the clients by
+their warm-up update of the last LoRA-B tensor (the last layer's last projection; returned minus
+sent, flattened): the cosine similarity of every pair gives each client a row of the similarity
+matrix, and Ward linkage over the Euclidean distances between those rows, cut at --clusters
+groups, gives the groups (with 'auto', the K of best silhouette over 2..min(k_max, clients - 1)).
+The grouping is made once. Every group starts from the warm-up's FedAvg; from round 2 on each
+client trains its group's adapter and the server takes the plain mean within each group (an
+empty group keeps its adapter). A client without a warm-up update (it failed in round 1) joins
+the group of most clients. Inference: the client's group adapter ('kNN') for every sample.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
-from fedrouter_cli.clustering import best_k, kmeans, silhouette_curve
 from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
 from fedrouter_cli.federation.strategies.base import Job, JobResult
 from fedrouter_cli.federation.strategies.common_baselines import BaselineStrategy, fedavg, one_adapter
-from fedrouter_cli.model.lora import Adapter
+from fedrouter_cli.model.lora import Adapter, average
 
 WARMUP = "warmup"
 
@@ -30,9 +32,23 @@ def group_name(group: int) -> str:
     return f"k{group:02d}"
 
 
-def flat_update(returned: Adapter, sent: Adapter) -> np.ndarray:
-    keys = sorted(sent)
-    return np.concatenate([(returned[k].astype(np.float64) - sent[k].astype(np.float64)).ravel() for k in keys])
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def last_lora_b_key(keys) -> str:
+    """The last LoRA-B tensor in the model's order (the highest layer; within it, the last
+    projection): the tensor the authors compare clients by."""
+    def place(key: str) -> tuple[int, int, str]:
+        layer = re.search(r"\.layers\.(\d+)\.", key)
+        module = next((i for i, p in enumerate(PROJECTIONS) if f".{p}." in key), -1)
+        return (int(layer.group(1)) if layer else -1, module, key)
+
+    return max((k for k in keys if "lora_B" in k), key=place)
+
+
+def last_b_update(returned: Adapter, sent: Adapter) -> np.ndarray:
+    key = last_lora_b_key(sent)
+    return (returned[key].astype(np.float64) - sent[key].astype(np.float64)).ravel()
 
 
 def cosine_matrix(updates: np.ndarray) -> np.ndarray:
@@ -45,16 +61,33 @@ def largest_group(groups: dict[int, int]) -> int:
     return int(np.argmax(np.bincount(list(groups.values()))))
 
 
-def group_clients(updates: np.ndarray, wanted: str | int, k_max: int, seed: int) -> np.ndarray:
-    """Group label per row of `updates` (clients), by K-Means on the L2-normalized updates."""
-    n = len(updates)
-    unit = updates / np.maximum(np.linalg.norm(updates, axis=1, keepdims=True), 1e-12)
+def ward_labels(similarity: np.ndarray, k: int) -> np.ndarray:
+    """Ward linkage over the Euclidean distances between the similarity matrix's rows, cut at k."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    if k <= 1 or len(similarity) < 2:
+        return np.zeros(len(similarity), dtype=np.int64)
+    tree = linkage(pdist(np.asarray(similarity, dtype=np.float64)), method="ward")
+    return fcluster(tree, t=min(k, len(similarity)), criterion="maxclust").astype(np.int64)
+
+
+def group_clients(similarity: np.ndarray, wanted: str | int, k_max: int) -> np.ndarray:
+    """Group label per client (0-based, numbered by first appearance) from their cosine-similarity
+    matrix; wanted: a number of groups or 'auto' (the best silhouette of the similarity rows)."""
+    from sklearn.metrics import silhouette_score
+
+    n = len(similarity)
     if wanted == "auto":
-        k = best_k(silhouette_curve(unit, 2, k_max, seed), threshold=-1.0) if n >= 3 else 1
+        scores = {}
+        for k in range(2, min(k_max, n - 1) + 1):
+            labels = ward_labels(similarity, k)
+            if len(set(labels.tolist())) > 1:
+                scores[k] = silhouette_score(similarity, labels)
+        k = max(scores, key=lambda k: (scores[k], -k)) if scores else 1
     else:
         k = min(int(wanted), n)
-    _, labels = kmeans(unit, k, seed)
-    # renumber by first appearance so group names do not depend on K-Means' label order
+    labels = ward_labels(similarity, k)
     order = {label: i for i, label in enumerate(dict.fromkeys(labels.tolist()))}
     return np.asarray([order[label] for label in labels.tolist()], dtype=np.int64)
 
@@ -77,26 +110,33 @@ class FedCluster(BaselineStrategy):
         tag = group_name(self.groups.get(client, largest_group(self.groups)))
         return [Job(name="group", clusters=(), adapter=self.adapters[tag], tag=tag)]
 
+    @staticmethod
+    def fingerprint_parts(train) -> tuple[dict[str, Any], ...]:
+        return ({"grouping": "authors-ward-last-b"},)  # runs grouped by K-Means on whole updates are not hits
+
     def combine(self, round_number: int, results: list[JobResult]) -> None:
         warm = sorted((r for r in results if r.job.tag == WARMUP), key=lambda r: r.client)
         if warm:
             self._form_groups(warm)
-        self.average_tags([r for r in results if r.job.tag != WARMUP])
+        # the authors' plain mean within a group (not weighted by samples)
+        for tag, group in self.weighted_groups([r for r in results if r.job.tag != WARMUP]).items():
+            self.adapters[tag] = average([r.adapter for r in group], [1.0] * len(group))
 
     def _form_groups(self, warm: list[JobResult]) -> None:
-        updates = np.stack([flat_update(r.adapter, r.job.adapter) for r in warm])
+        updates = np.stack([last_b_update(r.adapter, r.job.adapter) for r in warm])
         wanted = self.train.global_clusters
         if wanted == "tasks":  # as many client groups as tasks in the federation
             wanted = self.tasks_k(len(updates))
-        labels = group_clients(updates, wanted, self.config.cluster.k_max, self.train.seed)
-        self.similarity = np.round(cosine_matrix(updates), 6).tolist()
+        similarity = cosine_matrix(updates)
+        labels = group_clients(similarity, wanted, self.config.cluster.k_max)
+        self.similarity = np.round(similarity, 6).tolist()
         self.similarity_clients = [r.client for r in warm]
         self.groups = {r.client: int(g) for r, g in zip(warm, labels)}
         largest = largest_group(self.groups)
         for client in self.local_centroids:
             self.groups.setdefault(client, largest)
-        self.adapters = {group_name(g): fedavg([r for r, label in zip(warm, labels) if label == g])
-                         for g in sorted(set(labels.tolist()))}
+        warmed = fedavg(warm)  # every group starts from the warm-up's FedAvg
+        self.adapters = {group_name(g): {k: v.copy() for k, v in warmed.items()} for g in sorted(set(labels.tolist()))}
 
     @staticmethod
     def _client_adapter(state: dict[str, Any], client: int) -> str:

@@ -3,16 +3,21 @@
 Two algorithms share the training scheme and differ in how the local adapter trains and how the
 test-time weight is found:
 
-`feddpa`, as the authors' reference implementation does it:
-- Training: each round a client runs two jobs on all its data: the global adapter (sent whole,
-  FedAvg'd by the server, weighted by samples), then its own local adapter (kept on its node,
-  keep='all', send='none'), trained with the global adapter as the server sent it active and
-  frozen beside it (job companion: their LoRA updates add up in the forward pass, only the local
-  one gets gradients).
-- Inference: w_local = 0.5 x the mean cosine similarity between the instance's and 5 local
-  training instructions' last-token hidden states (last layer, on the formatted prompt, the base
-  model with the local adapter); the 5 are drawn at random (seeded: --seed, client) once per
-  client. w_global = 1 - w_local. w_local is clipped to [0, 1] and rounded to steps of 0.05.
+`feddpa`, as the authors' released code does it (Lydia-yang/FedDPA):
+- Training (code/main.py, code/fed_utils/client.py `set_local`): round 1 trains the global adapter
+  alone; from round 2 on each client runs two jobs on all its data: the global adapter alone
+  (sent whole, FedAvg'd by the server, weighted by samples) and its own local adapter (kept on its
+  node, keep='all', send='none'), trained at weight 0.5 beside the global adapter as the server
+  sent it at weight 0.5, frozen (job companion; the released layer forward adds
+  0.5*local(x) + 0.5*detach(global(x))), so only the local one gets gradients.
+- Inference (code/GlobalModel_generated.py `get_weight` and the loop after it, the LoRA layer's
+  forward): the global adapter is the active one, scaled by
+      w_global = 0.5 x mean cosine similarity
+  between the instance's last-token hidden state (last layer, formatted prompt, the base model
+  with the local adapter alone) and those of 5 local training instructions drawn at random for
+  that instance (seeded here: --seed, client, instance); the local adapter is scaled by
+  1 - w_global. w_global is clipped to [0, 1] and rounded to steps of 0.05, so a client needs at
+  most 11 mixed adapters (the released code applies the exact weight).
 
 `feddpa-knn`, this tool's earlier, cheaper variant:
 - Training: the local adapter trains on its own, not stacked on the frozen global one.
@@ -32,6 +37,7 @@ to at most 11 per client (PEFT adapter names cannot contain '.'). A client with 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -49,9 +55,9 @@ from fedrouter_cli.model.lora import Adapter
 LOCAL = "local"
 NEIGHBOURS = 5   # feddpa-knn: nearest train embeddings averaged
 STEPS = 10       # feddpa-knn: w_local is rounded to multiples of 1/STEPS
-ANCHORS = 5      # feddpa: local train instructions drawn per client
-SCALE = 0.5      # feddpa: w_local = SCALE x mean cosine similarity
-GRID = 20        # feddpa: w_local is rounded to multiples of 1/GRID (at most 11 values in [0, 0.5])
+ANCHORS = 5      # feddpa: local train instructions drawn per test instance
+SCALE = 0.5      # feddpa: w_global = SCALE x mean cosine similarity
+GRID = 20        # feddpa: the weights are rounded to multiples of 1/GRID (at most 11 values of w_local in [0.5, 1])
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -69,19 +75,23 @@ def local_weight(embeddings: np.ndarray, train_embeddings: np.ndarray, k: int = 
     return np.clip(nearest.mean(axis=1), 0.0, 1.0)
 
 
-def reference_weight(states: np.ndarray, anchor_states: np.ndarray, scale: float = SCALE) -> np.ndarray:
-    """feddpa's w_local per instance: scale x mean cosine similarity of its hidden state to the
-    anchors' (the drawn local train instructions'), clipped to [0, 1]."""
-    if len(anchor_states) == 0:
+def global_weight(states: np.ndarray, anchor_states: np.ndarray, scale: float = SCALE) -> np.ndarray:
+    """feddpa's w_global per instance: scale x the mean cosine similarity of its hidden state
+    (states[i]) to its own anchors' (anchor_states[i], [n, k, dim]: the local train instructions
+    drawn for it), clipped to [0, 1]."""
+    if anchor_states.shape[1] == 0:
         return np.zeros(len(states))
-    return np.clip(scale * (_unit(states) @ _unit(anchor_states).T).mean(axis=1), 0.0, 1.0)
+    unit_states = _unit(states)
+    unit_anchors = _unit(anchor_states.reshape(-1, anchor_states.shape[-1])).reshape(anchor_states.shape)
+    cosine = np.einsum("nd,nkd->nk", unit_states, unit_anchors)
+    return np.clip(scale * cosine.mean(axis=1), 0.0, 1.0)
 
 
-def draw_anchors(train_instructions: list[str], seed: int, client: int, k: int = ANCHORS) -> list[str]:
-    """k local train instructions drawn at random, the same for every run with this seed."""
-    rng = np.random.default_rng([seed, client])
-    picked = rng.choice(len(train_instructions), size=min(k, len(train_instructions)), replace=False)
-    return [train_instructions[i] for i in sorted(picked.tolist())]
+def draw_anchors(count: int, seed: int, client: int, instance: int, k: int = ANCHORS) -> list[int]:
+    """Indices of k local train instructions drawn at random for one test instance (seeded, so a
+    rerun draws the same)."""
+    rng = np.random.default_rng([seed, client, instance])
+    return sorted(rng.choice(count, size=min(k, count), replace=False).tolist())
 
 
 def quantize(weights: np.ndarray, steps: int = STEPS) -> np.ndarray:
@@ -126,11 +136,17 @@ class FedDPA(BaselineStrategy):
     def initialize(self) -> None:
         self.adapters = {GLOBAL: self.initial}
 
+    @staticmethod
+    def fingerprint_parts(train) -> tuple[dict[str, Any], ...]:
+        return ({"rules": "released-code"},)  # runs under the earlier, inverted rules are not hits
+
     def plan(self, round_number: int, client: int) -> list[Job]:
+        jobs = [Job(name=GLOBAL, clusters=(), adapter=self.adapters[GLOBAL], tag=GLOBAL)]
+        if self.stacked and round_number == 1:
+            return jobs  # the released code's first round trains the global adapter alone
         own = {} if client in self.has_state else self.initial
-        return [Job(name=GLOBAL, clusters=(), adapter=self.adapters[GLOBAL], tag=GLOBAL),
-                Job(name=LOCAL, clusters=(), adapter=own, tag=LOCAL, send="none", keep="all",
-                    companion=GLOBAL if self.stacked else "")]
+        stacked = {"companion": GLOBAL, "scale": 0.5, "companion_scale": 0.5} if self.stacked else {}
+        return jobs + [Job(name=LOCAL, clusters=(), adapter=own, tag=LOCAL, send="none", keep="all", **stacked)]
 
     def combine(self, round_number: int, results: list[JobResult]) -> None:
         self.average_tags(results, tags={GLOBAL})
@@ -146,18 +162,28 @@ class FedDPA(BaselineStrategy):
 
     @staticmethod
     def local_weights(inputs: InferenceInput, own: Adapter) -> np.ndarray:
+        """1 - w_global: each instance's anchors are its own draw; every train instruction drawn
+        for any instance is run through the model once."""
         if inputs.hidden_states is None:
             raise ValueError("feddpa needs the model's hidden states to weight its adapters (InferenceInput.hidden_states)")
-        anchors = draw_anchors(inputs.train_instructions, inputs.seed, inputs.client)
-        states = inputs.hidden_states(list(inputs.instructions) + anchors, own)
+        count = len(inputs.train_instructions)
+        draws = [draw_anchors(count, inputs.seed, inputs.client, i) for i in range(len(inputs.instructions))]
+        used = sorted({j for draw in draws for j in draw})
+        states = inputs.hidden_states(list(inputs.instructions) + [inputs.train_instructions[j] for j in used], own)
         n = len(inputs.instructions)
-        return reference_weight(states[:n], states[n:])
+        position = {j: n + p for p, j in enumerate(used)}
+        anchor_states = np.stack([states[[position[j] for j in draw]] for draw in draws]) if n else states[:0, None]
+        return 1.0 - global_weight(states[:n], anchor_states)
 
 
 class FedDPAKnn(FedDPA):
     name = "feddpa-knn"
     stacked = False
     weight_steps = STEPS
+
+    @staticmethod
+    def fingerprint_parts(train) -> tuple[dict[str, Any], ...]:
+        return ()  # its rules did not change with feddpa's
 
     @staticmethod
     def local_weights(inputs: InferenceInput, own: Adapter) -> np.ndarray:

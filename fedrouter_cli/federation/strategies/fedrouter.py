@@ -6,14 +6,19 @@ the number of tasks in the federation (the paper's rule, section 3.2); `auto` = 
 whose size-weighted silhouette is within 12% of the best, or the curve's knee if earlier (this
 tool's rule, clustering.best_global_k: it merges one task's sub-clusters rather than keep them
 apart); or a number.
-Each round, each client trains one global adapter, round-robin over the distinct global adapters
-it holds data for (each client's cycle starts at its own place, so every adapter moves every
-round), as one job on the data of all its local clusters that route to it; FedRouter*
-(`--variant star`) trains each of those adapters once every round. Where local clusters map
-one-to-one to global ones (the paper's setting) this is the paper's round-robin over local
-clusters; where several map to one adapter (a client split a task in two), the adapter is not
-trained twice as often, nor do the others wait for their turn. The server averages returned
-adapters per global cluster, weighted by samples; an untrained cluster keeps its adapter.
+Each round, each client trains one global adapter (`--schedule`):
+- `authors` (the paper's rule, as the authors' server.py runs it): in round r (from 1) the client
+  trains its local cluster r mod K (K its local clusters, in its own K-Means label order) on that
+  cluster's data, with the global adapter that cluster routes to. Which global adapter a client
+  trains in a round is therefore arbitrary per client.
+- `staggered` (this tool's proposal): round-robin over the distinct global adapters the client
+  holds data for, each client's cycle starting at its own place (so every adapter moves every
+  round), as one job on the data of all its local clusters that route to it; where several local
+  clusters map to one adapter (a client split a task in two), the adapter is not trained twice as
+  often, nor do the others wait for their turn.
+FedRouter* (`--variant star`) trains each adapter a client holds data for once every round. The
+server averages returned adapters per global cluster, weighted by samples; an untrained cluster
+keeps its adapter.
 """
 
 from __future__ import annotations
@@ -46,8 +51,9 @@ class FedRouter(AdapterStrategy):
         # the automatic global K's version; and the staggered round-robin, which came after runs
         # were made in step (only the standard variant has a round-robin: FedRouter* runs keep theirs)
         rule = ({"auto_rule": AUTO_RULE_VERSIONS["global"]},) if train.global_clusters == "auto" else ()
-        schedule = ({"round_robin": "staggered"},) if train.variant == "standard" else ()
-        return rule + schedule
+        schedule = ({"round_robin": train.schedule},) if train.variant == "standard" else ()
+        shared = ({"shared_init": True},) if train.shared_init else ()
+        return rule + schedule + shared
 
     def __init__(self, job) -> None:
         super().__init__(job)
@@ -79,7 +85,8 @@ class FedRouter(AdapterStrategy):
 
     def initialize(self) -> None:
         self.cluster_globally()
-        self.adapters = {adapter_name(g): self.job.initial_adapter(self.train.seed + g)
+        # one initialisation for all (the authors'), or one seed each
+        self.adapters = {adapter_name(g): self.job.initial_adapter(self.train.seed + (0 if self.train.shared_init else g))
                          for g in range(len(self.global_centroids))}
         most = max((len(set(r)) for r in self.routes.values()), default=0)
         if self.train.variant == "standard" and most > self.train.rounds:
@@ -91,6 +98,11 @@ class FedRouter(AdapterStrategy):
         routes = self.routes.get(client)
         if not routes:
             return []
+        if self.train.variant == "standard" and self.train.schedule == "authors":
+            local = round_number % len(routes)  # the authors' server: cluster `round mod K`, rounds from 1
+            g = routes[local]
+            return [Job(name=adapter_name(g), clusters=(local,), adapter=self.adapters[adapter_name(g)],
+                        tag=adapter_name(g))]
         held = sorted(set(routes))  # the distinct global adapters this client has data for
         # each client starts its cycle at its own place: in step, all clients holding the same
         # adapters would train the same one each round, and each adapter would move in only one
@@ -110,7 +122,12 @@ class FedRouter(AdapterStrategy):
         adapter. Global mode: the nearest of all global centroids, which reaches tasks the client
         never trained on."""
         state = inputs.state["extra"]
-        if inputs.mode == "local":
+        if inputs.mode == "local" and inputs.local_route == "global":
+            # the authors' client.py: the nearest of the global centroids the client's clusters map to
+            held = sorted(set(state["routes"][str(inputs.client)]))
+            centroids = np.asarray(state["global_centroids"], dtype=np.float32)[held]
+            chosen = [held[i] for i in nearest(inputs.embeddings, centroids)]
+        elif inputs.mode == "local":
             routes = state["routes"][str(inputs.client)]
             chosen = [routes[i] for i in nearest(inputs.embeddings, inputs.local_centroids)]
         else:
