@@ -282,9 +282,10 @@ def test_feddpa_mixture_adapter_is_the_weighted_sum() -> None:
 
 
 def test_feddpa_plan_and_route(tmp_path: Path) -> None:
-    """feddpa-knn (the nearest-neighbour rule); feddpa's own rule: tests/test_paper_rules.py."""
-    jobs = make(FedDPA, tmp_path).plan(1, 2)
-    assert [(j.name, j.companion) for j in jobs] == [("global", ""), ("local", "global")]
+    """feddpa-knn (the nearest-neighbour rule); feddpa's own rule: tests/test_feddpa.py."""
+    feddpa = make(FedDPA, tmp_path)
+    assert [(j.name, j.companion) for j in feddpa.plan(1, 2)] == [("global", "")]  # round 1: the global one alone
+    assert [(j.name, j.companion) for j in feddpa.plan(2, 2)] == [("global", ""), ("local", "global")]
     s = make(FedDPAKnn, tmp_path)
     jobs = s.plan(1, 2)
     assert [(j.name, j.send, j.keep, j.companion) for j in jobs] == [("global", "all", "none", ""),

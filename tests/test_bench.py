@@ -70,7 +70,9 @@ def test_cell_config_sets_method_and_k_rule() -> None:
     assert base.train.alg == Config().train.alg
     swapped = plan_cells(BenchPlan(scenarios=("dual",), methods=("fedrouter",), k_rule="auto",
                                    k_rule_scenarios=("dual",), ablation_clients=()), FLAN_LIKE)
-    assert [(c.group, c.k_rule) for c in swapped if c.method == "fedrouter"] == [("main", "auto"), ("k-rule", "tasks")]
+    assert [(c.group, c.k_rule, c.schedule) for c in swapped if c.method == "fedrouter"] == [
+        ("main", "auto", "authors"), ("schedule", "auto", "staggered"), ("k-rule", "tasks", "authors")]
+    assert not [c for c in cells if c.group == "schedule"]  # no main FedRouter row to compare with
 
 
 @pytest.mark.parametrize("bad", [{"methods": ("fedavg",)}, {"scenarios": ("triple",)}, {"seeds": ()},
@@ -147,7 +149,7 @@ def test_paper_orderings_are_checked_against_our_means() -> None:
     assert checked[("single", "fedrouter", "fedit")]["holds"] is None  # fedrouter single not run
     assert checked[("dual", "fedrouter", "fedit")]["paper"] == (0.558, 0.550)
     text = markdown(result, [])
-    assert "| dual | fedrouter > fedit | 0.400 vs 0.420 {0.558 vs 0.550} | – | does not hold (means only) | – |" in text
+    assert "| dual | fedrouter > fedit | 0.400 vs 0.420 {0.558 vs 0.550} | – | – | does not hold (means only) | – |" in text
     assert "| single | fedrouter > fedit | not run yet" in text
 
 

@@ -112,8 +112,8 @@ def plan_cells(plan: BenchPlan, config: Config) -> list[Cell]:
                 if seed == plan.seeds[0] and scenario == plan.curve_scenario and method in plan.curve_methods:
                     evals += [("local", "scenario", r) for r in range(1, rounds)]
                 cells.append(Cell("main", scenario, method, seed, clients, plan.k_rule, tuple(evals)))
-    for seed in plan.seeds:
-        for scenario in plan.schedule_scenarios:
+    for seed in plan.seeds:  # beside a main FedRouter row of the same scenario only
+        for scenario in [s for s in plan.schedule_scenarios if s in plan.scenarios and "fedrouter" in plan.methods]:
             cells.append(Cell("schedule", scenario, "fedrouter", seed, clients, plan.k_rule,
                               (("local", "scenario", 0),), schedule="staggered"))
     seed = plan.seeds[0]
