@@ -54,7 +54,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # keeps 32 because the bench's finished cells were measured with it.
     "quick": {
         "data": {"clients": 8, "train_per_client": 150, "test_per_client": 12},
-        "train": {"rounds": 4, "local_steps": 3, "batch_size": 4, "lr": 2e-3, "lr_floor": 0.25, "max_length": 128},
+        "train": {"rounds": 3, "local_steps": 3, "batch_size": 4, "lr": 2e-3, "lr_floor": 0.25, "max_length": 128},
         "eval": {"max_new_tokens": 64, "batch_size": 64},
     },
     "smoke": {

@@ -47,7 +47,7 @@ def run(
 ) -> None:
     """Run the whole pipeline: partition, embed, cluster-local, select-k, simulate, evaluate.
 
-    Defaults to the quick preset (the cpu preset's sizes, 4 rounds x 3 steps, 12 test samples per
+    Defaults to the quick preset (the cpu preset's sizes, 3 rounds x 3 steps, 12 test samples per
     client) on the built-in synthetic data and the offline model: about 6 minutes on 2 CPU cores.
     --preset cpu runs the bench's sizes (about 10 minutes). Every stage is cached: rerunning
     continues where it stopped.
