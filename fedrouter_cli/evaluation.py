@@ -126,7 +126,8 @@ def generate_all(config: Config, tests: list[ClientTest], routings: list[Routing
     for routing in routings:
         builds.update(routing.build)  # names are unique across clients
     weights = {name: build() for name, build in builds.items()}
-    digests = {name: adapter_digest(w, (with_rank(config.train, w).lora_r, with_rank(config.train, w).lora_alpha))
+    scales = {name: with_rank(config.train, w) for name, w in weights.items()}
+    digests = {name: adapter_digest(w, (scales[name].lora_r, scales[name].lora_alpha))
                for name, w in weights.items()} | {BASE: "base"}
     prompts, names, limits, owners = [], [], [], []
     for index, (test, routing) in enumerate(zip(tests, routings)):

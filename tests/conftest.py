@@ -177,3 +177,23 @@ def tokenizer():
     from fedrouter_cli.model.loading import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tokenizer):
+    """A randomly initialised two-layer Llama with the default model's vocabulary, LoRA-wrapped, its
+    tokenizer and LoRA settings (one per test module)."""
+    import torch
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fedrouter_cli.config import TrainConfig
+    from fedrouter_cli.model.lora import lora_config
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    train = TrainConfig(lora_r=2, lora_alpha=4, lora_dropout=0.0, target_modules=("q_proj", "v_proj"))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return get_peft_model(LlamaForCausalLM(config), lora_config(train)), tokenizer, train

@@ -48,24 +48,13 @@ def test_local_route_global_picks_among_the_global_centroids_of_the_clients_clus
     assert theirs.names == [f"g{s.routes[0][1]:02d}"]  # the nearest of the client's global centroids
 
 
-def test_clipping_bounds_the_step_adam_takes_from_a_tiny_gradient(tokenizer) -> None:
+def test_clipping_bounds_the_step_adam_takes_from_a_tiny_gradient(tiny_lm) -> None:
     """Adam divides by the gradient's scale, so clipping shows where the clipped gradient falls
     below Adam's epsilon: at 1e-12 the step is a small fraction of the unclipped one."""
-    import torch
-    from peft import get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from fedrouter_cli.config import TrainConfig
-    from fedrouter_cli.model.lora import get_adapter, lora_config, set_adapter_weights
+    from fedrouter_cli.model.lora import get_adapter, set_adapter_weights
     from fedrouter_cli.model.train import train_steps
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    train = TrainConfig(lora_r=2, lora_alpha=4, lora_dropout=0.0, target_modules=("q_proj", "v_proj"))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = get_peft_model(LlamaForCausalLM(config), lora_config(train))
+    model, tokenizer, _ = tiny_lm
     start = get_adapter(model)
     rows = [("Is it raining?", "no"), ("Summarize: Anna meets Ben.", "Anna and Ben meet.")]
     moved = {}
