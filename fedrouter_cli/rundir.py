@@ -188,10 +188,10 @@ class RunDir:
         folder = self.stage_dir("select-k", level)
         return folder / "scores.parquet", folder / "silhouette.png"
 
-    def report_files(self) -> tuple[Path, Path, Path]:
-        """`fedrouter report`'s table (JSON and Markdown) and its plot."""
-        folder = self.stage_dir("report")
-        return folder / "report.json", folder / "report.md", folder / "rouge1.png"
+    @property
+    def report_folder(self) -> Path:
+        """Where `fedrouter report` of this run alone writes its table and plot."""
+        return self.stage_dir("report")
 
 
 ROUND_STATE, ROUND_ADAPTERS = "state.json", "adapters"  # inside each saved round's folder

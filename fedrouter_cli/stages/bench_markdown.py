@@ -83,7 +83,7 @@ def markdown(result: dict[str, Any], failures: list[dict[str, Any]], machine: di
                        f"{gap_cell(row['difference'])} | {seeds or '–'} |")
     if result["clients"]:
         out += ["", "## Ablation: number of clients (FedRouter, single scenario, on the ablation's seeds)", "",
-                f"| clients | ROUGE-1 | routing acc. | {SECONDS_COLUMN} | MB sent |", "|---|---|---|---|---|"]
+                f"| clients | ROUGE-1 | routing acc. | {SECONDS_COLUMN} | MB sent (up+down) |", "|---|---|---|---|---|"]
         for n, row in result["clients"].items():
             out.append(f"| {n} | {_fmt(row['rouge1'])} | {_fmt(row['routing_accuracy'])} | "
                        f"{_fmt(row['seconds'], 0)} | {_fmt(row['megabytes'], 1)} |")
@@ -111,7 +111,7 @@ def _scenario_tables(result: dict[str, Any], scenarios: list[str]) -> list[str]:
         out += ["", f"### {s}", "",
                 "| method | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L | "
                 + "".join(f"{t} label acc. | {t} top answer | " for t in labels)
-                + f"routing acc. | {SECONDS_COLUMN} | MB sent |", "|---|" + "---|" * (7 + 2 * len(labels))]
+                + f"routing acc. | {SECONDS_COLUMN} | MB sent (up+down) |", "|---|" + "---|" * (7 + 2 * len(labels))]
         for m, row in rows.items():
             accuracy = "".join(f"{_num((row.get('label_accuracy') or {}).get(t, {}).get('mean'))} "
                                f"{_ci((row.get('label_accuracy') or {}).get(t))} | {_top_answer(row, t)} | "

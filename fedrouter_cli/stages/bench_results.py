@@ -231,11 +231,9 @@ def _embedding_map(path: Path, chosen: dict[str, Any]) -> None:
     plots.embedding_map(path, xy, tasks, owners, f"test embeddings, {chosen['scenario']} scenario (PCA)")
 
 
-def _error_bar(row: dict[str, Any]) -> float:
-    """Half the width of the row's bootstrap interval (the std over seeds where it has none)."""
-    if row.get("interval"):
-        return (row["interval"]["high"] - row["interval"]["low"]) / 2
-    return row["rouge1"]["std"] or 0.0
+def _error_bar(row: dict[str, Any]) -> tuple[float, float] | None:
+    """The row's bootstrap interval as the table gives it (None without per-sample scores)."""
+    return (row["interval"]["low"], row["interval"]["high"]) if row.get("interval") else None
 
 
 def write_results(out: Path, records: list[dict[str, Any]], plan: dict[str, Any],

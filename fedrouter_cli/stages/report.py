@@ -4,10 +4,13 @@ of FedRouter against every other method on the same test samples (fedrouter_cli.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+from fedrouter_cli.config import load_config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import atomic_path, read_json, write_json
 from fedrouter_cli.plots import bar_chart
@@ -17,19 +20,37 @@ from fedrouter_cli.stages.bench_markdown import floor_sentence, gap_cell, per_se
 from fedrouter_cli.stages.bench_stats import CHALLENGERS
 
 METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
+REPORT_FILES = ("report.json", "report.md", "rouge1.png")
+
+
+# settings that do not change what an evaluation scores (speed only), and the method's own
+# name and router mode, which name the row already
+NOT_A_SETTING = frozenset({"evaluate.batch_size", "evaluate.generation", "evaluate.mode", "simulate.round_timeout",
+                           "simulate.alg", "simulate.variant"})
+SEED_SETTINGS = ("partition.seed", "cluster-local.seed", "simulate.seed")
 
 
 def collect(runs: list[RunDir]) -> list[dict[str, Any]]:
-    """Every evaluate/<alg>/<mode>/scores.json of the runs, with the run's communication cost."""
+    """Every evaluate/<alg>/<mode>/scores.json of the runs, with the run's communication cost and
+    the settings that produced it (`setting`, seeds apart) and its seeds (`seed`)."""
     found = []
     for index, run in enumerate(runs):
+        model = load_config(run.config_path).model
         for scores_path in run.scores_files():
             if "@r" in scores_path.parent.name:
                 continue  # evaluations of earlier rounds are curves, not table rows
             scores = read_json(scores_path)
             simulated = run.manifest("simulate", scores["alg"]) or {}
             summary = simulated.get("summary", {})
+            setting: dict[str, Any] = {"model.model": model.model, "model.load_in_4bit": model.load_in_4bit}
+            for stage, sub in (("partition", ()), ("embed", ()), ("cluster-local", ()),
+                               ("simulate", (scores["alg"],)), ("evaluate", (scores["alg"], scores_path.parent.name))):
+                setting |= {f"{stage}.{k}": v for k, v in ((run.manifest(stage, *sub) or {}).get("config") or {}).items()}
+            variant = (simulated.get("config") or {}).get("variant", "standard")
             found.append({**scores, "run": str(run.root), "run_index": index,
+                          "method": scores["alg"] if variant == "standard" else f"{scores['alg']}-{variant}",
+                          "seed": tuple(setting.get(k) for k in SEED_SETTINGS),
+                          "setting": {k: v for k, v in setting.items() if k not in NOT_A_SETTING | set(SEED_SETTINGS)},
                           "predictions": str(run.predictions_file(scores["alg"], scores_path.parent.name)),
                           "bytes": summary.get("bytes_up", 0) + summary.get("bytes_down", 0),
                           "simulate_seconds": simulated.get("seconds")})
@@ -44,32 +65,72 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
 
 
-def _key(row: dict[str, Any]) -> tuple[str, str, str]:
+def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    """Rows with the same key are one setting's seeds: same method (variant included), router
+    mode, test set and every setting but the seed."""
     mode = "-" if row["alg"] == "base" else row["mode"]  # the base model has no router
-    return row["alg"], mode, row.get("test_tasks", "scenario")
+    setting = json.dumps(row.get("setting", {}), sort_keys=True, default=str)
+    return row.get("method", row["alg"]), mode, row.get("test_tasks", "scenario"), setting
 
 
-# (method, router mode, test set) -> its runs' rows, their records as the bench's statistics see
-# cells, and their per-sample scores ([] when any predictions file is gone)
-Groups = dict[tuple[str, str, str], tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, list]]]]
+# (method, router mode, test set, setting) -> its runs' rows, their records as the bench's
+# statistics see cells, and their per-sample scores ([] when any predictions file is gone)
+Groups = dict[tuple[str, str, str, str], tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, list]]]]
 
 
 def load_groups(rows: list[dict[str, Any]]) -> Groups:
-    """The rows grouped by (method, router mode, test set), each predictions file read once for
-    both the table and the paired differences."""
+    """The rows grouped by (method, router mode, test set, setting), each predictions file read
+    once for both the table and the paired differences. Runs are pooled only as seeds of one
+    setting; the same setting and seed twice would count one seed twice, so it is refused."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(_key(row), []).append(row)
+    for members in groups.values():
+        seen: dict[Any, str] = {}
+        for m in members:
+            if (seed := m.get("seed", m["run_index"])) in seen:
+                raise FedrouterError(f"{seen[seed]} and {m['run']} hold the same evaluation ({m['alg']}, same settings "
+                                     "and seed); pass each run once.")
+            seen[seed] = m["run"]
     return {key: (members, _records(members), _samples(members)) for key, members in sorted(groups.items())}
 
 
+def varying_settings(groups: Groups) -> list[str]:
+    """The settings whose value differs between rows that both have them (the base model has no
+    training settings): what the row names must show."""
+    values: dict[str, set[str]] = {}
+    for members, _, _ in groups.values():
+        for key, value in members[0].get("setting", {}).items():
+            values.setdefault(key, set()).add(json.dumps(value, sort_keys=True, default=str))
+    return sorted(key for key, seen in values.items() if len(seen) > 1)
+
+
+def row_name(method: str, setting: dict[str, Any], varying: list[str]) -> str:
+    """`method`, followed by the values of the settings that tell its row from the others."""
+    short = {key: key.split(".", 1)[1] for key in varying}
+    ambiguous = {name for name in short.values() if list(short.values()).count(name) > 1}
+    shown = [f"{key if short[key] in ambiguous else short[key]}={_plain(setting[key])}"
+             for key in varying if key in setting]
+    return f"{method} ({', '.join(shown)})" if shown else method
+
+
+def _plain(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def summarize(groups: Groups) -> list[dict[str, Any]]:
-    """Mean ± std over runs (seeds) of each (method, router mode, test set), with the bootstrap
-    interval of its ROUGE-1 and, on label tasks (one-word references such as QQP's yes/no), its
-    label accuracy, most common answer and the floor of always giving the majority label."""
+    """Mean ± std over runs (seeds) of each (method, router mode, test set, setting), with the
+    bootstrap interval of its ROUGE-1 and, on label tasks (one-word references such as QQP's
+    yes/no), its label accuracy, most common answer and the floor of always giving the majority
+    label. `name` is the method followed by the settings that tell the row from the others."""
+    varying = varying_settings(groups)
     table = []
-    for (alg, mode, test_tasks), (members, records, samples) in groups.items():
-        entry: dict[str, Any] = {"method": alg, "mode": mode, "test_tasks": test_tasks, "seeds": len(members)}
+    for (method, mode, test_tasks, _), (members, records, samples) in groups.items():
+        setting = members[0].get("setting", {})
+        entry: dict[str, Any] = {
+            "method": method, "name": row_name(method, setting, varying), "mode": mode, "test_tasks": test_tasks,
+            "setting": {key: setting[key] for key in varying if key in setting},
+            "seeds": len(members), "runs": [m.get("run") for m in members]}
         for metric in (*METRICS, "bytes", "simulate_seconds"):
             mean, std = mean_std([m.get(metric) for m in members])
             entry[metric] = None if mean is None else round(mean, 4)
@@ -94,18 +155,25 @@ def _samples(members: list[dict[str, Any]]) -> list[dict[str, list]]:
 
 
 def paired_rows(groups: Groups) -> list[dict[str, Any]]:
-    """FedRouter (each router mode; the bench's CHALLENGERS) minus every other method on the same
-    test set, paired on the same runs, clients and test samples: the difference in ROUGE-1 and its
-    95% interval, also without label tasks when there are some (bench_stats.pair, as the bench
-    computes it)."""
-    by_test_set: dict[str, dict[str, list]] = {}
-    for (alg, mode, test_tasks), (_, records, samples) in groups.items():
+    """FedRouter (each router mode; the bench's CHALLENGERS) minus every other method evaluated on
+    the same runs and test set, paired on the same clients and test samples: the difference in
+    ROUGE-1 and its 95% interval, also without label tasks when there are some (bench_stats.pair,
+    as the bench computes it). Rows of other runs (another scenario, say) share no test sample,
+    so they are not paired."""
+    varying = varying_settings(groups)
+    comparable: dict[tuple, dict[str, list]] = {}
+    challengers: set[str] = set()
+    for (method, mode, test_tasks, _), (members, records, samples) in groups.items():
         if samples:
-            by_test_set.setdefault(test_tasks, {})[f"{alg}/{mode}"] = list(zip(records, samples))
+            name = f"{row_name(method, members[0].get('setting', {}), varying)}/{mode}"
+            runs = tuple(sorted(m["run_index"] for m in members))
+            comparable.setdefault((test_tasks, runs), {})[name] = list(zip(records, samples))
+            if method in CHALLENGERS:
+                challengers.add(name)
     out = []
-    for test_tasks, methods in by_test_set.items():
+    for (test_tasks, _), methods in comparable.items():
         for mine in methods:
-            if mine.split("/")[0] not in CHALLENGERS:
+            if mine not in challengers:
                 continue
             for other in methods:
                 if other != mine and (gap := bench_stats.pair(methods, mine, other)) is not None:
@@ -123,12 +191,14 @@ def markdown(table: list[dict[str, Any]], paired: list[dict[str, Any]] = ()) -> 
         ci = entry.get("rouge1_interval")
         return "–" if not ci else f"[{ci['low']:.4f}, {ci['high']:.4f}]"
 
-    lines = ["| method | router | test set | seeds | ROUGE-1 | 95% interval | ROUGE-2 | ROUGE-L | routing acc. | MB sent | simulate s |",
+    lines = ["Runs are pooled as seeds only when they differ in nothing but the seed; a row's name adds the "
+             "settings that tell it from the others. MB sent counts both directions (server to nodes and back).", "",
+             "| method | router | test set | seeds | ROUGE-1 | 95% interval | ROUGE-2 | ROUGE-L | routing acc. | MB sent (up+down) | simulate s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         megabytes = "–" if not e["bytes"] else f"{e['bytes'] / 1e6:.1f}"
         seconds = "–" if e["simulate_seconds"] is None else f"{e['simulate_seconds']:.0f}"
-        lines.append(f"| {e['method']} | {e['mode']} | {e['test_tasks']} | {e['seeds']} | {cell(e, 'rouge1')} | "
+        lines.append(f"| {e.get('name', e['method'])} | {e['mode']} | {e['test_tasks']} | {e['seeds']} | {cell(e, 'rouge1')} | "
                      f"{interval(e)} | {cell(e, 'rouge2')} | {cell(e, 'rougeL')} | {cell(e, 'routing_accuracy')} | "
                      f"{megabytes} | {seconds} |")
     lines += _label_lines(table)
@@ -164,7 +234,7 @@ def _label_lines(table: list[dict[str, Any]]) -> list[str]:
         accuracy, answers = e["label_accuracy"][t], e["label_answers"].get(t, {})
         top = ", ".join(f"run {a['seed'] + 1}: {a['answer'] or '(none)'} {a['share']:.0%}"
                         for a in answers.get("top_answers", [])) or "–"
-        lines.append(f"| {e['method']} | {e['mode']} | {e['test_tasks']} | {t} | {accuracy['mean']:.4f} | "
+        lines.append(f"| {e.get('name', e['method'])} | {e['mode']} | {e['test_tasks']} | {t} | {accuracy['mean']:.4f} | "
                      f"[{accuracy['low']:.4f}, {accuracy['high']:.4f}] | {top} |")
         if "majority" in answers and e["seeds"] >= floors.get((e["test_tasks"], t), {}).get("seeds", 0):
             floors[(e["test_tasks"], t)] = {"seeds": e["seeds"], **answers}
@@ -173,23 +243,46 @@ def _label_lines(table: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def run_report(runs: list[RunDir]) -> dict[str, Any]:
+def default_folder(runs: list[RunDir]) -> Path:
+    """One run's report goes in its own report/; several runs' in a folder beside the first one,
+    named for the set (so the report of A and B never replaces A's own)."""
+    if len(runs) == 1:
+        return runs[0].report_folder
+    names = "+".join(run.root.resolve().name for run in runs)
+    if len(names) > 60:
+        digest = hashlib.sha256("\n".join(str(r.root.resolve()) for r in runs).encode()).hexdigest()[:8]
+        names = f"{runs[0].root.resolve().name}+{len(runs) - 1}-more-{digest}"
+    return runs[0].root.resolve().parent / f"report-{names}"
+
+
+def run_report(runs: list[RunDir], out: Path | None = None) -> dict[str, Any]:
+    """The table, paired differences and bar chart of every evaluation in `runs`, written to `out`
+    (default_folder when None) as report.json, report.md and rouge1.png."""
     # a mistyped second --run-dir would otherwise just drop that seed from the mean
     missing = [run.root for run in runs if not run.root.is_dir()]
     if missing:
         raise FedrouterError(f"--run-dir {missing[0]} does not exist; pass the run dirs `fedrouter evaluate` wrote to.")
+    roots = [run.root.resolve() for run in runs]
+    if len(set(roots)) < len(roots):
+        twice = next(r for r in roots if roots.count(r) > 1)
+        raise FedrouterError(f"--run-dir {twice} is given twice; pass each run once (a run counted twice would "
+                             "count its seed twice).")
     rows = collect(runs)
     if not rows:
         raise FedrouterError("No evaluated methods in the run dir(s); run `fedrouter evaluate` first.")
     groups = load_groups(rows)
     table = summarize(groups)
     paired = paired_rows(groups)
-    json_path, markdown_path, plot_path = runs[0].report_files()
-    write_json(json_path, {"runs": [str(r.root) for r in runs], "table": table, "paired": paired})
+    folder = out if out is not None else default_folder(runs)
+    json_path, markdown_path, plot_path = (folder / name for name in REPORT_FILES)
+    with atomic_path(plot_path) as tmp:
+        drawn = bar_chart(tmp, [f"{e['name']}/{e['mode']}" for e in table],
+                          [e["rouge1_interval"]["mean"] if e["rouge1_interval"] else e["rouge1"] or 0 for e in table],
+                          [(e["rouge1_interval"]["low"], e["rouge1_interval"]["high"]) if e["rouge1_interval"] else None
+                           for e in table], "ROUGE-1 (bars: 95% interval, as in report.md)")
+    write_json(json_path, {"runs": [str(r.root) for r in runs], "table": table, "paired": paired,
+                           "plot_error_bars": drawn})
     with atomic_path(markdown_path) as tmp:
         tmp.write_text(markdown(table, paired))
-    with atomic_path(plot_path) as tmp:
-        bar_chart(tmp, [f"{e['method']}/{e['mode']}" for e in table], [e["rouge1"] for e in table],
-                  [e["rouge1_std"] for e in table], "ROUGE-1 (mean over clients)")
     return {"table": table, "paired": paired, "markdown_path": str(markdown_path), "json_path": str(json_path),
-            "plot_path": str(plot_path)}
+            "plot_path": str(plot_path), "plot_error_bars": drawn}

@@ -62,17 +62,23 @@ def run_select_k(config: Config, run: RunDir, level: str, force: bool = False,
     mean = {k: statistics.fmean([s[k] for s in curves.values() if k in s]) for k in ks}
     std = {k: statistics.pstdev([s[k] for s in curves.values() if k in s]) for k in ks}
     chosen = Counter(best.values()).most_common(1)[0][0] if level == "local" else best["global"]
+    # the server's automatic rule, which trains, can pick a K below the highest score
+    rule_k = best_global_k(curves["global"]) if level == "global" else None
     rows = [(name, k, score) for name, scores in curves.items() for k, score in sorted(scores.items())]
     with staged_outputs(run, "select-k", level) as at:
         scores_path, plot_path = run.silhouette_files(level)
         write_table(at(scores_path), pa.table({
             "name": [r[0] for r in rows], "k": [r[1] for r in rows], "silhouette": [r[2] for r in rows]}))
-        silhouette_plot(at(plot_path), curves, f"{level} silhouette (best K = {chosen})")
+        if rule_k is not None:
+            silhouette_plot(at(plot_path), curves, f"global silhouette: the rule picks K = {rule_k}"
+                            f" (highest at K = {chosen})", marked=rule_k, marked_label=f"the rule's K = {rule_k}")
+        else:
+            silhouette_plot(at(plot_path), curves, f"local silhouette (most clients' best K = {chosen})")
         seconds = time.perf_counter() - started
         summary = {
             "level": level, "best_k": chosen, "best_per_client": best if level == "local" else {},
             # the argmax keeps a task's sub-clusters apart; the server's automatic rule is what trains
-            **({"server_k": best_global_k(curves["global"])} if level == "global" else {}),
+            **({"server_k": rule_k} if rule_k is not None else {}),
             "scores": {str(k): {"mean": round(mean[k], 4), "std": round(std[k], 4)} for k in ks},
             "scores_path": str(scores_path), "plot": str(plot_path),
         }
