@@ -6,8 +6,6 @@ import hashlib
 from collections import Counter
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import pairwise_distances, silhouette_score
 
 # A client whose best silhouette stays below this does not split into tasks: K = 1.
 # Measured with MiniLM on FLAN (README, "Choosing K"): single-task clients score 0.02-0.08,
@@ -64,6 +62,8 @@ def kmeans(points: np.ndarray, k: int, seed: int, weights: np.ndarray | None = N
     if key not in _FITS:
         if len(_FITS) > 4096:  # a long-lived process (the bench) keeps memory bounded
             _FITS.clear()
+        from sklearn.cluster import KMeans  # scikit-learn imports in ~2 s: only when a fit is needed
+
         model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(points, sample_weight=weights)
         _FITS[key] = (model.cluster_centers_.astype(np.float32), model.labels_.astype(np.int64))
     centroids, labels = _FITS[key]
@@ -75,6 +75,8 @@ def weighted_silhouette(points: np.ndarray, labels: np.ndarray, weights: np.ndar
     centroids weighted by their cluster sizes, the silhouette of the samples if each sat at its
     cluster's centroid. A point's own copies sit at distance 0 from it; a point alone in its
     cluster scores 0, as in scikit-learn."""
+    from sklearn.metrics import pairwise_distances
+
     weights = np.asarray(weights, dtype=np.float64)
     distances = pairwise_distances(points)  # chunked by scikit-learn: no [n, n, dim] temporary
     clusters = np.unique(labels)
@@ -95,6 +97,8 @@ def silhouette_curve(points: np.ndarray, k_min: int, k_max: int, seed: int,
                      weights: np.ndarray | None = None) -> dict[int, float]:
     """Silhouette score of K-Means for each K in [k_min, k_max] that the points allow; with
     `weights`, of the weighted K-Means, scored by the weighted silhouette."""
+    from sklearn.metrics import silhouette_score
+
     scores: dict[int, float] = {}
     for k in range(k_min, min(k_max, len(points) - 1) + 1):
         _, labels = kmeans(points, k, seed, weights)

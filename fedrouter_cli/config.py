@@ -97,6 +97,11 @@ class DataConfig:
         if self.seed < 0:
             _fail(f"--seed must be 0 or more, got {self.seed}.")
 
+    @property
+    def test_split(self) -> str:
+        """The partition split evaluate scores: the scenario's tasks or every task."""
+        return "test_all" if self.test_tasks == "all" else "test"
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -119,8 +119,8 @@ def prepare_node_dir(run: RunDir, client: str, dest: Path) -> Path:
     """Copy one client's node files (train rows, local clusters, centroids, and the test rows with
     the embeddings `evaluate --on nodes` needs) into `dest`.
 
-    The ClientApp learns its client index from the folder name, so `dest` must end in it
-    (e.g. /data/fedrouter/c03 for client c03).
+    The ClientApp learns its client index from the folder name, so `dest` must be named for it
+    (e.g. /data/fedrouter/c03 for client c03; rundir.client_index).
     """
     dest = Path(dest)
     node = NodeDir(dest)

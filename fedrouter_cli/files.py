@@ -10,12 +10,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from fedrouter_cli.errors import CorruptArtifactError, MissingInputError
+
+if TYPE_CHECKING:  # pyarrow is imported where a table is read or written, so the CLI starts fast
+    import pyarrow as pa
 
 
 @contextmanager
@@ -77,6 +77,8 @@ def read_json(path: Path) -> Any:
 
 
 def write_table(path: Path, table: pa.Table) -> None:
+    import pyarrow.parquet as pq
+
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
@@ -84,6 +86,9 @@ def write_table(path: Path, table: pa.Table) -> None:
 def read_table(path: Path, text_columns: tuple[str, ...] = ()) -> pa.Table:
     """A Parquet table, checked before any stage works on it: valid UTF-8 text, and the named
     columns present as text (a binary or numeric column would fail deep inside a stage)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if not path.exists():
         raise MissingInputError(f"{path} does not exist; run the stage that writes it first.")
     try:

@@ -6,7 +6,8 @@ highest first:
    keeps 8 clients;
 3. the preset, when one is given on the command line; without one, the run dir's saved
    config.toml (so `fedrouter evaluate` after `fedrouter simulate --scenario all` evaluates the run
-   that was simulated), or a command's default preset for a new run dir (`run` and `bench`: cpu);
+   that was simulated), or for a new run dir a command's default preset (`run`: quick, `bench`:
+   cpu; the others: machine_preset, cpu without a GPU);
 4. the defaults here.
 A preset fills in what nobody typed; it never overwrites a typed value. In a run dir saved without
 typed.toml (older versions, scripts), every saved value that differs from the defaults counts as typed.
@@ -63,6 +64,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "eval": {"max_new_tokens": 6, "batch_size": 8},
     },
 }
+
+
+def machine_preset() -> str:
+    """The preset of a new run dir given none: the paper's sizes where torch sees a CUDA GPU, the
+    cpu preset's otherwise (the paper's 25 x 10 steps at length 1024 would take days on a laptop)."""
+    from fedrouter_cli.model.device import resolve_device
+
+    return "paper" if resolve_device("auto").is_cuda else "cpu"
 
 
 def typed_path(config_path: Path) -> Path:

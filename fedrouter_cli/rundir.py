@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +29,16 @@ def client_name(index: int) -> str:
     return f"c{index:02d}"
 
 
+CLIENT_FOLDER = re.compile(r"(?:c|node-?)(\d{1,4})")
+
+
 def client_index(name: str) -> int | None:
-    """The client a name stands for: the number it holds ('c03', a node folder 'c03' or 'node-3'),
-    None when it holds none. The inverse of client_name, and how a node knows its client."""
-    digits = "".join(ch for ch in name if ch.isdigit())
-    return int(digits) if digits else None
+    """The client a name stands for, read exactly: 'c03' (as client_name writes it) or a node
+    folder 'node-3' / 'node3' is client 3; anything else ('c03-copy2', 'data') is None, never a
+    number pieced together from its digits. The inverse of client_name, and how a node knows its
+    client."""
+    match = CLIENT_FOLDER.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 def fingerprint(*parts: Any) -> str:
@@ -75,6 +84,36 @@ class RunDir:
         from fedrouter_cli.generation_cache import CACHE_FILE
 
         return (self.cache_dir or self.root / "cache") / CACHE_FILE
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the run dir's lock while a command writes to it, so that a second command on the
+        same run dir stops with one sentence instead of both writing. The lock file lives in the
+        user's cache (keyed by the run dir's path), not in the run dir, so a run dir holds only
+        artifacts, and a new one is locked before it exists. The OS drops the lock when a
+        process dies, so a killed command leaves nothing to clean up."""
+        import fcntl
+
+        from fedrouter_cli.model.loading import cache_root
+
+        path = cache_root() / "locks" / f"{hashlib.sha256(str(self.root).encode()).hexdigest()[:20]}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip()
+                raise FedrouterError(f"Another fedrouter command{f' (process {holder})' if holder else ''} is "
+                                     f"writing to {self.root}; wait for it to finish, or pass another --run-dir.") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- config and manifests -------------------------------------------------------------
     @property

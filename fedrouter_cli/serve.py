@@ -97,9 +97,11 @@ EXPORT_README = """# FedRouter export
 """
 
 
-def export_run(config: Config, run: RunDir, out: Path) -> dict:
+def export_run(config: Config, run: RunDir, out: Path, force: bool = False) -> dict:
+    """Write the adapters, the router and a README to the new folder `out`; `force` replaces an
+    earlier export there (never another folder's contents)."""
     from fedrouter_cli.data.prompts import PROMPT_TEMPLATE
-    out = _export_target(run, out)  # the user's path first: a typo should not wait for the run's checks
+    out = _export_target(run, out, force)  # the user's path first: a typo should not wait for the run's checks
     round_number, centroids, names, adapters_dir = _global_router(run, config)
     if not adapters_dir.is_dir():  # so that an OSError below can only be about --out
         raise FedrouterError(f"{adapters_dir} is missing; rerun `fedrouter simulate --force`.")
@@ -131,8 +133,9 @@ def _name_base_model(adapter_config: Path, model: str) -> None:
     adapter_config.write_text(json.dumps(settings, indent=2))
 
 
-def _export_target(run: RunDir, out: Path) -> Path:
-    """`out` resolved (symlinks too, so none can lead into the run dir), checked to be a new or empty folder."""
+def _export_target(run: RunDir, out: Path, force: bool = False) -> Path:
+    """`out` resolved (symlinks too, so none can lead into the run dir), checked to be a new or
+    empty folder, or with `force` an earlier export."""
     try:
         out = Path(out).expanduser().resolve()
     except (RuntimeError, OSError):  # a symlink loop
@@ -144,5 +147,10 @@ def _export_target(run: RunDir, out: Path) -> Path:
     if blocker := file_in_the_way(out):
         raise FedrouterError(f"--out {out} lies inside the file {blocker}; pass a new or empty folder.")
     if out.exists() and any(out.iterdir()):
-        raise FedrouterError(f"--out {out} exists and is not empty; pass a new or empty folder.")
+        if force and (out / "router" / "router.json").is_file():
+            return out  # an earlier export, replaced whole once the new one is written
+        hint = "" if force else " (or --force to replace an earlier export)"
+        raise FedrouterError(f"--out {out} exists and is not empty"
+                             + (" and holds no earlier export" if force else "")
+                             + f"; pass a new or empty folder{hint}.")
     return out

@@ -171,3 +171,50 @@ def test_a_stage_in_a_log_shows_progress_lines_and_no_library_noise(smoke_simula
     noise = (smoke_simulated[0].parent / "simulate.stderr").read_text()
     for library_message in ("gemm_4bit", "Warning", "warnings.warn", "Loading weights", "publisher trust check"):
         assert library_message not in noise, noise[-2000:]
+
+
+def test_version_json_errors_and_a_run_dir_in_use(tmp_path: Path) -> None:
+    from fedrouter_cli import __version__
+    from fedrouter_cli.rundir import RunDir
+
+    assert invoke("--version").stdout.strip() == f"fedrouter {__version__}"
+    # with --json a script reads an error where it reads results: one JSON object on stdout
+    for args, message in ((["partition", "--scenario", "triple"], "--scenario must be one of"),
+                          (["partition", "--no-such-option"], "No such option")):
+        failed = invoke(*args, "--run-dir", str(tmp_path / "r"), "--json")
+        assert failed.returncode == 2
+        error = json.loads(failed.stdout)
+        assert error["exit_code"] == 2 and message in error["error"]
+    # a second command on a run dir another one is writing stops at once, and writes nothing
+    run = RunDir(tmp_path / "busy")
+    with run.writing():
+        busy = invoke("partition", "--run-dir", str(run.root), "--clients", "2", "--train-per-client", "4",
+                      "--test-per-client", "2")
+    assert busy.returncode == 2 and "Another fedrouter command" in busy.stderr and not run.root.exists()
+    free = invoke("partition", "--run-dir", str(run.root), "--clients", "2", "--train-per-client", "4",
+                  "--test-per-client", "2")
+    assert free.returncode == 0, free.stderr
+
+
+def test_a_new_run_dir_without_a_preset_gets_the_machines_sizes(tmp_path: Path) -> None:
+    """Not the paper's 600/300 samples per client and 25 x 10 steps at length 1024 on a laptop:
+    the cpu preset without a GPU (the paper's with one), as `run` picks its own."""
+    from fedrouter_cli.config import load_config
+    from fedrouter_cli.presets import PRESETS, machine_preset
+
+    assert invoke("partition", "--run-dir", str(tmp_path / "r"), "--scenario", "single").returncode == 0
+    saved = load_config(tmp_path / "r" / "config.toml")
+    expected = PRESETS[machine_preset()]
+    assert (saved.data.train_per_client, saved.train.rounds, saved.train.max_length) == (
+        expected["data"]["train_per_client"], expected["train"]["rounds"], expected["train"]["max_length"])
+    assert saved.data.scenario == "single"
+    if machine_preset() == "cpu":
+        assert (saved.data.train_per_client, saved.data.test_per_client, saved.train.rounds) == (150, 25, 5)
+
+
+@pytest.mark.parametrize(("name", "client"), [("c03", 3), ("c3", 3), ("node-12", 12), ("node7", 7), ("c03-copy2", None),
+                                              ("data", None), ("site3", None), ("c", None)])
+def test_a_node_folder_names_its_client_exactly(name: str, client: int | None) -> None:
+    from fedrouter_cli.rundir import client_index
+
+    assert client_index(name) == client

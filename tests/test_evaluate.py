@@ -57,7 +57,9 @@ def test_evaluate_scores_and_routes(simulated_copy: Path, mode: str) -> None:
 def test_base_model_row_and_generate_and_export(simulated_copy: Path, tmp_path: Path) -> None:
     base = ok_json("evaluate", "--run-dir", str(simulated_copy), "--alg", "base")
     assert base["alg"] == "base" and base["routing_accuracy"] is None and base["samples"] == 16
-    payload = ok_json("generate", "--run-dir", str(simulated_copy),
+    settings = [simulated_copy / "config.toml", simulated_copy / "typed.toml"]
+    saved = [path.read_bytes() for path in settings]
+    payload = ok_json("generate", "--run-dir", str(simulated_copy), "--max-new-tokens", "3", "--round", "1",
                       "Task: headline generation.\nWrite a headline for this article.\nArticle: Rain fell on Monday.")
     assert payload["adapter"] in payload["distances"]
     assert payload["distances"][payload["adapter"]] == min(payload["distances"].values())
@@ -65,8 +67,16 @@ def test_base_model_row_and_generate_and_export(simulated_copy: Path, tmp_path: 
     exported = ok_json("export", "--run-dir", str(simulated_copy), "--out", str(tmp_path / "export"))
     assert (tmp_path / "export" / "README.md").exists()
     assert len(pq.read_table(tmp_path / "export" / "router" / "centroids.parquet")) == len(exported["adapters"])
-    again = cli("export", "--run-dir", str(simulated_copy), "--out", str(tmp_path / "export"))
+    again = cli("export", "--run-dir", str(simulated_copy), "--out", str(tmp_path / "export"), "--round", "1")
     assert again.exit_code == 2 and "not empty" in again.stderr
+    replaced = ok_json("export", "--run-dir", str(simulated_copy), "--out", str(tmp_path / "export"), "--round", "1",
+                       "--force")  # an earlier export is replaced whole ...
+    assert replaced["round"] == 1 and (tmp_path / "export" / "README.md").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")  # ... any other folder's contents never
+    refused = cli("export", "--run-dir", str(simulated_copy), "--out", str(tmp_path / "mine"), "--force")
+    assert refused.exit_code == 2 and "holds no earlier export" in refused.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     # an exported adapter names a base model that PEFT's auto class loads by itself (here the tiny
     # model's folder; for the offline default, its hub id)
     from peft import AutoPeftModelForCausalLM
@@ -77,6 +87,10 @@ def test_base_model_row_and_generate_and_export(simulated_copy: Path, tmp_path: 
     assert AutoPeftModelForCausalLM.from_pretrained(str(first)).peft_config
     ok_json("evaluate", "--run-dir", str(simulated_copy), "--mode", "local")  # a cache hit after the test above
     report = ok_json("report", "--run-dir", str(simulated_copy))
+    # one-off commands (generate, export, report; evaluate's --mode and --round) change nothing a
+    # later command reads
+    ok_json("evaluate", "--run-dir", str(simulated_copy), "--mode", "global", "--round", "1")
+    assert [path.read_bytes() for path in settings] == saved
     table = {(e["method"], e["mode"]): e for e in report["table"]}
     assert table[("base", "-")]["rouge1"] == base["rouge1"] and table[("base", "-")]["seeds"] == 1
     interval = table[("base", "-")]["rouge1_interval"]

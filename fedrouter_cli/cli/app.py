@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import click
 import typer
 
 from fedrouter_cli.cli.bench import bench
@@ -17,14 +20,21 @@ from fedrouter_cli.cli.select_k import select_k
 from fedrouter_cli.cli.serve import export, generate
 from fedrouter_cli.cli.simulate import simulate
 
+class _PlainHelp(click.HelpFormatter):
+    """Click's help layout, minus the backslash Typer puts before '[' (an escape for Rich markup,
+    which plain help does not use)."""
+
+    def write_dl(self, rows, *args, **kwargs) -> None:
+        super().write_dl([(term.replace("\\[", "["), text.replace("\\[", "[")) for term, text in rows], *args, **kwargs)
+
+
+click.Context.formatter_class = _PlainHelp  # every command's help, subcommands included
+
 app = typer.Typer(
     name="fedrouter",
-    help="Task-centric personalized federated fine-tuning of language models (FedRouter) on Flower.\n\n"
-         "Stages persist their outputs in a run directory and are cached; each command runs the "
-         "stages it needs first. Start with `fedrouter run`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="markdown",  # docstring paragraphs reflow instead of keeping source line breaks
+    rich_markup_mode=None,  # click's plain help: wraps at the terminal's width, never cuts an option name
     add_completion=False,
     cls=PlainErrorsGroup,
 )
@@ -43,6 +53,23 @@ for name, command in {
 }.items():
     app.command(name)(command)
 app.add_typer(deploy_app, name="deploy")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from fedrouter_cli import __version__
+
+        typer.echo(f"fedrouter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """Task-centric personalized federated fine-tuning of language models (FedRouter) on Flower.
+
+    Stages persist their outputs in a run directory and are cached; each command runs the stages it
+    needs first. Start with `fedrouter run`."""
 
 
 def main() -> None:

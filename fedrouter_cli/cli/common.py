@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +124,15 @@ def announce_changes(run: RunDir, saved: Config | None, config: Config) -> None:
 def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
             overrides: dict[str, dict[str, Any]],
             action: Callable[[Config, RunDir, Callable[[str, int, int], None]], dict[str, Any]],
-            render: Callable[[dict[str, Any], Console], None], default_preset: str | None = None) -> None:
+            render: Callable[[dict[str, Any], Console], None], default_preset: str | None = None,
+            persist: bool = True, one_off: dict[str, tuple[str, ...]] | None = None) -> None:
     """Run one command: config from options, earlier typed options, preset and the saved config
-    (fedrouter_cli.config's docstring says which wins), then the action, then output."""
+    (fedrouter_cli.presets' docstring says which wins), then the action, then output.
+
+    default_preset: the preset of a new run dir given none (default: the one that fits the machine,
+    fedrouter_cli.presets.machine_preset). persist=False: a one-off command (generate, export,
+    report) that leaves the run's saved settings as they were; one_off: settings of this command
+    that apply to it alone (evaluate's --mode and --round), not saved for later commands."""
     quiet_libraries()
     show_own_warnings()
     if debug:
@@ -135,45 +141,72 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
     try:
         run = RunDir(run_dir)
         saved = load_config(run.config_path) if run.config_path.exists() else None
+        if saved is None and preset is None and default_preset is None:
+            from fedrouter_cli.presets import machine_preset
+
+            default_preset = machine_preset()
         config = resolve_config(run.config_path, preset, overrides, default_preset)
         announce_changes(run, saved, config)
         if (overrides.get("model") or {}).get("device") is not None:
             from fedrouter_cli.model.device import resolve_device
 
             resolve_device(config.model.device)  # --device cuda without CUDA: one sentence, before any work
-        with progress_reporter(enabled=not json_out) as progress:
+        with run.writing() if persist else nullcontext(), progress_reporter(enabled=not json_out) as progress:
             payload = action(config, run, progress)
-        run.root.mkdir(parents=True, exist_ok=True)
-        save_config(run.config_path, config)
-        save_typed(run.config_path, overrides)
+            if persist:
+                run.root.mkdir(parents=True, exist_ok=True)
+                save_config(run.config_path, keep_saved(config, saved, one_off or {}))
+                save_typed(run.config_path, without(overrides, one_off or {}))
     except FedrouterError as exc:
         if debug:
             raise
-        stderr.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        fail(str(exc), exc.exit_code, json_out)
     except KeyboardInterrupt:
-        stderr.print("Interrupted; completed stages and rounds are kept, rerun to continue.")
-        raise typer.Exit(130) from None
+        fail("Interrupted; completed stages and rounds are kept, rerun to continue.", 130, json_out, plain=True)
     except FederationStopped as exc:
         if debug:
             raise
-        stderr.print(f"[red]Error:[/red] {escape(str(exc))}; the finished rounds are kept, "
-                     "so rerun the same command to resume.", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(f"{exc}; the finished rounds are kept, so rerun the same command to resume.", 1, json_out)
     except Exception as exc:  # a bug, not bad input: say so plainly
         if debug:
             raise
-        stderr.print(f"[red]Internal error:[/red] {exc.__class__.__name__}: {escape(str(exc))}. "
-                     "Rerun with --debug for the traceback and report it.", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        fail(f"{exc.__class__.__name__}: {exc}. Rerun with --debug for the traceback and report it.", 1, json_out,
+             label="Internal error")
     if json_out:
         sys.stdout.write(json.dumps(payload, default=str) + "\n")
     else:
         render(payload, out)
 
 
+def fail(message: str, exit_code: int, json_out: bool, label: str = "Error", plain: bool = False) -> None:
+    """Say what went wrong in one line on stderr (and, with --json, as one JSON object on stdout,
+    so a script reads the error where it reads results), then exit with `exit_code`."""
+    stderr.print(escape(message) if plain else f"[red]{label}:[/red] {escape(message)}", highlight=False,
+                 soft_wrap=True)
+    if json_out:
+        sys.stdout.write(json.dumps({"error": message, "exit_code": exit_code}) + "\n")
+    raise typer.Exit(exit_code) from None
+
+
+def keep_saved(config: Config, saved: Config | None, one_off: dict[str, tuple[str, ...]]) -> Config:
+    """`config` with the one-off settings put back to the run's saved values (or the defaults)."""
+    from dataclasses import replace
+
+    before = saved or Config()
+    for section, names in one_off.items():
+        kept = {name: getattr(getattr(before, section), name) for name in names}
+        config = replace(config, **{section: replace(getattr(config, section), **kept)})
+    return config
+
+
+def without(overrides: dict[str, dict[str, Any]], one_off: dict[str, tuple[str, ...]]) -> dict[str, dict[str, Any]]:
+    """The typed options minus the one-off ones, which are not remembered for later commands."""
+    return {section: {k: v for k, v in values.items() if k not in one_off.get(section, ())}
+            for section, values in overrides.items()}
+
+
 @contextmanager
-def guarded(debug: bool) -> Iterator[None]:
+def guarded(debug: bool, json_out: bool = False) -> Iterator[None]:
     """For commands without a run dir: bad input becomes one sentence and exit 2."""
     quiet_libraries()
     try:
@@ -181,19 +214,25 @@ def guarded(debug: bool) -> Iterator[None]:
     except FedrouterError as exc:
         if debug:
             raise
-        stderr.print(f"[red]Error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        fail(str(exc), exc.exit_code, json_out)
 
 
 class PlainErrorsGroup(TyperGroup):
     """Prints usage errors (a bad option value, an unknown option) as click's plain `Error: ...`
-    line, like the tool's own errors, instead of Typer's box, which wraps long messages."""
+    line, like the tool's own errors, instead of Typer's box, which wraps long messages; with
+    --json anywhere on the line, also as one JSON object on stdout."""
+
+    def main(self, args: list[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
+        self._json = "--json" in (sys.argv[1:] if args is None else list(args))
+        return super().main(args, *rest, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.ClickException as exc:
             exc.show()
+            if getattr(self, "_json", False):
+                sys.stdout.write(json.dumps({"error": exc.format_message(), "exit_code": exc.exit_code}) + "\n")
             raise click.exceptions.Exit(exc.exit_code) from None
 
 

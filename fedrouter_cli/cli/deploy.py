@@ -24,11 +24,11 @@ from fedrouter_cli.cli.common import execute, guarded
 from fedrouter_cli.errors import FedrouterError
 
 deploy_app = typer.Typer(help="Run across machines on Flower's deployment engine (SuperLink + one SuperNode per client).",
-                         no_args_is_help=True, add_completion=False, rich_markup_mode="markdown")
+                         no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
 ClientOpt = Annotated[int, typer.Option("--client", help="This machine's client number (0-based).")]
-NodeDirOpt = Annotated[Path, typer.Option("--node-dir", help="The SuperNode's data folder; its name ends in the "
-                                                             "client number, e.g. /data/fedrouter/c03.")]
+NodeDirOpt = Annotated[Path, typer.Option("--node-dir", help="The SuperNode's data folder, named for its client: "
+                                                             "c03 (or node-3) for client 3, e.g. /data/fedrouter/c03.")]
 SuperlinkOpt = Annotated[str, typer.Option("--superlink", help="The SuperLink's HOST:PORT.")]
 CaCertOpt = Annotated[Optional[Path], typer.Option("--ca-cert", help="CA certificate for TLS; omit for insecure (trusted networks only).")]
 CertOpt = Annotated[Optional[Path], typer.Option("--cert", help="The SuperLink's TLS certificate (with --ca-cert and --key).")]

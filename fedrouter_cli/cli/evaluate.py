@@ -36,6 +36,7 @@ def evaluate(
     rouge_stemming: o.RougeStemmingOpt = None,
     local_route: o.LocalRouteOpt = None,
     on: o.EvalOnOpt = "server",
+    device: o.DeviceOpt = None,
     preset: o.PresetOpt = None,
     force: o.ForceOpt = False,
     json_out: o.JsonOpt = False,
@@ -44,11 +45,13 @@ def evaluate(
     """Route each test sample to an adapter, generate greedily and score ROUGE-1/2/L F1.
 
     --alg base evaluates the base model with no adapter, the same way. Needs `simulate` first
-    (for any other --alg); settings not given come from the run directory's config.
+    (for any other --alg); settings not given come from the run directory's config. --mode and
+    --round choose this evaluation only: a later plain `evaluate` uses the run's own again.
     --on nodes runs the scoring on each client's Flower node (simulation engine); for a deployed
     federation use `fedrouter deploy submit --stage evaluate`.
     """
     overrides = {"data": {"test_tasks": test_tasks}, "train": {"alg": alg if alg != "base" else None},
+                 "model": {"device": device},
                  "eval": {"mode": mode, "round": round, "max_new_tokens": max_new_tokens,
                           "generation": generation, "batch_size": eval_batch_size,
                           "token_budget": token_budget, "rouge_stemming": rouge_stemming,
@@ -60,4 +63,4 @@ def evaluate(
         return run_evaluate(cfg, run, alg, force, progress, on=on).to_json()
 
     execute(run_dir=run_dir, json_out=json_out, debug=debug, preset=preset, overrides=overrides,
-            action=action, render=render_scores)
+            action=action, render=render_scores, one_off={"eval": ("mode", "round")})

@@ -7,6 +7,32 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from fedrouter_cli.config import Config
+
+_DEFAULTS = Config()
+
+
+def default(section: str, name: str) -> str:
+    """A setting's default as help text shows it, read from the config itself (one source)."""
+    return _shown(getattr(getattr(_DEFAULTS, section), name))
+
+
+def preset_sizes(section: str, name: str) -> str:
+    """A size the presets set, as help text shows it: each machine preset's value."""
+    from fedrouter_cli.presets import PRESETS
+
+    values = {p: PRESETS[p].get(section, {}).get(name, getattr(getattr(_DEFAULTS, section), name)) for p in ("cpu", "paper")}
+    return f"preset: cpu {_shown(values['cpu'])}, paper {_shown(values['paper'])}"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) or "all"
+    return str(value)
+
+
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", "-r", help="Run directory holding every stage's outputs.",
                                          envvar="FEDROUTER_RUN_DIR")]
 DEFAULT_RUN_DIR = Path("artifacts/default")
@@ -24,12 +50,12 @@ SourceOpt = Annotated[Optional[str], typer.Option(
 TasksOpt = Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks to use (default: all of the source).")]
 ScenarioOpt = Annotated[Optional[str], typer.Option(
     "--scenario", help="single: one task per client group; dual: two tasks per client; all: every task everywhere.")]
-ClientsOpt = Annotated[Optional[int], typer.Option("--clients", help="Number of clients (default 8).")]
-TrainPerClientOpt = Annotated[Optional[int], typer.Option("--train-per-client", help="Train samples per client (default 600).")]
-TestPerClientOpt = Annotated[Optional[int], typer.Option("--test-per-client", help="Test samples per client (default 300).")]
+ClientsOpt = Annotated[Optional[int], typer.Option("--clients", help=f"Number of clients ({preset_sizes('data', 'clients')}).")]
+TrainPerClientOpt = Annotated[Optional[int], typer.Option("--train-per-client", help=f"Train samples per client ({preset_sizes('data', 'train_per_client')}).")]
+TestPerClientOpt = Annotated[Optional[int], typer.Option("--test-per-client", help=f"Test samples per client ({preset_sizes('data', 'test_per_client')}).")]
 TestTasksOpt = Annotated[Optional[str], typer.Option(
     "--test-tasks", help="scenario: test on the client's own tasks; all: test every client on every task (generalization).")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling, clustering and training (default 0).")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help=f"Seed for sampling, clustering and training (default: {default('data', 'seed')}).")]
 
 # model and embed
 ModelOpt = Annotated[Optional[str], typer.Option(
@@ -39,18 +65,19 @@ DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", help="auto (CUDA when available; the default), cpu or cuda: where the base model, the embedder and "
                      "every batch run. On CUDA weights and compute are bf16 where the GPU supports it; the CPU stays fp32.")]
 EmbedderOpt = Annotated[Optional[str], typer.Option(
-    "--embedder", help="minilm (default: all-MiniLM-L6-v2, offline), base (the base model, the paper's choice) or a sentence-encoder id/folder.")]
+    "--embedder", help="minilm (all-MiniLM-L6-v2, offline), minilm+chars (MiniLM with character n-gram features), base (the base "
+                 f"model, the paper's choice) or a sentence-encoder id/folder (default: {default('embed', 'embedder')}).")]
 EmbedMaxLengthOpt = Annotated[Optional[int], typer.Option(
-    "--embed-max-length", help="Tokens of each raw input the embedder reads (default 256; the authors: 1024).")]
+    "--embed-max-length", help=f"Tokens of each raw input the embedder reads (default: {default('embed', 'max_length')}; the authors: 1024).")]
 EmbedBatchOpt = Annotated[Optional[int], typer.Option(
-    "--embed-batch-size", help="Texts per embedding batch (default 32; on a GPU each batch holds 8x this).")]
+    "--embed-batch-size", help=f"Texts per embedding batch (default: {default('embed', 'batch_size')}; on a GPU each batch holds 8x this).")]
 
 # cluster
 NClustersOpt = Annotated[Optional[str], typer.Option(
     "--n-clusters", help="Local clusters per client: a number; 'tasks' (the paper's rule: the tasks the client holds in the scenario, "
             "single 1 / dual 2 / all every task, no silhouette); or 'auto' (silhouette over k-min..k-max; K=1 if nothing splits).")]
-KMinOpt = Annotated[Optional[int], typer.Option("--k-min", help="Smallest K tried by silhouette (default 2).")]
-KMaxOpt = Annotated[Optional[int], typer.Option("--k-max", help="Largest K tried by silhouette (default 8).")]
+KMinOpt = Annotated[Optional[int], typer.Option("--k-min", help=f"Smallest K tried by silhouette (default: {default('cluster', 'k_min')}).")]
+KMaxOpt = Annotated[Optional[int], typer.Option("--k-max", help=f"Largest K tried by silhouette (default: {default('cluster', 'k_max')}).")]
 
 
 def split_tasks(tasks: str | None) -> tuple[str, ...] | None:
@@ -70,14 +97,14 @@ AlgOpt = Annotated[Optional[str], typer.Option(
     "--alg", help="Algorithm: fedrouter, or a baseline (fedit, local, fedcluster, fedsa, ffa-lora, feddpa, feddpa-knn).")]
 VariantOpt = Annotated[Optional[str], typer.Option(
     "--variant", help="FedRouter variant: standard (one adapter per round, see --schedule) or star (every adapter every round).")]
-RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", help="Federated rounds (paper: 25).")]
-LocalStepsOpt = Annotated[Optional[int], typer.Option("--local-steps", help="Optimizer steps per adapter per round (paper: 10).")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Training batch size (paper: 16).")]
-LrOpt = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate, cosine over rounds down to 1e-5 (paper: 5e-4).")]
-LoraROpt = Annotated[Optional[int], typer.Option("--lora-r", help="LoRA rank (paper: 8).")]
-LoraAlphaOpt = Annotated[Optional[int], typer.Option("--lora-alpha", help="LoRA alpha (paper: 16).")]
-LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", help="LoRA dropout (paper: 0.05).")]
-MaxLengthOpt = Annotated[Optional[int], typer.Option("--max-length", help="Max tokens per training example (paper: 1024).")]
+RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", help=f"Federated rounds ({preset_sizes('train', 'rounds')}).")]
+LocalStepsOpt = Annotated[Optional[int], typer.Option("--local-steps", help=f"Optimizer steps per adapter per round ({preset_sizes('train', 'local_steps')}).")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help=f"Training batch size ({preset_sizes('train', 'batch_size')}).")]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", help=f"Peak learning rate, cosine over rounds ({preset_sizes('train', 'lr')}).")]
+LoraROpt = Annotated[Optional[int], typer.Option("--lora-r", help=f"LoRA rank (default: {default('train', 'lora_r')}; the paper's).")]
+LoraAlphaOpt = Annotated[Optional[int], typer.Option("--lora-alpha", help=f"LoRA alpha (default: {default('train', 'lora_alpha')}; the paper's).")]
+LoraDropoutOpt = Annotated[Optional[float], typer.Option("--lora-dropout", help=f"LoRA dropout (default: {default('train', 'lora_dropout')}; the paper's).")]
+MaxLengthOpt = Annotated[Optional[int], typer.Option("--max-length", help=f"Max tokens per training example ({preset_sizes('train', 'max_length')}).")]
 GlobalClustersOpt = Annotated[Optional[str], typer.Option(
     "--global-clusters", "--clusters",
     help="Server-side clusters: FedRouter's global task clusters / FedCluster's client groups; a number, 'tasks' "
@@ -85,17 +112,20 @@ GlobalClustersOpt = Annotated[Optional[str], typer.Option(
          "smallest K whose size-weighted silhouette is within 12% of the best, or the curve's knee if earlier, "
          "so one task's sub-clusters merge).")]
 MaxGradNormOpt = Annotated[Optional[float], typer.Option(
-    "--max-grad-norm", help="Clip each training step's gradient to this L2 norm; 0 = off (default; the paper preset: "
-                            "1.0, the authors' HF Trainer default).")]
+    "--max-grad-norm", help="Clip each training step's gradient to this L2 norm; 0 = off (1.0 is the authors' HF Trainer "
+                            f"default; {preset_sizes('train', 'max_grad_norm')}).")]
 SharedInitOpt = Annotated[Optional[bool], typer.Option(
     "--shared-init/--no-shared-init", help="FedRouter: every global adapter starts from one initialisation (the "
-                                           "authors'; the paper preset), not from one seed each (default).")]
+                                           "authors'), not from one seed each "
+                                           f"({preset_sizes('train', 'shared_init')}).")]
 ScheduleOpt = Annotated[Optional[str], typer.Option(
-    "--schedule", help="FedRouter's round-robin: authors (the paper's: round r trains the client's local cluster r mod K, "
-                       "default) or staggered (each client cycles over its distinct global adapters from its own place).")]
+    "--schedule", help="FedRouter's round-robin: authors (the paper's: round r trains the client's local cluster r mod K) "
+                       "or staggered (each client cycles over its distinct global adapters from its own place) "
+                       f"(default: {default('train', 'schedule')}).")]
 GroupByLengthOpt = Annotated[Optional[bool], typer.Option(
     "--group-by-length/--no-group-by-length",
-    help="Train on batches of like-length rows, seeded (default on; the bench: off, as its table was measured).")]
+    help=f"Train on batches of like-length rows, seeded (default: {default('train', 'group_by_length')}; the bench: "
+         "off, as its table was measured).")]
 WorkersOpt = Annotated[int, typer.Option(
     "--workers", min=0, help="Clients that train at once, one core each (0 = auto: one per core, as memory allows). "
                       "Results do not depend on it.")]
@@ -106,11 +136,13 @@ RoundTimeoutOpt = Annotated[Optional[float], typer.Option("--round-timeout", hel
 
 # privacy (simulate)
 DpEpsilonOpt = Annotated[Optional[float], typer.Option(
-    "--dp-epsilon", help="Local DP on adapter updates: (epsilon, delta) per update a client sends; 0 = off (default).")]
-DpClipOpt = Annotated[Optional[float], typer.Option("--dp-clip", help="L2 norm each adapter update is clipped to under DP (default 1.0).")]
-DpDeltaOpt = Annotated[Optional[float], typer.Option("--dp-delta", help="DP delta for updates and centroids (default 1e-5).")]
+    "--dp-epsilon", help="Local DP on adapter updates: (epsilon, delta) per update a client sends; 0 = off "
+                         f"(default: {default('privacy', 'dp_epsilon')}).")]
+DpClipOpt = Annotated[Optional[float], typer.Option("--dp-clip", help=f"L2 norm each adapter update is clipped to under DP (default: {default('privacy', 'dp_clip')}).")]
+DpDeltaOpt = Annotated[Optional[float], typer.Option("--dp-delta", help=f"DP delta for updates and centroids (default: {default('privacy', 'dp_delta')}).")]
 CentroidEpsilonOpt = Annotated[Optional[float], typer.Option(
-    "--centroid-epsilon", help="Gaussian noise on the local centroids clients send, (epsilon, delta)-DP; 0 = off (default).")]
+    "--centroid-epsilon", help="Gaussian noise on the local centroids clients send, (epsilon, delta)-DP; 0 = off "
+                               f"(default: {default('privacy', 'centroid_epsilon')}).")]
 PRIVACY_OPTIONS: dict[str, Any] = {"dp_epsilon": DpEpsilonOpt, "dp_clip": DpClipOpt, "dp_delta": DpDeltaOpt,
                                    "centroid_epsilon": CentroidEpsilonOpt}
 
@@ -118,25 +150,28 @@ PRIVACY_OPTIONS: dict[str, Any] = {"dp_epsilon": DpEpsilonOpt, "dp_clip": DpClip
 ModeOpt = Annotated[Optional[str], typer.Option(
     "--mode", help="Router mode: local (the client's own clusters, personalization) or global (all global clusters, generalization).")]
 RoundOpt = Annotated[Optional[int], typer.Option("--round", help="Round whose adapters to evaluate (default: the last).")]
-MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", help="Tokens generated per answer (CPU default 32; the paper allowed 512).")]
+MaxNewTokensOpt = Annotated[Optional[int], typer.Option("--max-new-tokens", help=f"Tokens generated per answer ({preset_sizes('eval', 'max_new_tokens')}).")]
 GenerationOpt = Annotated[Optional[str], typer.Option(
     "--generation", help="mixed (different adapters in one batch; fastest), grouped (a batch per adapter) or per-sample.")]
 RougeStemmingOpt = Annotated[Optional[bool], typer.Option(
-    "--rouge-stemming/--no-rouge-stemming", help="Score ROUGE with Porter stemming (default) or without (the authors', "
-                                                 "the evaluate library's default).")]
+    "--rouge-stemming/--no-rouge-stemming", help="Score ROUGE with Porter stemming or without (the authors', the "
+                                                 "evaluate library's default) "
+                                                 f"(default: {default('eval', 'rouge_stemming')}).")]
 LocalRouteOpt = Annotated[Optional[str], typer.Option(
     "--local-route", help="FedRouter's local mode: local (nearest of the client's local centroids, then that "
-                          "cluster's global adapter; default) or global (nearest of the global centroids its clusters "
-                          "map to: the authors').")]
+                          "cluster's global adapter) or global (nearest of the global centroids its clusters "
+                          f"map to: the authors') (default: {default('eval', 'local_route')}).")]
 TokenBudgetOpt = Annotated[Optional[bool], typer.Option(
     "--token-budget/--no-token-budget",
     help="Stop each answer at its adapter's budget: the 99th percentile of its training responses' length "
-         "+ 25% + 4 tokens, at most --max-new-tokens (default on; the bench: off, as its table was measured).")]
+         "+ 25% + 4 tokens, at most --max-new-tokens "
+         f"(default: {default('eval', 'token_budget')}; the bench: off, as its table was measured).")]
 EvalOnOpt = Annotated[str, typer.Option(
     "--on", help="server: this machine holds every client's test rows (a simulation). nodes: each client's node "
                  "scores its own test set and returns only per-task sums and counts; predictions stay on the nodes.")]
 EvalBatchOpt = Annotated[Optional[int], typer.Option(
-    "--eval-batch-size", help="Prompts per generation batch (on a GPU each batch holds 4x this).")]
+    "--eval-batch-size", help="Prompts per generation batch (on a GPU each batch holds 4x this) "
+                               f"({preset_sizes('eval', 'batch_size')}).")]
 
 
 def train_overrides(alg=None, variant=None, rounds=None, local_steps=None, batch_size=None, lr=None, lora_r=None,

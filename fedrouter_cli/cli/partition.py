@@ -9,7 +9,6 @@ from rich.console import Console
 from fedrouter_cli.cli import options as o
 from fedrouter_cli.cli.common import execute, show_warnings, simple_table, stage_line
 from fedrouter_cli.stages.common import StageResult
-from fedrouter_cli.stages.partition import run_partition
 
 
 def holdings_table(summary: dict[str, Any]) -> Any:
@@ -30,7 +29,13 @@ def partition(run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR, test_tasks: o.TestTasksO
               shared: dict[str, Any]) -> None:
     """Split task data over clients by scenario; one Parquet per client and split (train, test, test_all)."""
     overrides = {"data": o.upstream_overrides(shared)["data"] | {"test_tasks": test_tasks}}
+
+    def action(cfg, run, progress):
+        from fedrouter_cli.stages.partition import run_partition
+
+        return run_partition(cfg, run, shared["force"], progress).to_json()
+
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=shared["preset"],
             overrides=overrides,
-            action=lambda cfg, run, progress: run_partition(cfg, run, shared["force"], progress).to_json(),
+            action=action,
             render=render_partition)

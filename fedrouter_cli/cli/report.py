@@ -42,7 +42,9 @@ def render_report(payload: dict[str, Any], console: Console) -> None:
 
 def report(run_dir: RunDirsOpt = [o.DEFAULT_RUN_DIR], out: ReportOutOpt = None,  # noqa: B006
            json_out: o.JsonOpt = False, debug: o.DebugOpt = False) -> None:
-    """One table of every method evaluated in the run(s): terminal, Markdown, JSON and a bar chart PNG."""
+    """One table of every method evaluated in the run(s): terminal, Markdown, JSON and a bar chart PNG.
+
+    Always computed from the runs' evaluations (nothing to cache); the runs are left as they were."""
     def action(cfg, run, progress):
         from fedrouter_cli.rundir import RunDir
         from fedrouter_cli.stages.report import run_report
@@ -50,4 +52,4 @@ def report(run_dir: RunDirsOpt = [o.DEFAULT_RUN_DIR], out: ReportOutOpt = None, 
         return run_report([run, *[RunDir(p) for p in run_dir[1:]]], out)
 
     execute(run_dir=run_dir[0], json_out=json_out, debug=debug, preset=None, overrides={},
-            action=action, render=render_report)
+            action=action, render=render_report, persist=False)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 
 from fedrouter_cli.cli import options as o
@@ -32,7 +33,10 @@ def render_run(report: dict[str, Any], console: Console) -> None:
     console.print(simple_table("Summary (mean over clients)", ["method/mode", "ROUGE-1", "ROUGE-2", "ROUGE-L", "routing acc."], rows))
 
 
-@o.with_options(o.EMBED_OPTIONS, o.DATA_OPTIONS, {"json_out": o.JsonOpt, "debug": o.DebugOpt})
+RunForceOpt = Annotated[bool, typer.Option("--force", help="Rerun every stage even if its cached output matches.")]
+
+
+@o.with_options(o.EMBED_OPTIONS, o.DATA_OPTIONS, {"force": RunForceOpt, "json_out": o.JsonOpt, "debug": o.DebugOpt})
 def run(
     run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
     preset: o.PresetOpt = None,
@@ -60,7 +64,7 @@ def run(
     def action(cfg, rundir, progress):
         from fedrouter_cli.stages.pipeline import run_all
 
-        return run_all(cfg, rundir, progress, algs=(cfg.train.alg,))
+        return run_all(cfg, rundir, progress, algs=(cfg.train.alg,), force=shared["force"])
 
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset,
             default_preset="quick", overrides=overrides,

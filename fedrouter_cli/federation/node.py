@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from safetensors.numpy import load_file, save_file
 
+from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import atomic_path, read_table
 from fedrouter_cli.model.lora import Adapter
 from fedrouter_cli.rundir import PARTITION_TEXT, NodeDir, client_name
@@ -50,7 +51,10 @@ class NodeData:
         if train.column("id").to_pylist() != assignments.column("id").to_pylist():
             raise RuntimeError(f"{folder}: assignments do not match train rows")
         cents = pq.read_table(files.centroids_file)
-        client = files.client or 0
+        client = files.client
+        if client is None:  # a guess would train and report as another client
+            raise FedrouterError(f"The node folder {folder} is not named for its client; name it as "
+                                 "`fedrouter deploy node-dir` does (c03 for client 3, or node-3).")
         return cls(folder=folder, client=client,
                    instructions=train.column("instruction").to_pylist(),
                    responses=train.column("response").to_pylist(),

@@ -81,10 +81,10 @@ def load_round(out: FederationDir, round_number: int) -> tuple[dict[str, Any], d
     return state, {name: load_adapter(out.adapters_dir(round_number) / name) for name in state["adapters"]}
 
 
-def finish(config: Config, run: RunDir, out: FederationDir, fp: str, started: float,
+def finish(config: Config, run: RunDir, out: FederationDir, fp: str, started: float, strategy: type,
            execution: dict | None = None) -> StageResult:
-    """Check the rounds, summarise them and write the simulate manifest."""
-    from fedrouter_cli.federation.strategies import STRATEGIES  # the strategies save rounds through this module
+    """Check the rounds, summarise them and write the simulate manifest; `strategy` is the
+    algorithm's Strategy class, which reads its own saved state."""
     alg = config.train.alg
     cluster = run.require("cluster-local")
     rounds = out.saved_rounds()
@@ -99,8 +99,8 @@ def finish(config: Config, run: RunDir, out: FederationDir, fp: str, started: fl
     seconds = time.perf_counter() - started
     summary = {
         "alg": alg, "variant": config.train.variant, "rounds_completed": completed,
-        "global_clusters": STRATEGIES[alg].global_cluster_count(state),
-        "global_purity": global_purity(run, run.clients(), alg, state),
+        "global_clusters": strategy.global_cluster_count(state),
+        "global_purity": global_purity(run, run.clients(), strategy, state),
         "bytes_up": int(sum(r["bytes_up"] for r in metrics)),
         "bytes_down": int(sum(r["bytes_down"] for r in metrics)),
         "failed_jobs": int(sum(r["status"] != "ok" for r in metrics)),
@@ -116,15 +116,13 @@ def finish(config: Config, run: RunDir, out: FederationDir, fp: str, started: fl
     return StageResult("simulate", False, seconds, summary)
 
 
-def global_purity(run: RunDir, clients: list[str], alg: str, state: dict) -> float | None:
-    """Share of local centroids whose global cluster (as the algorithm routes them) is mostly made
-    of their own task."""
-    from fedrouter_cli.federation.strategies import STRATEGIES
-
+def global_purity(run: RunDir, clients: list[str], strategy: type, state: dict) -> float | None:
+    """Share of local centroids whose global cluster (as the algorithm's Strategy class routes
+    them) is mostly made of their own task."""
     if not all(run.centroids_file(client).exists() for client in clients):
         return None  # a deployment server need not hold the clients' files
     majorities = [pq.read_table(run.centroids_file(client)).column("majority_task").to_pylist() for client in clients]
-    routes = STRATEGIES[alg].local_cluster_routes(state, {i: len(m) for i, m in enumerate(majorities)})
+    routes = strategy.local_cluster_routes(state, {i: len(m) for i, m in enumerate(majorities)})
     if not routes:
         return None
     tasks, labels = [], []

@@ -101,5 +101,5 @@ def _train(grid: Grid, rc, run: RunDir, config) -> None:
     if remaining > 0:
         strategy.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=remaining,
                        timeout=config.train.round_timeout)
-    result = finish(config, run, out, fp, started)
+    result = finish(config, run, out, fp, started, STRATEGIES[alg])
     log.info("fedrouter %s finished: %s", alg, result.to_json())

@@ -8,7 +8,6 @@ import time
 import numpy as np
 
 from fedrouter_cli.config import Config
-from fedrouter_cli.embed import embed_texts
 from fedrouter_cli.embed_cache import EmbeddingCache
 from fedrouter_cli.files import read_table, write_json, write_table
 from fedrouter_cli.fingerprints import embed_fingerprint, embed_settings
@@ -32,6 +31,8 @@ def embed_unique(config: Config, texts: list[str], progress: Progress = no_progr
     def compute(batch: list[str]) -> np.ndarray:
         nonlocal load_seconds
         loading = time.perf_counter()
+        from fedrouter_cli.embed import embed_texts  # torch: only when there is something to embed
+
         model, tokenizer = load_encoder(resolve_embedder(config.embed.encoder, config.model.model), placement)
         load_seconds = time.perf_counter() - loading
         return embed_texts(model, tokenizer, batch, embed_batch_size(config.embed.batch_size, placement),

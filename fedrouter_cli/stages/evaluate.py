@@ -31,14 +31,10 @@ from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manife
 from fedrouter_cli.vectors import read_embeddings
 
 
-def _test_split(config: Config) -> str:
-    return "test_all" if config.data.test_tasks == "all" else "test"
-
-
 def _client_test(run: RunDir, config: Config, client: int) -> ClientTest:
     name = client_name(client)
-    rows = read_table(run.partition_file(name, _test_split(config)), PARTITION_TEXT)
-    ids, vectors = read_embeddings(run.embedding_file(name, _test_split(config)))
+    rows = read_table(run.partition_file(name, config.data.test_split), PARTITION_TEXT)
+    ids, vectors = read_embeddings(run.embedding_file(name, config.data.test_split))
     if ids != rows.column("id").to_pylist():
         raise FedrouterError(f"Test embeddings of {name} do not match its test rows; rerun `fedrouter embed --force`.")
     train_rows = read_table(run.partition_file(name, "train"), PARTITION_TEXT)

@@ -16,7 +16,6 @@ from fedrouter_cli.evaluation import BASE_ALG, summarize
 from fedrouter_cli.federation.evaluate_round import EvalPlan, NodeEvaluation, build_evaluate_app, evaluate_on_nodes
 from fedrouter_cli.rundir import NODE_PREDICTIONS, NodeDir, RunDir, client_name
 from fedrouter_cli.stages.common import Progress
-from fedrouter_cli.stages.evaluate import _test_split
 
 
 def _simulated(config: Config, run: RunDir, plan: EvalPlan) -> NodeEvaluation:
@@ -37,7 +36,7 @@ def _simulated(config: Config, run: RunDir, plan: EvalPlan) -> NodeEvaluation:
 
 def evaluate_on_nodes_stage(config: Config, run: RunDir, alg: str, round_number: int, evaluation: str, clients: int,
                             progress: Progress, grid=None) -> dict[str, Any]:
-    plan = EvalPlan(config=config, alg=alg, evaluation=evaluation, split=_test_split(config),
+    plan = EvalPlan(config=config, alg=alg, evaluation=evaluation, split=config.data.test_split,
                     round_dir=None if alg == BASE_ALG else run.round_dir(alg, round_number), clients=clients,
                     timeout=config.train.round_timeout, progress=progress)
     outcome = evaluate_on_nodes(grid, plan) if grid is not None else _simulated(config, run, plan)

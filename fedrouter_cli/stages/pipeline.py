@@ -27,8 +27,9 @@ def prepare(config: Config, run: RunDir, upto: str, force: bool = False,
 
 
 def run_all(config: Config, run: RunDir, progress: Progress = no_progress,
-            algs: tuple[str, ...] = ("fedrouter",)) -> dict:
-    """The whole pipeline: data stages, silhouette curves, federation, evaluation (+ base model row)."""
+            algs: tuple[str, ...] = ("fedrouter",), force: bool = False) -> dict:
+    """The whole pipeline: data stages, silhouette curves, federation, evaluation (+ base model
+    row); `force` reruns every stage."""
     from dataclasses import replace
 
     from fedrouter_cli.federation.strategies import STRATEGIES
@@ -36,16 +37,17 @@ def run_all(config: Config, run: RunDir, progress: Progress = no_progress,
     from fedrouter_cli.stages.select_k import run_select_k
     from fedrouter_cli.stages.simulate import run_simulate
 
-    stages = prepare(config, run, "cluster-local", progress=progress)
+    stages = [prepare(config, run, stage, force, progress)[-1] for stage in UPSTREAM] if force \
+        else prepare(config, run, "cluster-local", progress=progress)
     report: dict = {name.replace("-", "_"): r.to_json() for name, r in zip(UPSTREAM, stages)}
-    report["select_k"] = {level: run_select_k(config, run, level, progress=progress).to_json()
+    report["select_k"] = {level: run_select_k(config, run, level, force, progress).to_json()
                         for level in ("local", "global")}
     report["simulate"], report["evaluate"] = {}, {}
     for alg in algs:
         cfg = replace(config, train=replace(config.train, alg=alg))
-        report["simulate"][alg] = run_simulate(cfg, run, progress=progress).to_json()
+        report["simulate"][alg] = run_simulate(cfg, run, force=force, progress=progress).to_json()
         for mode in STRATEGIES[alg].evaluation_modes:
             cfg_mode = replace(cfg, eval=replace(cfg.eval, mode=mode))
-            report["evaluate"][f"{alg}/{mode}"] = run_evaluate(cfg_mode, run, alg, progress=progress).to_json()
-    report["evaluate"][f"{BASE_ALG}/local"] = run_evaluate(config, run, BASE_ALG, progress=progress).to_json()
+            report["evaluate"][f"{alg}/{mode}"] = run_evaluate(cfg_mode, run, alg, force, progress).to_json()
+    report["evaluate"][f"{BASE_ALG}/local"] = run_evaluate(config, run, BASE_ALG, force, progress).to_json()
     return report

@@ -28,7 +28,7 @@ from fedrouter_cli.vectors import embeddings_table
 
 
 def check_node_folder(dest: Path, client: int) -> None:
-    """The ClientApp reads its client index from the folder name, so it must end in it."""
+    """The ClientApp reads its client index from the folder name, so it must be named for it."""
     if NodeDir(dest).client != client:
         raise FedrouterError(f"The node folder for {client_name(client)} must be named after it "
                              f"(e.g. .../{client_name(client)}), got {dest}.")

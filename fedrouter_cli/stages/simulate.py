@@ -74,8 +74,8 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
                         tasks=tuple(run.require("partition")["summary"]["tasks"]))
     errors: list[BaseException] = []
     run_engine(build_server_app(job, STRATEGIES[alg], errors), run.nodes_root, len(clients), backend_config, errors)
-    return finish(config, run, out, fp, started,
-                             {**placement.describe(), "parallel_clients": workers,
-                              "gpus_per_client": backend_config["client_resources"]["num_gpus"]})
+    return finish(config, run, out, fp, started, STRATEGIES[alg],
+                  {**placement.describe(), "parallel_clients": workers,
+                   "gpus_per_client": backend_config["client_resources"]["num_gpus"]})
 
 
