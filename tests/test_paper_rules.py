@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_RAW, needs_raw
 
 # -- generation keeps the end of a prompt --------------------------------------------------------
 
@@ -31,12 +32,21 @@ def test_generation_cuts_long_prompts_from_the_left(tokenizer) -> None:
     assert (tokenizer.padding_side, tokenizer.truncation_side) == ("right", "right")  # restored
 
 
-def test_cpu_preset_generates_enough_tokens_for_the_references() -> None:
-    """95th percentile of the raw tasks' references in SmolLM2 tokens, EOS included (measured on
-    ../shared/data/raw/*/train.jsonl): qqp 2, webnlg 64, samsum 55, gigaword 16."""
+@needs_raw()
+def test_cpu_preset_generates_enough_tokens_for_the_references(tokenizer) -> None:
+    """The cpu preset's answer length covers the 95th percentile of every paper task's reference
+    in the model's tokens, EOS included (measured when it was set: qqp 2, webnlg 64, samsum 55,
+    gigaword 16), so no method's ROUGE is cut short by the bench's settings."""
+    import json
+
     from fedrouter_cli.presets import PRESETS
 
-    assert PRESETS["cpu"]["eval"]["max_new_tokens"] >= 64
+    limit = PRESETS["cpu"]["eval"]["max_new_tokens"]
+    for task in sorted(p.name for p in SHARED_RAW.iterdir() if (p / "train.jsonl").is_file()):
+        with open(SHARED_RAW / task / "train.jsonl") as lines:
+            responses = [json.loads(line)["response"] for _, line in zip(range(400), lines)]
+        lengths = [len(ids) + 1 for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]]
+        assert np.percentile(lengths, 95) <= limit, (task, np.percentile(lengths, 95), limit)
 
 
 # -- the paper's K rules, and an automatic global rule that merges sub-clusters ----------------
@@ -262,7 +272,10 @@ def test_the_schedule_reaches_only_fedrouters_standard_runs() -> None:
     assert {"round_robin": "staggered"} in FedRouter.fingerprint_parts(staggered.train)  # as runs made before it
     assert not [p for p in FedRouter.fingerprint_parts(star.train) if "round_robin" in p]
     assert simulate_fingerprint(standard) != simulate_fingerprint(staggered)
-    assert simulate_fingerprint(standard) != simulate_fingerprint(star)
+    # where there is no round-robin, the schedule changes nothing, so no run is redone for it
+    for other in (star, build_config(Config(), {"train": {"alg": "fedit"}})):
+        assert simulate_fingerprint(other) == simulate_fingerprint(
+            build_config(other, {"train": {"schedule": "staggered"}}))
     # the schedule is FedRouter's: it never reruns a baseline or FedRouter*
     fedit = build_config(Config(), {"train": {"alg": "fedit"}})
     assert AdapterStrategy.fingerprint_parts(fedit.train) == ()

@@ -57,29 +57,43 @@ def test_privacy_settings_are_checked_and_fingerprinted() -> None:
 
 
 def test_simulate_with_privacy_changes_what_is_sent(smoke_simulated, tmp_path: Path, inprocess) -> None:
-    """Through Flower: with DP on, the global clusters come from noisy centroids and the
-    adapters from clipped, noised updates; the run still completes and records its settings."""
+    """Through Flower: with DP on, the global clusters come from noisy centroids, and every update
+    a node sends is its trained update clipped to --dp-clip plus Gaussian noise of the mechanism's
+    sigma, read off the wire. The noise level is set so that both parts show in the update's
+    norm: |u|^2 = clip^2 + d sigma^2 = 2 clip^2 (within chi-square's spread), which fails if the
+    update is not clipped (a trained update is ~50x the clip), not noised, or noised wrongly."""
     import shutil
 
     from safetensors.numpy import load_file
+    from typer.testing import CliRunner
+
+    from fedrouter_cli.cli.app import app
+    from fedrouter_cli.federation.wire import from_record
 
     plain_run, plain = smoke_simulated
     run = tmp_path / "run"
     shutil.copytree(plain_run, run, ignore=shutil.ignore_patterns("simulate", "evaluate", "nodes"))
-    from typer.testing import CliRunner
-
-    from fedrouter_cli.cli.app import app
-
+    name = sorted(json.loads((Path(plain["adapters_dir"]).parent / "state.json").read_text())["adapters"])[0]
+    size = sum(v.size for v in load_file(str(Path(plain["adapters_dir"]) / name / "adapter_model.safetensors")).values())
+    clip, delta = 1e-3, 1e-5
+    epsilon = math.sqrt(size) * gaussian_sigma(1.0, 1.0, delta)  # sigma = clip / sqrt(size): d sigma^2 = clip^2
     result = CliRunner().invoke(app, ["simulate", "--run-dir", str(run), "--preset", "smoke", "--workers", "1",
-                                      "--dp-epsilon", "50", "--dp-clip", "0.1", "--centroid-epsilon", "0.5", "--json"])
+                                      "--dp-epsilon", str(epsilon), "--dp-clip", str(clip), "--dp-delta", str(delta),
+                                      "--centroid-epsilon", "0.5", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["rounds_completed"] == plain["rounds_completed"]
     state = json.loads((Path(payload["adapters_dir"]).parent / "state.json").read_text())
     plain_state = json.loads((Path(plain["adapters_dir"]).parent / "state.json").read_text())
     assert state["extra"]["global_centroids"] != plain_state["extra"]["global_centroids"]
-    name = sorted(state["adapters"])[0]
-    noisy = load_file(str(Path(payload["adapters_dir"]) / name / "adapter_model.safetensors"))
-    clean = load_file(str(Path(plain["adapters_dir"]) / name / "adapter_model.safetensors"))
-    assert any(not np.allclose(noisy[k], clean[k]) for k in clean)
+    squared = []
+    for sent, reply in inprocess.calls:
+        if sent.metadata.message_type != "train":
+            continue
+        for key in (k for k in reply.content.array_records if k.startswith("adapter-")):
+            start, back = from_record(sent.content.array_records[key]), from_record(reply.content.array_records[key])
+            assert sum(v.size for v in back.values()) == size
+            squared.append(sum(float(np.sum((back[k].astype(np.float64) - start[k]) ** 2)) for k in back))
+    assert len(squared) == 2 * 4  # one job per client and round
+    assert np.mean(squared) == pytest.approx(2 * clip**2, rel=0.15), (squared, clip**2)
     assert "centroid_epsilon = 0.5" in (run / "config.toml").read_text()
