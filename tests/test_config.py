@@ -82,61 +82,50 @@ def test_a_command_that_changes_an_earlier_stage_says_so_first(tmp_path: Path) -
     assert len(notes) == 1 and "data.clients 3 -> 2" in notes[0] and "partition" in notes[0], changed.stderr
 
 
-def test_run_and_bench_without_a_preset_keep_the_sizes_a_run_dir_saved(tmp_path: Path, monkeypatch) -> None:
+def _dry_run(*args: str) -> Config:
+    """The settings a command resolves, as `--dry-run --json` prints them (no work, nothing saved)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from fedrouter_cli.cli.app import app
+
+    result = CliRunner().invoke(app, [*args, "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    return build_config(Config(), json.loads(result.stdout)["settings"])
+
+
+def test_run_and_bench_without_a_preset_keep_the_sizes_a_run_dir_saved(tmp_path: Path) -> None:
     """`partition --train-per-client 40`, then `run` / `bench` (cpu by default): still 40 and the
     saved rounds; an explicit --preset fills what nobody typed, and a typed option wins over both."""
     from typer.testing import CliRunner
 
-    import fedrouter_cli.stages.bench as bench
-    import fedrouter_cli.stages.pipeline as pipeline
     from fedrouter_cli.cli.app import app
     from fedrouter_cli.presets import PRESETS
 
-    seen: list[tuple[int, int]] = []
-
-    def record(config: Config, *args, **kwargs):
-        seen.append((config.data.train_per_client, config.train.rounds))
-        raise FedrouterError("stopped by the test before any work.")
-
-    monkeypatch.setattr(pipeline, "run_all", record)
-    monkeypatch.setattr(bench, "run_bench", record)
     run = str(tmp_path / "run")
     made = CliRunner().invoke(app, ["partition", "--run-dir", run, "--train-per-client", "40"])
     assert made.exit_code == 0, made.output
+    saved = (tmp_path / "run" / "config.toml").read_bytes()
     saved_rounds = load_config(tmp_path / "run" / "config.toml").train.rounds
-    assert saved_rounds != PRESETS["cpu"]["train"]["rounds"]  # else the test could not tell them apart
-    for command in (["run"], ["bench"]):
+    assert saved_rounds != PRESETS["smoke"]["train"]["rounds"]  # else the test could not tell them apart
+    for command in ("run", "bench"):
         for extra, expected in (([], (40, saved_rounds)),
                                 (["--preset", "smoke"], (40, PRESETS["smoke"]["train"]["rounds"])),
                                 (["--train-per-client", "30", "--rounds", "3"], (30, 3))):
-            result = CliRunner().invoke(app, [*command, "--run-dir", run, *extra])
-            assert result.exit_code == 2 and "stopped by the test" in result.stderr, result.output
-            assert seen.pop() == expected, (command, extra)
+            config = _dry_run(command, "--run-dir", run, *extra)
+            assert (config.data.train_per_client, config.train.rounds) == expected, (command, extra)
+    assert (tmp_path / "run" / "config.toml").read_bytes() == saved  # a dry run saves nothing
 
 
-def test_run_starts_a_new_run_dir_on_the_quick_preset_and_bench_on_its_tables_settings(tmp_path: Path,
-                                                                                         monkeypatch) -> None:
+def test_run_starts_a_new_run_dir_on_the_quick_preset_and_bench_on_its_tables_settings(tmp_path: Path) -> None:
     """`run` (the main job) gets the quick preset with token budgets and length grouping; `bench`
     gets the cpu preset with both off, as its committed table was measured."""
-    from typer.testing import CliRunner
-
-    import fedrouter_cli.stages.bench as bench
-    import fedrouter_cli.stages.pipeline as pipeline
-    from fedrouter_cli.cli.app import app
     from fedrouter_cli.presets import PRESETS
 
-    seen: list[Config] = []
-
-    def record(config: Config, *args, **kwargs):
-        seen.append(config)
-        raise FedrouterError("stopped by the test before any work.")
-
-    monkeypatch.setattr(pipeline, "run_all", record)
-    monkeypatch.setattr(bench, "run_bench", record)
     for command, preset, on in (("run", "quick", True), ("bench", "cpu", False)):
-        result = CliRunner().invoke(app, [command, "--run-dir", str(tmp_path / command)])
-        assert result.exit_code == 2 and "stopped by the test" in result.stderr, result.output
-        config = seen.pop()
+        config = _dry_run(command, "--run-dir", str(tmp_path / command))
+        assert not (tmp_path / command).exists()
         assert config.data.test_per_client == PRESETS[preset]["data"]["test_per_client"]
         assert config.eval.batch_size == PRESETS[preset]["eval"]["batch_size"]
         assert (config.train.group_by_length, config.eval.token_budget) == (on, on), command

@@ -81,7 +81,7 @@ def _mean(stat: dict[str, Any]) -> str:
 
 @o.with_options(o.EMBED_OPTIONS, {"source": o.SourceOpt, "tasks": o.TasksOpt, "clients": o.ClientsOpt,
                                   "train_per_client": o.TrainPerClientOpt, "test_per_client": o.TestPerClientOpt},
-                {"json_out": o.JsonOpt, "debug": o.DebugOpt})
+                {"dry_run": o.DryRunOpt, "json_out": o.JsonOpt, "debug": o.DebugOpt})
 def bench(
     run_dir: o.RunDirOpt = Path("artifacts/bench"),
     preset: o.PresetOpt = None,
@@ -175,4 +175,4 @@ def bench(
 
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset,
             default_preset="cpu", overrides=overrides,
-            action=action, render=render_bench)
+            action=action, render=render_bench, dry_run=shared["dry_run"])

@@ -125,14 +125,15 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
             overrides: dict[str, dict[str, Any]],
             action: Callable[[Config, RunDir, Callable[[str, int, int], None]], dict[str, Any]],
             render: Callable[[dict[str, Any], Console], None], default_preset: str | None = None,
-            persist: bool = True, one_off: dict[str, tuple[str, ...]] | None = None) -> None:
+            persist: bool = True, one_off: dict[str, tuple[str, ...]] | None = None, dry_run: bool = False) -> None:
     """Run one command: config from options, earlier typed options, preset and the saved config
     (fedrouter_cli.presets' docstring says which wins), then the action, then output.
 
     default_preset: the preset of a new run dir given none (default: the one that fits the machine,
     fedrouter_cli.presets.machine_preset). persist=False: a one-off command (generate, export,
     report) that leaves the run's saved settings as they were; one_off: settings of this command
-    that apply to it alone (evaluate's --mode and --round), not saved for later commands."""
+    that apply to it alone (evaluate's --mode and --round), not saved for later commands.
+    dry_run: print the resolved settings instead of running the action; nothing is saved."""
     quiet_libraries()
     show_own_warnings()
     if debug:
@@ -151,12 +152,17 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
             from fedrouter_cli.model.device import resolve_device
 
             resolve_device(config.model.device)  # --device cuda without CUDA: one sentence, before any work
-        with run.writing() if persist else nullcontext(), progress_reporter(enabled=not json_out) as progress:
-            payload = action(config, run, progress)
-            if persist:
-                run.root.mkdir(parents=True, exist_ok=True)
-                save_config(run.config_path, keep_saved(config, saved, one_off or {}))
-                save_typed(run.config_path, without(overrides, one_off or {}))
+        if dry_run:
+            payload, render = {"dry_run": True, "run_dir": str(run.root), "settings": config.to_dict()}, render_settings
+        else:
+            with run.writing() if persist else nullcontext(), progress_reporter(enabled=not json_out) as progress:
+                payload = action(config, run, progress)
+                if persist:
+                    run.root.mkdir(parents=True, exist_ok=True)
+                    # typed.toml first: for a run dir without one, typed_so_far reads config.toml's
+                    # non-default values as typed, which after this save would include the preset's
+                    save_typed(run.config_path, without(overrides, one_off or {}))
+                    save_config(run.config_path, keep_saved(config, saved, one_off or {}))
     except FedrouterError as exc:
         if debug:
             raise
@@ -176,6 +182,16 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
         sys.stdout.write(json.dumps(payload, default=str) + "\n")
     else:
         render(payload, out)
+
+
+def render_settings(payload: dict[str, Any], console: Console) -> None:
+    """--dry-run: the settings as config.toml would hold them."""
+    import tomli_w
+
+    from fedrouter_cli.config import _toml_ready
+
+    console.print(f"# the settings for {payload['run_dir']} (--dry-run: nothing was run or saved)", highlight=False)
+    console.print(escape(tomli_w.dumps(_toml_ready(payload["settings"]))), highlight=False)
 
 
 def fail(message: str, exit_code: int, json_out: bool, label: str = "Error", plain: bool = False) -> None:

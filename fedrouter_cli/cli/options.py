@@ -39,6 +39,8 @@ DEFAULT_RUN_DIR = Path("artifacts/default")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout (for scripts).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun this stage even if its cached output matches.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the settings this command would use (after presets "
+                                                           "and the run dir's saved ones), and exit: no work, nothing saved.")]
 PresetOpt = Annotated[Optional[str], typer.Option(
     "--preset", help="Group of sizes: smoke (a plumbing check, scores mean nothing: about a minute for `run` on 2 cores, "
                      "most of it Flower's engine starting), quick (`run`'s default: ~6 minutes on 2 cores), cpu (the bench's "
@@ -208,7 +210,7 @@ def with_options(*groups: dict[str, Any]):
         own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "shared"]
         names = {p.name for p in own}
         extra = {name: annotation for group in groups for name, annotation in group.items() if name not in names}
-        defaults = {"force": False, "json_out": False, "debug": False}
+        defaults = {"force": False, "json_out": False, "debug": False, "dry_run": False}
         added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name),
                                    annotation=annotation) for name, annotation in extra.items()]
 

@@ -36,7 +36,8 @@ def render_run(report: dict[str, Any], console: Console) -> None:
 RunForceOpt = Annotated[bool, typer.Option("--force", help="Rerun every stage even if its cached output matches.")]
 
 
-@o.with_options(o.EMBED_OPTIONS, o.DATA_OPTIONS, {"force": RunForceOpt, "json_out": o.JsonOpt, "debug": o.DebugOpt})
+@o.with_options(o.EMBED_OPTIONS, o.DATA_OPTIONS, {"force": RunForceOpt, "dry_run": o.DryRunOpt, "json_out": o.JsonOpt,
+                                                    "debug": o.DebugOpt})
 def run(
     run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
     preset: o.PresetOpt = None,
@@ -68,4 +69,4 @@ def run(
 
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset,
             default_preset="quick", overrides=overrides,
-            action=action, render=render_run)
+            action=action, render=render_run, dry_run=shared["dry_run"])

@@ -28,7 +28,8 @@ def render_simulate(payload: dict[str, Any], console: Console) -> None:
     show_warnings(console, payload.get("warnings", []))
 
 
-@o.with_options(o.EMBED_OPTIONS, o.CLUSTER_OPTIONS, o.DATA_OPTIONS, o.PRIVACY_OPTIONS, o.COMMON_OPTIONS)
+@o.with_options(o.EMBED_OPTIONS, o.CLUSTER_OPTIONS, o.DATA_OPTIONS, o.PRIVACY_OPTIONS, o.COMMON_OPTIONS,
+                {"dry_run": o.DryRunOpt})
 def simulate(
     run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR,
     alg: o.AlgOpt = None,
@@ -75,4 +76,4 @@ def simulate(
         return {**result.to_json(), "warnings": [w for r in results for w in r.warnings]}
 
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=shared["preset"],
-            overrides=overrides, action=action, render=render_simulate)
+            overrides=overrides, action=action, render=render_simulate, dry_run=shared["dry_run"])
