@@ -59,9 +59,9 @@ def test_privacy_settings_are_checked_and_fingerprinted() -> None:
 def test_simulate_with_privacy_changes_what_is_sent(smoke_simulated, tmp_path: Path, inprocess) -> None:
     """Through Flower: with DP on, the global clusters come from noisy centroids, and every update
     a node sends is its trained update clipped to --dp-clip plus Gaussian noise of the mechanism's
-    sigma, read off the wire. The noise level is set so that both parts show in the update's
-    norm: |u|^2 = clip^2 + d sigma^2 = 2 clip^2 (within chi-square's spread), which fails if the
-    update is not clipped (a trained update is ~50x the clip), not noised, or noised wrongly."""
+    sigma (sensitivity 2 x clip), read off the wire. The noise level is set so that both parts
+    show in the update's norm: |u|^2 = clip^2 + d sigma^2 = 5 clip^2, which fails if the update is
+    not clipped (a trained update is far above this clip), not noised, or noised at another level."""
     import shutil
 
     from safetensors.numpy import load_file
@@ -76,7 +76,7 @@ def test_simulate_with_privacy_changes_what_is_sent(smoke_simulated, tmp_path: P
     name = sorted(json.loads((Path(plain["adapters_dir"]).parent / "state.json").read_text())["adapters"])[0]
     size = sum(v.size for v in load_file(str(Path(plain["adapters_dir"]) / name / "adapter_model.safetensors")).values())
     clip, delta = 1e-3, 1e-5
-    epsilon = math.sqrt(size) * gaussian_sigma(1.0, 1.0, delta)  # sigma = clip / sqrt(size): d sigma^2 = clip^2
+    epsilon = math.sqrt(size) * gaussian_sigma(1.0, 1.0, delta)  # sigma = 2 clip / sqrt(size): d sigma^2 = 4 clip^2
     result = CliRunner().invoke(app, ["simulate", "--run-dir", str(run), "--preset", "smoke", "--workers", "1",
                                       "--dp-epsilon", str(epsilon), "--dp-clip", str(clip), "--dp-delta", str(delta),
                                       "--centroid-epsilon", "0.5", "--json"])
@@ -95,5 +95,7 @@ def test_simulate_with_privacy_changes_what_is_sent(smoke_simulated, tmp_path: P
             assert sum(v.size for v in back.values()) == size
             squared.append(sum(float(np.sum((back[k].astype(np.float64) - start[k]) ** 2)) for k in back))
     assert len(squared) == 2 * 4  # one job per client and round
-    assert np.mean(squared) == pytest.approx(2 * clip**2, rel=0.15), (squared, clip**2)
+    expected = clip**2 + size * gaussian_sigma(2 * clip, epsilon, delta) ** 2
+    assert expected == pytest.approx(5 * clip**2)
+    assert np.mean(squared) == pytest.approx(expected, rel=0.15), (squared, clip**2)
     assert "centroid_epsilon = 0.5" in (run / "config.toml").read_text()
