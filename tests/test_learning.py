@@ -35,8 +35,8 @@ def test_fedrouter_learns_on_flan_with_the_real_model(tmp_path: Path, inprocess)
     run = str(tmp_path / "run")
     sim = ok_json("simulate", "--run-dir", run, "--preset", "smoke", "--source", str(SHARED_FLAN), "--tasks", TASKS,
                   "--scenario", "dual", "--clients", "2", "--train-per-client", "32", "--test-per-client", "6",
-                  "--n-clusters", "2", "--rounds", "3", "--local-steps", "5", "--batch-size", "4", "--lr", "3e-3",
-                  "--max-length", "80", "--workers", "1")
+                  "--n-clusters", "2", "--rounds", "3", "--local-steps", "3", "--batch-size", "4", "--lr", "3e-3",
+                  "--max-length", "64", "--workers", "1")
     # (3 rounds: with 2, the smoke preset's cosine schedule puts round 2 at lr_min and it learns nothing)
     assert sim["rounds_completed"] == 3 and sim["failed_jobs"] == 0 and sim["global_purity"] == 1.0
     metrics = pq.read_table(sim["metrics_path"]).to_pylist()
