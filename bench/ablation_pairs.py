@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedrouter_cli.stages.bench_stats import load_samples, pair
+from fedrouter_cli.experiments.paired import load_samples, pair
 
 
 def k_rule_pairs(results_dir: Path) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ RAW = "../shared/data/raw"  # as the bench was run, from the repository root
 
 def run_variant(work: Path, on: bool) -> dict:
     from fedrouter_cli.presets import resolve_config
-    from fedrouter_cli.stages.bench import Cell, run_cell
+    from fedrouter_cli.experiments.matrix import Cell, run_cell
 
     overrides = {"data": {"source": RAW, "test_per_client": 100},
                  "train": {"group_by_length": on}, "eval": {"token_budget": on}}
@@ -48,7 +48,7 @@ def without_budget(work: Path) -> dict:
 
     from fedrouter_cli.presets import resolve_config
     from fedrouter_cli.rundir import BenchDir
-    from fedrouter_cli.stages.bench_stats import sample_scores
+    from fedrouter_cli.experiments.paired import sample_scores
     from fedrouter_cli.stages.evaluate import run_evaluate
 
     run = BenchDir(work / "on").cell("dual-s0/fedrouter")
@@ -68,7 +68,7 @@ def main() -> None:
     os.chdir(REPO)
 
     from fedrouter_cli import stats
-    from fedrouter_cli.stages.bench_stats import keyed, label_tasks
+    from fedrouter_cli.experiments.paired import keyed, label_tasks
 
     records = {name: run_variant(args.work.resolve(), on) for name, on in (("off", False), ("on", True))}
     samples = {name: r["samples"]["local"] for name, r in records.items()}

@@ -10,7 +10,7 @@ import pytest
 
 from fedrouter_cli.config import Config, build_config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.stages.bench import (
+from fedrouter_cli.experiments.matrix import (
     METHODS,
     BenchPlan,
     carried_over,
@@ -19,7 +19,7 @@ from fedrouter_cli.stages.bench import (
     plan_cells,
     read_ledger,
 )
-from fedrouter_cli.stages.bench_results import markdown, tables
+from fedrouter_cli.experiments.results import markdown, tables
 
 FLAN_LIKE = build_config(Config(), {"data": {"tasks": ("paraphrase", "triples_to_text", "dialogue_summary", "headline")}})
 
@@ -130,7 +130,7 @@ def test_clients_ablation_compares_the_same_seeds() -> None:
 
 
 def test_paper_orderings_are_checked_against_our_means() -> None:
-    from fedrouter_cli.stages.bench_results import orderings
+    from fedrouter_cli.experiments.results import orderings
 
     records = [_record("fedrouter", "dual", 0, 0.40), _record("fedit", "dual", 0, 0.42),
                _record("fedrouter-star", "dual", 0, 0.41)]
@@ -222,7 +222,7 @@ def test_ledger_carries_over_only_the_same_experiment() -> None:
 
 
 def test_bench_runs_only_cells_the_ledger_lacks_and_checkpoints_every_cell(tmp_path: Path, monkeypatch) -> None:
-    import fedrouter_cli.stages.bench as bench
+    import fedrouter_cli.experiments.matrix as bench
     import fedrouter_cli.stages.pipeline
 
     plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), k_rule_scenarios=())
@@ -249,7 +249,7 @@ def test_bench_runs_only_cells_the_ledger_lacks_and_checkpoints_every_cell(tmp_p
 
 
 def test_a_stop_file_stops_the_bench_between_cells_and_is_consumed(tmp_path: Path, monkeypatch) -> None:
-    import fedrouter_cli.stages.bench as bench
+    import fedrouter_cli.experiments.matrix as bench
     from fedrouter_cli.errors import BenchStopped
 
     plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), k_rule_scenarios=(),
@@ -275,7 +275,7 @@ def test_a_stop_file_stops_the_bench_between_cells_and_is_consumed(tmp_path: Pat
 
 
 def test_a_crashed_cell_is_rerun_and_a_hopeless_one_recorded(tmp_path: Path, monkeypatch) -> None:
-    import fedrouter_cli.stages.bench as bench
+    import fedrouter_cli.experiments.matrix as bench
 
     plan = BenchPlan(methods=("fedit", "fedrouter"), scenarios=("single",), ablation_clients=(), k_rule_scenarios=(),
                      generalization=False)
@@ -305,8 +305,8 @@ def test_a_crashed_cell_is_rerun_and_a_hopeless_one_recorded(tmp_path: Path, mon
 
 
 def test_bench_json_keeps_records_a_partial_bench_does_not_replace(tmp_path: Path) -> None:
-    from fedrouter_cli.stages.bench import kept_records
-    from fedrouter_cli.stages.bench_results import write_results
+    from fedrouter_cli.experiments.matrix import kept_records
+    from fedrouter_cli.experiments.results import write_results
 
     def finished(method: str, scenario: str, rouge1: float, prints: str) -> dict:
         return _record(method, scenario, 0, rouge1) | {"fingerprints": {"simulate": prints}, "bench_seconds": 60.0}
@@ -416,7 +416,7 @@ def test_a_record_carried_over_under_a_new_name_keeps_its_samples(tmp_path: Path
     cell of that name overwrites them (write_results stores such records first)."""
     import json
 
-    from fedrouter_cli.stages.bench_stats import load_samples, samples_path, store_samples
+    from fedrouter_cli.experiments.paired import load_samples, samples_path, store_samples
 
     old = {"cell": "dual-s0/fedrouter", "fingerprints": {"local": "old"}, "samples": {"local": {"rouge1": [0.1]}}}
     store_samples(tmp_path, old)

@@ -206,7 +206,7 @@ def test_the_committed_bench_cells_keep_their_fingerprints(monkeypatch) -> None:
     """bench/results/raw_cpu/bench.json was measured before token budgets and length grouping; the
     bench's defaults (both off) must still carry every main cell over, not rerun it."""
     from fedrouter_cli.presets import resolve_config
-    from fedrouter_cli.stages.bench import BenchPlan, carried_over, plan_cells, read_ledger
+    from fedrouter_cli.experiments.matrix import BenchPlan, carried_over, plan_cells, read_ledger
 
     monkeypatch.chdir(REPO)  # the bench was run with --source ../shared/data/raw from the repository
     assert SHARED_RAW.is_dir()

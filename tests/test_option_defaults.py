@@ -36,7 +36,7 @@ def _options() -> list[tuple[str, click.Option]]:
 
 def _not_config() -> dict[str, str]:
     """Stated defaults of options that set no config field, as the code has them."""
-    from fedrouter_cli.stages.bench import METHODS
+    from fedrouter_cli.experiments.matrix import METHODS
 
     return {"--methods": ", ".join(METHODS), "--results-dir": "RUN_DIR/results"}
 

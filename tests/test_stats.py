@@ -80,7 +80,7 @@ def test_a_verdict_holds_only_when_the_gap_survives_resampling_seeds() -> None:
 
 
 def test_bench_samples_round_trip_and_pairing(tmp_path: Path) -> None:
-    from fedrouter_cli.stages import bench_stats
+    from fedrouter_cli.experiments import paired as bench_stats
 
     predictions = tmp_path / "predictions.parquet"
     import pyarrow.parquet as pq

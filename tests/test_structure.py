@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fedrouter_cli"
-UPPER = ("fedrouter_cli.stages", "fedrouter_cli.cli")
+UPPER = ("fedrouter_cli.stages", "fedrouter_cli.experiments", "fedrouter_cli.cli")
 # "local" is left out: it also names an evaluation mode and a select-k level
 ALGORITHM_NAMES = {"fedrouter", "fedrouter-star", "fedit", "fedcluster", "fedsa", "ffa-lora", "feddpa", "feddpa-knn"}
-MAY_NAME_ALGORITHMS = ("federation/strategies/", "cli/", "stages/bench")
+MAY_NAME_ALGORITHMS = ("federation/strategies/", "cli/", "experiments/")
 
 
 def _modules(*under: str) -> list[Path]:

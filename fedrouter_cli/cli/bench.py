@@ -127,8 +127,8 @@ def bench(
         import time
 
         from fedrouter_cli.rundir import BenchDir, BenchResults
-        from fedrouter_cli.stages.bench import METHODS, BenchPlan, kept_records, read_ledger, run_bench
-        from fedrouter_cli.stages.bench_results import write_results
+        from fedrouter_cli.experiments.matrix import METHODS, BenchPlan, kept_records, read_ledger, run_bench
+        from fedrouter_cli.experiments.results import write_results
 
         plan = BenchPlan(
             methods=tuple(o.split_tasks(methods) or METHODS), scenarios=tuple(o.split_tasks(scenarios) or ()),

@@ -15,9 +15,9 @@ from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import atomic_path, read_json, write_json
 from fedrouter_cli.plots import bar_chart
 from fedrouter_cli.rundir import RunDir
-from fedrouter_cli.stages import bench_stats
-from fedrouter_cli.stages.bench_markdown import floor_sentence, gap_cell, per_seed_cell
-from fedrouter_cli.stages.bench_stats import CHALLENGERS
+from fedrouter_cli.experiments import paired as bench_stats
+from fedrouter_cli.experiments.markdown import floor_sentence, gap_cell, per_seed_cell
+from fedrouter_cli.experiments.paired import CHALLENGERS
 
 METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
 REPORT_FILES = ("report.json", "report.md", "rouge1.png")

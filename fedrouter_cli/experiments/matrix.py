@@ -141,7 +141,7 @@ def cell_config(config: Config, cell: Cell) -> Config:
 
 def run_cell(config: Config, root: Path, cell: Cell, progress: Progress = no_progress) -> dict[str, Any]:
     """Run (or reuse) one cell's stages; returns what the results tables need."""
-    from fedrouter_cli.stages.bench_stats import sample_scores
+    from fedrouter_cli.experiments.paired import sample_scores
     from fedrouter_cli.stages.evaluate import BASE_ALG, evaluation_name, run_evaluate
     from fedrouter_cli.stages.pipeline import prepare
     from fedrouter_cli.stages.select_k import run_select_k
