@@ -26,8 +26,8 @@ RAW = "../shared/data/raw"  # as the bench was run, from the repository root
 
 
 def run_variant(work: Path, on: bool) -> dict:
-    from fedrouter_cli.presets import resolve_config
     from fedrouter_cli.experiments.matrix import Cell, run_cell
+    from fedrouter_cli.presets import resolve_config
 
     overrides = {"data": {"source": RAW, "test_per_client": 100},
                  "train": {"group_by_length": on}, "eval": {"token_budget": on}}
@@ -46,9 +46,9 @@ def without_budget(work: Path) -> dict:
     from dataclasses import replace
     from pathlib import Path as _Path
 
+    from fedrouter_cli.experiments.paired import sample_scores
     from fedrouter_cli.presets import resolve_config
     from fedrouter_cli.rundir import BenchDir
-    from fedrouter_cli.experiments.paired import sample_scores
     from fedrouter_cli.stages.evaluate import run_evaluate
 
     run = BenchDir(work / "on").cell("dual-s0/fedrouter")

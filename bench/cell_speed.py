@@ -90,7 +90,12 @@ def parallel_step_rate(steps: int) -> dict:
 def generation_rates(per_task: int = 24) -> dict:
     from fedrouter_cli.config import TrainConfig
     from fedrouter_cli.model.generate import generate
-    from fedrouter_cli.model.lora import initial_adapter, lora_config, peft_model, set_adapter_weights
+    from fedrouter_cli.model.lora import (
+        initial_adapter,
+        lora_config,
+        peft_model,
+        set_adapter_weights,
+    )
 
     train = TrainConfig()
     model, tokenizer = peft_model(MODEL, train)

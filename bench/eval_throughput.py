@@ -18,7 +18,12 @@ from _common import write_result  # noqa: E402
 from fedrouter_cli.config import TrainConfig  # noqa: E402
 from fedrouter_cli.data.synthetic import SYNTHETIC_TASKS, generate_rows  # noqa: E402
 from fedrouter_cli.model.generate import generate  # noqa: E402
-from fedrouter_cli.model.lora import initial_adapter, lora_config, peft_model, set_adapter_weights  # noqa: E402
+from fedrouter_cli.model.lora import (  # noqa: E402
+    initial_adapter,
+    lora_config,
+    peft_model,
+    set_adapter_weights,
+)
 
 MODEL = "smollm2-135m-instruct"
 

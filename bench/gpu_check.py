@@ -175,7 +175,12 @@ def measure_generation(path: str, placement, args, adapters: int = 4) -> dict:
     from fedrouter_cli.data.prompts import format_prompt
     from fedrouter_cli.model.device import generate_batch_size, to_model_device
     from fedrouter_cli.model.generate import generate
-    from fedrouter_cli.model.lora import get_adapter, lora_config, peft_model, set_adapter_weights
+    from fedrouter_cli.model.lora import (
+        get_adapter,
+        lora_config,
+        peft_model,
+        set_adapter_weights,
+    )
 
     train = TrainConfig(max_length=args.max_length)
     model, tokenizer = peft_model(path, train, False, placement)

@@ -37,7 +37,13 @@ SETS = {
 
 
 def measure(config, run, rule: str) -> dict:
-    from fedrouter_cli.clustering import best_global_k, kmeans, majority, purity, silhouette_curve
+    from fedrouter_cli.clustering import (
+        best_global_k,
+        kmeans,
+        majority,
+        purity,
+        silhouette_curve,
+    )
     from fedrouter_cli.files import read_table
     from fedrouter_cli.router import nearest
     from fedrouter_cli.rundir import PARTITION_TEXT, client_name

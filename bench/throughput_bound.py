@@ -104,10 +104,14 @@ def measure_training(model, tokenizer, train_rows: list[tuple[str, str]], groupe
 
 
 def measure_generation(model, tokenizer, test: list[tuple[str, str, str]], budgets: dict[str, int] | None) -> dict:
+    from fedrouter_cli.config import DEFAULT_MODEL, TrainConfig
     from fedrouter_cli.data.prompts import format_prompt
     from fedrouter_cli.model.generate import generate_answers
-    from fedrouter_cli.model.lora import initial_adapter, lora_config, set_adapter_weights
-    from fedrouter_cli.config import DEFAULT_MODEL, TrainConfig
+    from fedrouter_cli.model.lora import (
+        initial_adapter,
+        lora_config,
+        set_adapter_weights,
+    )
 
     body, head = weight_counts(model)
     tasks = sorted({t for t, _, _ in test})

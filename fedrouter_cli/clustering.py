@@ -62,7 +62,9 @@ def kmeans(points: np.ndarray, k: int, seed: int, weights: np.ndarray | None = N
     if key not in _FITS:
         if len(_FITS) > 4096:  # a long-lived process (the bench) keeps memory bounded
             _FITS.clear()
-        from sklearn.cluster import KMeans  # scikit-learn imports in ~2 s: only when a fit is needed
+        from sklearn.cluster import (
+            KMeans,  # scikit-learn imports in ~2 s: only when a fit is needed
+        )
 
         model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(points, sample_weight=weights)
         _FITS[key] = (model.cluster_centers_.astype(np.float32), model.labels_.astype(np.int64))

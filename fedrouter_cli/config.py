@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from fedrouter_cli.algorithms import NAMES
 from fedrouter_cli.errors import FedrouterError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -26,9 +27,8 @@ VARIANTS = ("standard", "star")
 # server.py); 'staggered' = this tool's: a cycle over the distinct global adapters a client holds,
 # each client starting at its own place, one job on all the local clusters routed to the adapter.
 SCHEDULES = ("authors", "staggered")
-# `simulate --alg` names; federation.strategies.STRATEGIES has one Strategy class for each
 BASE_ALG = "base"  # the base model with no adapter: evaluated like an algorithm, never trained
-ALGORITHMS = ("fedrouter", "fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa", "feddpa-knn")
+ALGORITHMS = NAMES  # registered in fedrouter_cli.algorithms
 EVAL_MODES = ("local", "global")
 LOCAL_ROUTES = ("local", "global")  # FedRouter's local mode: route by the local centroids or their global ones
 TEST_TASKS = ("scenario", "all")

@@ -181,7 +181,12 @@ def _generate_fresh(config: Config, placement, weights: dict[str, Any], which: l
     """Generate the samples `which` (each to its limit in `limits`) with the model and the adapters
     they need."""
     from fedrouter_cli.model.generate import generate_answers
-    from fedrouter_cli.model.lora import lora_config, peft_model, set_adapter_weights, with_rank
+    from fedrouter_cli.model.lora import (
+        lora_config,
+        peft_model,
+        set_adapter_weights,
+        with_rank,
+    )
 
     model, tokenizer = peft_model(config.model.model, config.train, config.model.load_in_4bit, placement)
     needed = sorted({names[i] for i in which} - {BASE})

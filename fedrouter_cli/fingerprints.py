@@ -98,7 +98,9 @@ def simulate_fingerprint(config: Config) -> str:
     privacy = (asdict(config.privacy),) if config.privacy.enabled else ()
     train = _without_old_defaults("train", asdict(config.train))
     # versions of an algorithm's own rules and schedule (Strategy.fingerprint_parts)
-    from fedrouter_cli.federation.strategies import STRATEGIES  # flwr and torch: only when needed
+    from fedrouter_cli.federation.strategies import (
+        STRATEGIES,  # flwr and torch: only when needed
+    )
 
     strategy = STRATEGIES.get(config.train.alg)
     parts = strategy.fingerprint_parts(config.train) if strategy is not None else ()

@@ -19,7 +19,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from fedrouter_cli.config import SECTIONS, Config, _fail, _toml_ready, build_config, load_config
+from fedrouter_cli.config import (
+    SECTIONS,
+    Config,
+    _fail,
+    _toml_ready,
+    build_config,
+    load_config,
+)
 from fedrouter_cli.errors import FedrouterError
 
 # Presets: groups of settings sized for a machine. paper = the paper's settings (GPU users);

@@ -52,7 +52,12 @@ def _global_router(run: RunDir, config: Config) -> tuple[int, np.ndarray, list[s
 
 def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
     """Embed the prompt, pick the nearest global centroid's adapter, and generate with it."""
-    from fedrouter_cli.model.lora import load_adapter, lora_config, peft_model, set_adapter_weights
+    from fedrouter_cli.model.lora import (
+        load_adapter,
+        lora_config,
+        peft_model,
+        set_adapter_weights,
+    )
 
     if not prompt.strip():
         raise FedrouterError("The prompt is empty; pass the text to answer.")

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from federation_harness import CLIENTS, FEDROUTER, Federation, leftovers, make_certificates
+from federation_harness import (
+    CLIENTS,
+    FEDROUTER,
+    Federation,
+    leftovers,
+    make_certificates,
+)
 
 from fedrouter_cli.config import save_config
 from fedrouter_cli.presets import resolve_config

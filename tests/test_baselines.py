@@ -14,8 +14,18 @@ from fedrouter_cli.federation.inference import InferenceInput
 from fedrouter_cli.federation.node import save_state
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob, Job, JobResult
-from fedrouter_cli.federation.strategies.fedcluster import FedCluster, cosine_matrix, group_clients
-from fedrouter_cli.federation.strategies.feddpa import FedDPA, FedDPAKnn, local_weight, mix_adapter, quantize
+from fedrouter_cli.federation.strategies.fedcluster import (
+    FedCluster,
+    cosine_matrix,
+    group_clients,
+)
+from fedrouter_cli.federation.strategies.feddpa import (
+    FedDPA,
+    FedDPAKnn,
+    local_weight,
+    mix_adapter,
+    quantize,
+)
 from fedrouter_cli.federation.strategies.fedit import FedIT
 from fedrouter_cli.federation.strategies.fedsa import FedSA
 from fedrouter_cli.federation.strategies.ffa_lora import FFALoRA
@@ -148,7 +158,12 @@ def test_ffa_lora_freezes_a_and_averages_b(tmp_path: Path) -> None:
 
 
 def test_ffa_lora_real_training_step_leaves_a_untouched(tiny_model: str) -> None:
-    from fedrouter_cli.model.lora import get_adapter, initial_adapter, peft_model, set_adapter_weights
+    from fedrouter_cli.model.lora import (
+        get_adapter,
+        initial_adapter,
+        peft_model,
+        set_adapter_weights,
+    )
     from fedrouter_cli.model.train import train_steps
 
     train = TrainConfig(lora_r=4, lora_alpha=8, target_modules=("q_proj", "v_proj"))

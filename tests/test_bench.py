@@ -416,7 +416,11 @@ def test_a_record_carried_over_under_a_new_name_keeps_its_samples(tmp_path: Path
     cell of that name overwrites them (write_results stores such records first)."""
     import json
 
-    from fedrouter_cli.experiments.paired import load_samples, samples_path, store_samples
+    from fedrouter_cli.experiments.paired import (
+        load_samples,
+        samples_path,
+        store_samples,
+    )
 
     old = {"cell": "dual-s0/fedrouter", "fingerprints": {"local": "old"}, "samples": {"local": {"rouge1": [0.1]}}}
     store_samples(tmp_path, old)

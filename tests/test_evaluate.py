@@ -110,7 +110,12 @@ def test_base_model_row_and_generate_and_export(simulated_copy: Path, tmp_path: 
 
 def test_generation_strategies_agree(simulated_copy: Path) -> None:
     """Mixed-adapter batches give the same answers as one adapter per batch and one sample at a time."""
-    from fedrouter_cli.model.lora import load_adapter, lora_config, peft_model, set_adapter_weights
+    from fedrouter_cli.model.lora import (
+        load_adapter,
+        lora_config,
+        peft_model,
+        set_adapter_weights,
+    )
 
     run = RunDir(simulated_copy)
     config = resolve_config(run.config_path, None, {})

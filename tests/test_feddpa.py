@@ -17,7 +17,11 @@ def test_feddpa_gives_the_global_adapter_half_the_mean_cosine_to_five_instructio
     from fedrouter_cli.config import TrainConfig
     from fedrouter_cli.federation.inference import InferenceInput
     from fedrouter_cli.federation.node import save_state
-    from fedrouter_cli.federation.strategies.feddpa import FedDPA, draw_anchors, global_weight
+    from fedrouter_cli.federation.strategies.feddpa import (
+        FedDPA,
+        draw_anchors,
+        global_weight,
+    )
     from fedrouter_cli.model.lora import save_adapter
 
     anchors = np.array([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]]] * 3)
@@ -70,7 +74,12 @@ def test_feddpa_gives_the_global_adapter_half_the_mean_cosine_to_five_instructio
 def test_feddpa_local_adapter_trains_beside_the_frozen_global_one(tiny_lm) -> None:
     import torch
 
-    from fedrouter_cli.model.lora import COMPANION, companion_adapter, get_adapter, set_adapter_weights
+    from fedrouter_cli.model.lora import (
+        COMPANION,
+        companion_adapter,
+        get_adapter,
+        set_adapter_weights,
+    )
     from fedrouter_cli.model.train import train_steps
 
     model, tokenizer, train = tiny_lm
@@ -103,8 +112,16 @@ def test_feddpa_training_forward_is_half_local_plus_half_global_and_the_global_g
     import torch
 
     from fedrouter_cli.federation.strategies.feddpa import mix_adapter
-    from fedrouter_cli.model.lora import (COMPANION, companion_adapter, get_adapter, lora_config, scaled_adapter,
-                                          scaled_b, set_adapter_weights, with_rank)
+    from fedrouter_cli.model.lora import (
+        COMPANION,
+        companion_adapter,
+        get_adapter,
+        lora_config,
+        scaled_adapter,
+        scaled_b,
+        set_adapter_weights,
+        with_rank,
+    )
 
     model, tokenizer, train = tiny_lm
     rng = np.random.default_rng(3)

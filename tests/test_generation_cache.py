@@ -15,7 +15,12 @@ from conftest import REPO, SHARED_RAW, needs_raw
 from typer.testing import CliRunner
 
 from fedrouter_cli.cli.app import app
-from fedrouter_cli.generation_cache import Answer, GenerationCache, adapter_digest, answer_for
+from fedrouter_cli.generation_cache import (
+    Answer,
+    GenerationCache,
+    adapter_digest,
+    answer_for,
+)
 from fedrouter_cli.model.train import draw_batches, response_token_budget
 
 
@@ -205,8 +210,13 @@ def test_the_run_keeps_each_adapters_budget_from_its_training_responses(smoke_si
 def test_the_committed_bench_cells_keep_their_fingerprints(monkeypatch) -> None:
     """bench/results/raw_cpu/bench.json was measured before token budgets and length grouping; the
     bench's defaults (both off) must still carry every main cell over, not rerun it."""
+    from fedrouter_cli.experiments.matrix import (
+        BenchPlan,
+        carried_over,
+        plan_cells,
+        read_ledger,
+    )
     from fedrouter_cli.presets import resolve_config
-    from fedrouter_cli.experiments.matrix import BenchPlan, carried_over, plan_cells, read_ledger
 
     monkeypatch.chdir(REPO)  # the bench was run with --source ../shared/data/raw from the repository
     assert SHARED_RAW.is_dir()

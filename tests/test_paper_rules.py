@@ -261,9 +261,9 @@ def test_all_scenario_trains_every_adapter_every_round(tmp_path: Path) -> None:
 
 def test_the_schedule_reaches_only_fedrouters_standard_runs() -> None:
     from fedrouter_cli.config import Config, build_config
-    from fedrouter_cli.fingerprints import simulate_fingerprint
     from fedrouter_cli.federation.strategies.base import AdapterStrategy
     from fedrouter_cli.federation.strategies.fedrouter import FedRouter
+    from fedrouter_cli.fingerprints import simulate_fingerprint
 
     standard = build_config(Config(), {"train": {"alg": "fedrouter", "variant": "standard"}})
     staggered = build_config(standard, {"train": {"schedule": "staggered"}})

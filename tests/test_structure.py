@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fedrouter_cli"
 UPPER = ("fedrouter_cli.stages", "fedrouter_cli.experiments", "fedrouter_cli.cli")
 # "local" is left out: it also names an evaluation mode and a select-k level
 ALGORITHM_NAMES = {"fedrouter", "fedrouter-star", "fedit", "fedcluster", "fedsa", "ffa-lora", "feddpa", "feddpa-knn"}
-MAY_NAME_ALGORITHMS = ("federation/strategies/", "cli/", "experiments/")
+MAY_NAME_ALGORITHMS = ("algorithms.py", "federation/strategies/", "cli/", "experiments/")
 
 
 def _modules(*under: str) -> list[Path]:
@@ -75,3 +75,28 @@ def test_the_checks_see_a_branch_and_an_upward_import() -> None:
     assert sum(_compares_to_an_algorithm(n) for n in ast.walk(branch)) == 2
     assert [m for m in {"fedrouter_cli.stages.evaluate", "fedrouter_cli.rundir"} if m.startswith(UPPER)] == \
         ["fedrouter_cli.stages.evaluate"]
+
+
+def test_every_algorithm_is_registered_once_and_every_list_follows_the_registry() -> None:
+    """fedrouter_cli.algorithms is the one list: each Strategy class with a name is registered under
+    it, and the config's choices, `--alg`'s help and the bench's methods come from the registry."""
+    import inspect
+
+    from fedrouter_cli.algorithms import BENCH_METHODS, REGISTRY, strategy_class
+    from fedrouter_cli.cli.options import AlgOpt
+    from fedrouter_cli.config import ALGORITHMS
+    from fedrouter_cli.federation.strategies import STRATEGIES
+    from fedrouter_cli.federation.strategies.base import AdapterStrategy
+
+    named = set()
+    for path in sorted((PACKAGE / "federation" / "strategies").glob("*.py")):
+        module = __import__(f"fedrouter_cli.federation.strategies.{path.stem}", fromlist=["*"])
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, AdapterStrategy) and "name" in vars(cls) and cls.__module__ == module.__name__ \
+                    and cls.name != "base":
+                named.add(cls.name)
+                assert strategy_class(cls.name) is cls
+    assert named == set(REGISTRY) == set(ALGORITHMS) == set(STRATEGIES)
+    help_text = AlgOpt.__metadata__[0].help
+    assert all(f"{name}:" in help_text for name in REGISTRY)
+    assert set(BENCH_METHODS) == {n for n, a in REGISTRY.items() if a.in_bench} | {"fedrouter-star"}

@@ -10,7 +10,11 @@ from fedrouter_cli.config import TrainConfig
 
 
 def test_response_loss_matches_the_models_own_loss_and_gradients(tiny_model: str) -> None:
-    from fedrouter_cli.model.lora import initial_adapter, peft_model, set_adapter_weights
+    from fedrouter_cli.model.lora import (
+        initial_adapter,
+        peft_model,
+        set_adapter_weights,
+    )
     from fedrouter_cli.model.train import _plain_head, collate, encode, response_loss
 
     train = TrainConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0)

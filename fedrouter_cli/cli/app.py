@@ -20,6 +20,7 @@ from fedrouter_cli.cli.select_k import select_k
 from fedrouter_cli.cli.serve import export, generate
 from fedrouter_cli.cli.simulate import simulate
 
+
 class _PlainHelp(click.HelpFormatter):
     """Click's help layout, minus the backslash Typer puts before '[' (an escape for Rich markup,
     which plain help does not use)."""

@@ -9,13 +9,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from fedrouter_cli.algorithms import BENCH_METHODS
 from fedrouter_cli.cli import options as o
 from fedrouter_cli.cli.common import execute, simple_table, stderr
 from fedrouter_cli.errors import BenchStopped, FedrouterError
 
 MethodsOpt = Annotated[Optional[str], typer.Option(
-    "--methods", help="Comma-separated methods (default: fedit, local, fedcluster, fedsa, ffa-lora, feddpa, "
-                      "fedrouter, fedrouter-star). The base model is always evaluated too.")]
+    "--methods", help=f"Comma-separated methods (default: {', '.join(BENCH_METHODS)}). The base model is always "
+                      "evaluated too.")]
 ScenariosOpt = Annotated[str, typer.Option("--scenarios", help="Comma-separated scenarios.")]
 SeedsOpt = Annotated[str, typer.Option("--seeds", help="Comma-separated seeds; tables show mean ± std over them.")]
 GeneralizationOpt = Annotated[bool, typer.Option(
@@ -126,9 +127,15 @@ def bench(
     def action(cfg, run, progress):
         import time
 
-        from fedrouter_cli.rundir import BenchDir, BenchResults
-        from fedrouter_cli.experiments.matrix import METHODS, BenchPlan, kept_records, read_ledger, run_bench
+        from fedrouter_cli.experiments.matrix import (
+            METHODS,
+            BenchPlan,
+            kept_records,
+            read_ledger,
+            run_bench,
+        )
         from fedrouter_cli.experiments.results import write_results
+        from fedrouter_cli.rundir import BenchDir, BenchResults
 
         plan = BenchPlan(
             methods=tuple(o.split_tasks(methods) or METHODS), scenarios=tuple(o.split_tasks(scenarios) or ()),

@@ -14,8 +14,17 @@ from typing import Any
 import click
 import typer
 from rich.console import Console
-from rich.markup import escape  # messages quote config sections like [data], which Rich would eat as markup
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import (
+    escape,  # messages quote config sections like [data], which Rich would eat as markup
+)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from typer.core import TyperGroup
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from fedrouter_cli.algorithms import choices_help
 from fedrouter_cli.config import Config
 
 _DEFAULTS = Config()
@@ -95,8 +96,7 @@ def data_overrides(source=None, tasks=None, scenario=None, clients=None, train_p
             "test_tasks": test_tasks, "seed": seed}
 
 # simulate
-AlgOpt = Annotated[Optional[str], typer.Option(
-    "--alg", help="Algorithm: fedrouter, or a baseline (fedit, local, fedcluster, fedsa, ffa-lora, feddpa, feddpa-knn).")]
+AlgOpt = Annotated[Optional[str], typer.Option("--alg", help=f"Algorithm ({choices_help()}).")]
 VariantOpt = Annotated[Optional[str], typer.Option(
     "--variant", help="FedRouter variant: standard (one adapter per round, see --schedule) or star (every adapter every round).")]
 RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", help=f"Federated rounds ({preset_sizes('train', 'rounds')}).")]

@@ -18,7 +18,14 @@ import string
 from typing import Callable
 
 from fedrouter_cli.data.synthetic_stories import build_dialogue, build_headline
-from fedrouter_cli.data.synthetic_vocab import GENRES, INDUSTRIES, ROLES, SKILLS, Gen, article
+from fedrouter_cli.data.synthetic_vocab import (
+    GENRES,
+    INDUSTRIES,
+    ROLES,
+    SKILLS,
+    Gen,
+    article,
+)
 
 SYNTHETIC_TASKS: tuple[str, ...] = ("paraphrase", "triples_to_text", "dialogue_summary", "headline")
 TASK_CATEGORIES: dict[str, str] = {"paraphrase": "paraphrase", "triples_to_text": "structure_to_text",

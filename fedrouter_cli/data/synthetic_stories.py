@@ -3,7 +3,13 @@ headline (Gigaword-like). Each builder maps one row's ``Gen`` to (instruction, r
 
 from __future__ import annotations
 
-from fedrouter_cli.data.synthetic_vocab import DAYS, FIRST_BY_PART, INDUSTRIES, TIMES, Gen
+from fedrouter_cli.data.synthetic_vocab import (
+    DAYS,
+    FIRST_BY_PART,
+    INDUSTRIES,
+    TIMES,
+    Gen,
+)
 
 # ---------------------------------------------------------------- dialogue_summary (SAMSum-like)
 _Turns = list[tuple[int, str]]

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fedrouter_cli.algorithms import BENCH_METHODS
 from fedrouter_cli.config import SCENARIOS, Config, build_config, save_config
 from fedrouter_cli.errors import BenchStopped, FedrouterError
 from fedrouter_cli.rundir import BenchDir, RunDir
 from fedrouter_cli.stages.common import Progress, no_progress
 
-METHODS = ("fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa", "fedrouter", "fedrouter-star")
+METHODS = BENCH_METHODS  # from the registry (fedrouter_cli.algorithms), in the tables' order
 BASE = "base"
 GROUPS = ("main", "schedule", "clients", "k-rule")
 # How FedRouter picks its local and global K: 'tasks' is the paper's rule (as many global

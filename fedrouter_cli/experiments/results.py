@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from fedrouter_cli import plots, stats
+from fedrouter_cli.experiments import paired as bench_stats
+from fedrouter_cli.experiments.markdown import PAPER_ROUGE1, machine_time, markdown
+from fedrouter_cli.experiments.matrix import BASE, METHODS
+from fedrouter_cli.experiments.paired import load_samples, store_samples
 from fedrouter_cli.files import atomic_path, read_table, write_json
 from fedrouter_cli.rundir import BenchResults, RunDir, client_name
-from fedrouter_cli.experiments import paired as bench_stats
-from fedrouter_cli.experiments.matrix import BASE, METHODS
-from fedrouter_cli.experiments.markdown import PAPER_ROUGE1, machine_time, markdown
-from fedrouter_cli.experiments.paired import load_samples, store_samples
 from fedrouter_cli.stages.report import mean_std
 
 # The orderings the paper reports, as (table, better, worse): FedRouter above FedIT in every

@@ -23,7 +23,12 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedrouter_cli.federation.node import NodeData, latest_state, node_folder, save_state
+from fedrouter_cli.federation.node import (
+    NodeData,
+    latest_state,
+    node_folder,
+    save_state,
+)
 from fedrouter_cli.federation.privacy import privatize_centroids, privatize_update
 from fedrouter_cli.federation.train_wire import TrainRequest
 from fedrouter_cli.federation.wire import select, to_record

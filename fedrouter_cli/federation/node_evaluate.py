@@ -13,13 +13,27 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fedrouter_cli.evaluation import ClientTest, RoundInputs, generate_all, route, score_records, task_sums
+from fedrouter_cli.evaluation import (
+    ClientTest,
+    RoundInputs,
+    generate_all,
+    route,
+    score_records,
+    task_sums,
+)
 from fedrouter_cli.federation.eval_wire import EvalRequest
 from fedrouter_cli.federation.node import NodeData
-from fedrouter_cli.generation_cache import GenerationCache
 from fedrouter_cli.files import atomic_dir, read_table, write_json, write_table
+from fedrouter_cli.generation_cache import GenerationCache
 from fedrouter_cli.model.lora import save_adapter
-from fedrouter_cli.rundir import NODE_ADAPTERS, NODE_PREDICTIONS, NODE_SUMS, PARTITION_TEXT, NodeDir, client_name
+from fedrouter_cli.rundir import (
+    NODE_ADAPTERS,
+    NODE_PREDICTIONS,
+    NODE_SUMS,
+    PARTITION_TEXT,
+    NodeDir,
+    client_name,
+)
 from fedrouter_cli.vectors import read_embeddings
 
 

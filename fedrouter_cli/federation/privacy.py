@@ -16,7 +16,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from flwr.supercore.differential_privacy import add_gaussian_noise_inplace, compute_clip_model_update
+from flwr.supercore.differential_privacy import (
+    add_gaussian_noise_inplace,
+    compute_clip_model_update,
+)
 
 from fedrouter_cli.model.lora import Adapter
 

@@ -1,4 +1,6 @@
-"""The ServerApp: connects to the nodes, restores or initialises the strategy, runs the rounds."""
+"""The federation loop, the only one, for both of Flower's engines: the simulation engine (the
+ServerApp `build_server_app` makes for `fedrouter simulate`) and the deployment engine (the
+ServerApp `flwr run` starts, fedrouter_cli.stages.deploy_server, which calls `run_rounds`)."""
 
 from __future__ import annotations
 
@@ -7,26 +9,39 @@ import logging
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.strategies.base import AdapterStrategy, FederationJob
 
 log = logging.getLogger(__name__)
 
 
+def run_rounds(grid: Grid, job: FederationJob, strategy_class: type[AdapterStrategy], connect_timeout: float = 600.0,
+               every_node: bool = False) -> AdapterStrategy:
+    """Wait for the nodes and their centroids, restore the last saved round (or initialise a new
+    run), and run the rounds that remain. every_node: stop unless all `job.num_nodes` answered
+    (a deployment, where a missing SuperNode is a misconfiguration, not a failed client)."""
+    strategy = strategy_class(job)
+    strategy.connect(grid, timeout=connect_timeout)
+    if every_node and len(strategy.node_client) < job.num_nodes:
+        raise FederationStopped(f"only {len(strategy.node_client)} of {job.num_nodes} SuperNodes sent their centroids")
+    strategy.restore_or_initialize()
+    remaining = job.config.train.rounds - strategy.completed
+    if remaining > 0:
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=remaining,
+                       timeout=job.config.train.round_timeout)
+    return strategy
+
+
 def build_server_app(job: FederationJob, strategy_class: type[AdapterStrategy],
                      errors: list[BaseException]) -> ServerApp:
-    """A ServerApp bound to one run; exceptions land in `errors` for the caller to report."""
+    """A ServerApp bound to one run on the simulation engine; exceptions land in `errors` for the
+    caller to report."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            strategy = strategy_class(job)
-            strategy.connect(grid)
-            strategy.restore_or_initialize()
-            remaining = job.config.train.rounds - strategy.completed
-            if remaining > 0:
-                strategy.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=remaining,
-                               timeout=job.config.train.round_timeout)
+            run_rounds(grid, job, strategy_class)
         except BaseException as exc:  # surfaced by the simulate stage, not lost in a thread
             errors.append(exc)
             raise

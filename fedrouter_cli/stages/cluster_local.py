@@ -8,14 +8,28 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pyarrow as pa
 
-from fedrouter_cli.clustering import K_TOLERANCE, best_k, kmeans, majority, purity, silhouette_curve
+from fedrouter_cli.clustering import (
+    K_TOLERANCE,
+    best_k,
+    kmeans,
+    majority,
+    purity,
+    silhouette_curve,
+)
 from fedrouter_cli.config import Config
 from fedrouter_cli.data.partition import client_tasks
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import read_table, write_json, write_table
 from fedrouter_cli.fingerprints import cluster_fingerprint
 from fedrouter_cli.rundir import PARTITION_TEXT, RunDir
-from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
+from fedrouter_cli.stages.common import (
+    Progress,
+    StageResult,
+    cache_hit,
+    manifest,
+    no_progress,
+    staged_outputs,
+)
 from fedrouter_cli.vectors import read_embeddings, read_vectors, vector_column
 
 

@@ -17,11 +17,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from flwr.app import ArrayRecord, Context
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedrouter_cli.config import load_config
-from fedrouter_cli.errors import FederationStopped, FedrouterError
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.federation.server_app import run_rounds
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.federation.strategies.base import FederationJob
 from fedrouter_cli.rundir import RunDir
@@ -91,15 +92,7 @@ def _train(grid: Grid, rc, run: RunDir, config) -> None:
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
                         progress=_progress, torch_threads=int(rc.get("torch-threads", 0)),
                         tasks=tuple(run.require("partition")["summary"]["tasks"]))
-    strategy = STRATEGIES[alg](job)
     log.info("waiting for %d SuperNodes", num_nodes)
-    strategy.connect(grid, timeout=float(rc.get("connect-timeout", 600.0)))
-    if len(strategy.node_client) < num_nodes:
-        raise FederationStopped(f"only {len(strategy.node_client)} of {num_nodes} SuperNodes sent their centroids")
-    strategy.restore_or_initialize()
-    remaining = config.train.rounds - strategy.completed
-    if remaining > 0:
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=remaining,
-                       timeout=config.train.round_timeout)
+    run_rounds(grid, job, STRATEGIES[alg], connect_timeout=float(rc.get("connect-timeout", 600.0)), every_node=True)
     result = finish(config, run, out, fp, started, STRATEGIES[alg])
     log.info("fedrouter %s finished: %s", alg, result.to_json())

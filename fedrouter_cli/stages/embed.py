@@ -14,7 +14,14 @@ from fedrouter_cli.fingerprints import embed_fingerprint, embed_settings
 from fedrouter_cli.model.device import embed_batch_size, resolve_device
 from fedrouter_cli.model.loading import load_encoder, resolve_embedder
 from fedrouter_cli.rundir import PARTITION_TEXT, TEST_SPLITS, RunDir
-from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
+from fedrouter_cli.stages.common import (
+    Progress,
+    StageResult,
+    cache_hit,
+    manifest,
+    no_progress,
+    staged_outputs,
+)
 from fedrouter_cli.vectors import embeddings_table
 
 EMBED_SPLITS = ("train", *TEST_SPLITS)
@@ -31,7 +38,9 @@ def embed_unique(config: Config, texts: list[str], progress: Progress = no_progr
     def compute(batch: list[str]) -> np.ndarray:
         nonlocal load_seconds
         loading = time.perf_counter()
-        from fedrouter_cli.embed import embed_texts  # torch: only when there is something to embed
+        from fedrouter_cli.embed import (
+            embed_texts,  # torch: only when there is something to embed
+        )
 
         model, tokenizer = load_encoder(resolve_embedder(config.embed.encoder, config.model.model), placement)
         load_seconds = time.perf_counter() - loading

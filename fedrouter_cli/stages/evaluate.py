@@ -22,12 +22,23 @@ from fedrouter_cli.evaluation import (
 from fedrouter_cli.federation.run_output import pick_round
 from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.files import read_json, read_table, write_json, write_table
+from fedrouter_cli.fingerprints import (
+    embed_fingerprint,
+    evaluate_fingerprint,
+    simulate_fingerprint,
+)
 from fedrouter_cli.generation_cache import GenerationCache
-from fedrouter_cli.fingerprints import embed_fingerprint, evaluate_fingerprint, simulate_fingerprint
 from fedrouter_cli.model.device import resolve_device
 from fedrouter_cli.rundir import PARTITION_TEXT, RunDir, client_name
 from fedrouter_cli.stages.cluster_local import read_centroids
-from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
+from fedrouter_cli.stages.common import (
+    Progress,
+    StageResult,
+    cache_hit,
+    manifest,
+    no_progress,
+    staged_outputs,
+)
 from fedrouter_cli.vectors import read_embeddings
 
 

@@ -13,7 +13,12 @@ from typing import Any
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.evaluation import BASE_ALG, summarize
-from fedrouter_cli.federation.evaluate_round import EvalPlan, NodeEvaluation, build_evaluate_app, evaluate_on_nodes
+from fedrouter_cli.federation.evaluate_round import (
+    EvalPlan,
+    NodeEvaluation,
+    build_evaluate_app,
+    evaluate_on_nodes,
+)
 from fedrouter_cli.rundir import NODE_PREDICTIONS, NodeDir, RunDir, client_name
 from fedrouter_cli.stages.common import Progress
 

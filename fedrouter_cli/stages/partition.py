@@ -16,7 +16,14 @@ from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import write_json, write_table
 from fedrouter_cli.fingerprints import partition_fingerprint
 from fedrouter_cli.rundir import RunDir, client_name
-from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
+from fedrouter_cli.stages.common import (
+    Progress,
+    StageResult,
+    cache_hit,
+    manifest,
+    no_progress,
+    staged_outputs,
+)
 
 
 def rows_table(rows: list[Row]) -> pa.Table:

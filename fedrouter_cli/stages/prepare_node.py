@@ -19,7 +19,13 @@ import pyarrow as pa
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import read_table, write_table
-from fedrouter_cli.rundir import PARTITION_TEXT, TEST_SPLITS, NodeDir, RunDir, client_name
+from fedrouter_cli.rundir import (
+    PARTITION_TEXT,
+    TEST_SPLITS,
+    NodeDir,
+    RunDir,
+    client_name,
+)
 from fedrouter_cli.stages.cluster_local import choose_k, cluster_client, tasks_held
 from fedrouter_cli.stages.common import Progress, no_progress
 from fedrouter_cli.stages.embed import embed_unique

@@ -12,12 +12,12 @@ from typing import Any
 
 from fedrouter_cli.config import load_config
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.files import atomic_path, read_json, write_json
-from fedrouter_cli.plots import bar_chart
-from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.experiments import paired as bench_stats
 from fedrouter_cli.experiments.markdown import floor_sentence, gap_cell, per_seed_cell
 from fedrouter_cli.experiments.paired import CHALLENGERS
+from fedrouter_cli.files import atomic_path, read_json, write_json
+from fedrouter_cli.plots import bar_chart
+from fedrouter_cli.rundir import RunDir
 
 METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
 REPORT_FILES = ("report.json", "report.md", "rouge1.png")

@@ -17,7 +17,14 @@ from fedrouter_cli.fingerprints import select_k_fingerprint, select_k_inputs
 from fedrouter_cli.plots import silhouette_plot
 from fedrouter_cli.rundir import RunDir
 from fedrouter_cli.stages.cluster_local import client_train, read_centroids
-from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, manifest, no_progress, staged_outputs
+from fedrouter_cli.stages.common import (
+    Progress,
+    StageResult,
+    cache_hit,
+    manifest,
+    no_progress,
+    staged_outputs,
+)
 
 LEVELS = ("local", "global")
 

@@ -8,7 +8,11 @@ from fedrouter_cli.rundir import RunDir
 
 def stale_stages(run: RunDir, config: Config) -> list[str]:
     """The finished stages among partition, embed, cluster-local whose inputs `config` changes."""
-    from fedrouter_cli.fingerprints import cluster_fingerprint, embed_fingerprint, partition_fingerprint
+    from fedrouter_cli.fingerprints import (
+        cluster_fingerprint,
+        embed_fingerprint,
+        partition_fingerprint,
+    )
 
     checks = {"partition": lambda: partition_fingerprint(config)[0], "embed": lambda: embed_fingerprint(config),
               "cluster-local": lambda: cluster_fingerprint(config)}

@@ -22,7 +22,11 @@ import numpy as np
 
 from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
 from fedrouter_cli.federation.strategies.base import Job, JobResult
-from fedrouter_cli.federation.strategies.common_baselines import BaselineStrategy, fedavg, one_adapter
+from fedrouter_cli.federation.strategies.common_baselines import (
+    BaselineStrategy,
+    fedavg,
+    one_adapter,
+)
 from fedrouter_cli.model.lora import Adapter, average
 
 WARMUP = "warmup"

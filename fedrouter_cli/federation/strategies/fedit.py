@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
 from fedrouter_cli.federation.strategies.base import Job, JobResult
-from fedrouter_cli.federation.strategies.common_baselines import GLOBAL, BaselineStrategy, one_adapter
+from fedrouter_cli.federation.strategies.common_baselines import (
+    GLOBAL,
+    BaselineStrategy,
+    one_adapter,
+)
 
 
 class FedIT(BaselineStrategy):

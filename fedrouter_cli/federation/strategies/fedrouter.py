@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from fedrouter_cli.clustering import AUTO_RULE_VERSIONS, best_global_k, kmeans, majority, silhouette_curve
+from fedrouter_cli.clustering import (
+    AUTO_RULE_VERSIONS,
+    best_global_k,
+    kmeans,
+    majority,
+    silhouette_curve,
+)
 from fedrouter_cli.config import TrainConfig
 from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
 from fedrouter_cli.federation.strategies.base import AdapterStrategy, Job, JobResult
