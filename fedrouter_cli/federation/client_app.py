@@ -53,7 +53,7 @@ def build_client_app(nodes_root: Path | None = None) -> ClientApp:
     client_app = ClientApp()
 
     def node(context: Context) -> NodeData:
-        folder = node_folder(dict(context.node_config), nodes_root)
+        folder = node_folder(dict(context.node_config), nodes_root, dict(context.run_config))
         key = str(folder)
         if key not in _NODE_CACHE:
             _NODE_CACHE[key] = NodeData.load(folder)

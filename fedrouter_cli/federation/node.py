@@ -22,12 +22,15 @@ from fedrouter_cli.rundir import PARTITION_TEXT, NodeDir, client_name
 from fedrouter_cli.vectors import read_vectors
 
 
-def node_folder(node_config: dict, nodes_root: Path | None = None) -> Path:
-    """A node's own folder: its `data-dir` node config (a deployed SuperNode), else its client's
-    folder under `nodes_root` (the simulation engine, whose node configs hold partition ids)."""
+def node_folder(node_config: dict, nodes_root: Path | None = None, run_config: dict | None = None) -> Path:
+    """A node's own folder: its `data-dir` node config (a deployed SuperNode); else its client's
+    folder under `nodes_root` (`fedrouter simulate`), or under the run config's run-dir/nodes/
+    (`flwr run` on a local simulation federation), the node configs of both holding partition ids."""
     if "data-dir" in node_config:
         return Path(str(node_config["data-dir"]))
-    if nodes_root is None:
+    if nodes_root is None and (run_config or {}).get("run-dir"):
+        nodes_root = Path(str(run_config["run-dir"])) / "nodes"
+    if nodes_root is None or "partition-id" not in node_config:
         raise RuntimeError("this node has no data-dir in its node config; start the SuperNode with "
                            "--node-config \"data-dir='<its folder>'\"")
     return Path(nodes_root) / client_name(int(node_config["partition-id"]))
