@@ -42,3 +42,52 @@ def test_a_simulated_node_finds_its_folder_through_the_run_config(tmp_path: Path
     assert node_folder({"data-dir": "/data/c05", "partition-id": 0}, None, {"run-dir": "/r"}) == Path("/data/c05")
     with pytest.raises(RuntimeError, match="data-dir"):
         node_folder({"partition-id": 0}, None, {"run-dir": ""})
+
+
+def test_flwr_run_on_a_local_simulation_trains_what_fedrouter_simulate_trains(smoke_data: Path,
+                                                                              smoke_simulated, tmp_path: Path) -> None:
+    """`flwr run .` from the repository, as a Flower user runs any app: Flower starts its own local
+    SuperLink (simulation, Ray backend) and the app trains the prepared smoke run dir; the final
+    adapters are those `fedrouter simulate` trained with the same settings (the smoke_simulated
+    run), under the same fingerprint, so `fedrouter evaluate` takes the run as its own."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+    import psutil
+    from safetensors.numpy import load_file
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_data, run)
+    home = tmp_path / "flwr-home"
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
+           "FLWR_DISABLE_UPDATE_CHECK": "1", "HF_HUB_OFFLINE": "1",
+           # ports of its own: the deployment test's SuperLink may be up meanwhile
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "39291", "FLWR_LOCAL_CONTROL_API_PORT": "39293"}
+    try:
+        done = subprocess.run([str(Path(bin_dir) / "flwr"), "run", str(REPO), "local",
+                               "--run-config", f'run-dir="{run}"',
+                               "--federation-config", "num-supernodes=4 client-resources-num-cpus=1", "--stream"],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    finally:  # the local SuperLink Flower started outlives `flwr run`: stop everything it spawned
+        for process in psutil.process_iter(["cmdline"]):
+            if any(str(home) in part for part in process.info["cmdline"] or []):
+                process.kill()
+    manifest = run / "simulate" / "fedrouter" / "manifest.json"
+    assert manifest.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    theirs, ours = json.loads(manifest.read_text()), json.loads(
+        (smoke_simulated[0] / "simulate" / "fedrouter" / "manifest.json").read_text())
+    assert theirs["fingerprint"] == ours["fingerprint"] and theirs["summary"]["rounds_completed"] == 2
+    final = "rounds/r0002/adapters"
+    trained = sorted((run / "simulate" / "fedrouter" / final).iterdir())
+    reference = smoke_simulated[0] / "simulate" / "fedrouter" / final
+    assert [p.name for p in trained] == sorted(p.name for p in reference.iterdir())
+    for adapter in trained:
+        a = load_file(str(adapter / "adapter_model.safetensors"))
+        b = load_file(str(reference / adapter.name / "adapter_model.safetensors"))
+        assert all(np.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in b), adapter.name  # thread counts may differ
