@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,24 +20,9 @@ from typing import Any
 
 from fedrouter_cli.errors import FedrouterError, MissingInputError
 from fedrouter_cli.files import write_json
+from fedrouter_cli.names import CLIENT_FOLDER, client_index, client_name  # noqa: F401 (re-exported)
 
 STAGES = ("partition", "embed", "cluster-local", "select-k", "simulate", "evaluate")
-
-
-def client_name(index: int) -> str:
-    return f"c{index:02d}"
-
-
-CLIENT_FOLDER = re.compile(r"(?:c|node-?)(\d{1,4})")
-
-
-def client_index(name: str) -> int | None:
-    """The client a name stands for, read exactly: 'c03' (as client_name writes it) or a node
-    folder 'node-3' / 'node3' is client 3; anything else ('c03-copy2', 'data') is None, never a
-    number pieced together from its digits. The inverse of client_name, and how a node knows its
-    client."""
-    match = CLIENT_FOLDER.fullmatch(name)
-    return int(match.group(1)) if match else None
 
 
 def fingerprint(*parts: Any) -> str:

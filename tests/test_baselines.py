@@ -12,8 +12,9 @@ import pytest
 from fedrouter_cli.config import Config, TrainConfig
 from fedrouter_cli.federation.inference import InferenceInput
 from fedrouter_cli.federation.node import save_state
+from fedrouter_cli.federation.rounds import FederationJob
 from fedrouter_cli.federation.strategies import STRATEGIES
-from fedrouter_cli.federation.strategies.base import FederationJob, Job, JobResult
+from fedrouter_cli.federation.strategies.base import Job, JobResult
 from fedrouter_cli.federation.strategies.fedcluster import (
     FedCluster,
     cosine_matrix,
@@ -54,7 +55,6 @@ def make(strategy_class, tmp_path: Path, clients: int = 4, **train) -> object:
     config = Config(train=TrainConfig(alg=strategy_class.name, rounds=3, **train))
     job = FederationJob(config=config, out=FederationDir(tmp_path), num_nodes=clients, initial_adapter=fake_initial)
     strategy = strategy_class(job)
-    strategy.node_client = {100 + c: c for c in range(clients)}
     strategy.local_centroids = {c: np.zeros((1, 3), dtype=np.float32) for c in range(clients)}
     strategy.initialize()
     return strategy

@@ -168,7 +168,7 @@ def test_last_token_states_use_the_given_adapter_and_leave_the_model_as_it_was(t
 
 def test_feddpa_sends_the_companion_with_the_local_job(tmp_path: Path) -> None:
     from fedrouter_cli.config import Config, TrainConfig
-    from fedrouter_cli.federation.strategies.base import FederationJob
+    from fedrouter_cli.federation.rounds import FederationJob, FlowerRounds
     from fedrouter_cli.federation.strategies.feddpa import FedDPA, FedDPAKnn
     from fedrouter_cli.rundir import FederationDir
 
@@ -178,7 +178,7 @@ def test_feddpa_sends_the_companion_with_the_local_job(tmp_path: Path) -> None:
                             initial_adapter=lambda seed: {})
         s = cls(job)
         s.initialize()
-        jobs = s.train_request(2, s.plan(2, 0)).jobs
+        jobs = FlowerRounds(s, job).train_request(2, s.plan(2, 0)).jobs
         assert [j.name for j in jobs] == ["global", "local"] and [j.companion for j in jobs] == expected
         assert [(j.scale, j.companion_scale) for j in jobs] == scales
     s = FedDPA(FederationJob(config=Config(train=TrainConfig(alg="feddpa")), out=FederationDir(tmp_path), num_nodes=1,

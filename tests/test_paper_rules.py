@@ -152,7 +152,7 @@ def test_fedrouter_auto_rule_uses_the_sizes_clients_send(tmp_path: Path) -> None
 
 def make_fedrouter(tmp_path: Path, centroids: dict[int, np.ndarray], tasks=("a", "b", "c", "d"), **train):
     from fedrouter_cli.config import Config, TrainConfig
-    from fedrouter_cli.federation.strategies.base import FederationJob
+    from fedrouter_cli.federation.rounds import FederationJob
     from fedrouter_cli.federation.strategies.fedrouter import FedRouter
     from fedrouter_cli.rundir import FederationDir
 
@@ -160,7 +160,6 @@ def make_fedrouter(tmp_path: Path, centroids: dict[int, np.ndarray], tasks=("a",
     job = FederationJob(config=config, out=FederationDir(tmp_path), num_nodes=len(centroids), tasks=tuple(tasks),
                         initial_adapter=lambda seed: {"w.lora_A.weight": np.full((2, 2), seed, np.float32)})
     strategy = FedRouter(job)
-    strategy.node_client = {100 + c: c for c in centroids}
     strategy.local_centroids = centroids
     strategy.initialize()
     return strategy
@@ -293,11 +292,12 @@ def test_star_trains_each_adapter_once_per_round(tmp_path: Path) -> None:
 
 def test_jobs_travel_with_their_clusters_and_select_rows(tmp_path: Path) -> None:
     from fedrouter_cli.federation.node import NodeData
+    from fedrouter_cli.federation.rounds import FlowerRounds
     from fedrouter_cli.federation.strategies.base import Job
     from fedrouter_cli.federation.train_wire import TrainRequest
 
     s = two_task_client(tmp_path, variant="star")
-    sent = s.train_request(1, [*s.plan(1, 0), Job(name="all", clusters=(), adapter={}, tag="x")])
+    sent = FlowerRounds(s, s.job).train_request(1, [*s.plan(1, 0), Job(name="all", clusters=(), adapter={}, tag="x")])
     received = TrainRequest.from_content(sent.to_content())  # (the engine tests send it through Flower's serde)
     assert received.settings == sent.settings and received.jobs == sent.jobs  # the same typed message at both ends
     assert sorted(job.clusters for job in received.jobs) == [(), (0, 2), (1,)]
@@ -333,7 +333,7 @@ def test_cpu_preset_trains_every_adapter_at_a_meaningful_rate(tmp_path: Path, sc
     pair with data gets at least one round at >= 25% of the peak rate."""
     from fedrouter_cli.config import Config, build_config
     from fedrouter_cli.data.partition import client_tasks
-    from fedrouter_cli.federation.strategies.base import FederationJob
+    from fedrouter_cli.federation.rounds import FederationJob
     from fedrouter_cli.federation.strategies.fedrouter import FedRouter
     from fedrouter_cli.presets import PRESETS
     from fedrouter_cli.rundir import FederationDir
@@ -360,16 +360,18 @@ def test_cpu_preset_trains_every_adapter_at_a_meaningful_rate(tmp_path: Path, sc
 
 
 def test_metrics_record_steps_and_rate_per_adapter(tmp_path: Path) -> None:
+    from fedrouter_cli.federation.rounds import FlowerRounds
     from fedrouter_cli.federation.strategies.base import JobResult
 
     s = two_task_client(tmp_path, local_steps=3, lr=1e-3, lr_floor=0.5)
     job = s.plan(2, 0)[0]
     result = JobResult(client=0, job=job, adapter={}, samples=12, loss=1.0, first_loss=1.0, last_loss=1.0, seconds=0.1)
-    row = s._row(2, 0, job, result, "ok", 0, 0)
+    rounds = FlowerRounds(s, s.job)
+    row = rounds._row(2, 0, job, result, "ok", 0, 0)
     assert row["steps"] == 3 and row["lr"] == pytest.approx(s.lr_at(2)) and row["tag"] == job.tag
-    failed = s._row(2, 0, None, None, "failed", 0, 0)
+    failed = rounds._row(2, 0, None, None, "failed", 0, 0)
     assert failed["steps"] == 0
-    s.checkpoint(2, [row, failed])
+    rounds.checkpoint(2, [row, failed])
     import pyarrow.parquet as pq
 
     table = pq.read_table(tmp_path / "metrics.parquet")

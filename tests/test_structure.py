@@ -100,3 +100,17 @@ def test_every_algorithm_is_registered_once_and_every_list_follows_the_registry(
     help_text = AlgOpt.__metadata__[0].help
     assert all(f"{name}:" in help_text for name in REGISTRY)
     assert set(BENCH_METHODS) == {n for n, a in REGISTRY.items() if a.in_bench} | {"fedrouter-star"}
+
+
+# Flower's message API and the file layer: what the rounds (federation/rounds.py) and the stages use
+NOT_FOR_RULES = ("flwr", "pyarrow", "safetensors", "fedrouter_cli.files", "fedrouter_cli.rundir",
+                 "fedrouter_cli.federation.run_output", "fedrouter_cli.federation.node", "fedrouter_cli.federation.wire",
+                 "fedrouter_cli.federation.train_wire", "fedrouter_cli.federation.rounds")
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "federation" / "strategies").glob("*.py")), ids=lambda p: p.name)
+def test_the_algorithms_rules_only_decide(path: Path) -> None:
+    """An algorithm's module says which jobs each node trains, how replies combine and which
+    adapter answers a prompt; it sends no message and touches no file (imports in functions too)."""
+    found = sorted(m for m in _imported(path) if m == "pathlib" or m.startswith(NOT_FOR_RULES))
+    assert not found, f"{path.name} imports {found}"

@@ -31,7 +31,7 @@ from fedrouter_cli.federation.node import (
 )
 from fedrouter_cli.federation.privacy import privatize_centroids, privatize_update
 from fedrouter_cli.federation.train_wire import TrainRequest
-from fedrouter_cli.federation.wire import select, to_record
+from fedrouter_cli.federation.wire import to_record
 from fedrouter_cli.model.device import resolve_device
 from fedrouter_cli.model.lora import (
     companion_adapter,
@@ -39,6 +39,7 @@ from fedrouter_cli.model.lora import (
     peft_model,
     scaled_adapter,
     scaled_b,
+    select,
     set_adapter_weights,
 )
 from fedrouter_cli.model.train import train_steps

@@ -34,6 +34,20 @@ class InferenceInput:
     seed: int = 0                   # --seed, for methods that draw at random
     local_route: str = "local"      # FedRouter's local mode: 'local' or 'global' centroids (--local-route)
 
+    # The rules read adapters only through these two, so they need no file layer of their own.
+    def saved(self, name: str) -> Callable[[], Adapter]:
+        """A loader of the evaluated round's adapter `name` (called when a batch needs it)."""
+        from fedrouter_cli.model.lora import load_adapter
+
+        folder = self.adapters_dir / name
+        return lambda: load_adapter(folder)
+
+    def kept(self, alg: str, name: str) -> Adapter | None:
+        """What this client kept for job `name` of `alg` up to and including the evaluated round."""
+        from fedrouter_cli.federation.node import latest_state
+
+        return latest_state(self.node_dir, alg, name, before_round=int(self.state["round"]) + 1)
+
 
 @dataclass
 class Routing:
@@ -44,12 +58,6 @@ class Routing:
     routed_tasks: list[str] | None  # majority task of the adapter chosen, for routing accuracy
     # adapter name -> its new-token budget from its training responses (evaluation.route fills it)
     budgets: dict[str, int] = field(default_factory=dict)
-
-
-def load_named(adapters_dir: Path, name: str):
-    from fedrouter_cli.model.lora import load_adapter
-
-    return lambda: load_adapter(adapters_dir / name)
 
 
 def merged(parts: list) -> Adapter:

@@ -10,17 +10,18 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedrouter_cli.errors import FederationStopped
-from fedrouter_cli.federation.strategies.base import AdapterStrategy, FederationJob
+from fedrouter_cli.federation.rounds import FederationJob, FlowerRounds
+from fedrouter_cli.federation.strategies.base import AdapterStrategy
 
 log = logging.getLogger(__name__)
 
 
 def run_rounds(grid: Grid, job: FederationJob, strategy_class: type[AdapterStrategy], connect_timeout: float = 600.0,
-               every_node: bool = False) -> AdapterStrategy:
+               every_node: bool = False) -> FlowerRounds:
     """Wait for the nodes and their centroids, restore the last saved round (or initialise a new
     run), and run the rounds that remain. every_node: stop unless all `job.num_nodes` answered
     (a deployment, where a missing SuperNode is a misconfiguration, not a failed client)."""
-    strategy = strategy_class(job)
+    strategy = FlowerRounds(strategy_class(job), job)
     strategy.connect(grid, timeout=connect_timeout)
     if every_node and len(strategy.node_client) < job.num_nodes:
         raise FederationStopped(f"only {len(strategy.node_client)} of {job.num_nodes} SuperNodes sent their centroids")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from fedrouter_cli.model.lora import Adapter
-
 
 def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
@@ -21,10 +19,3 @@ def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 def nbytes(arrays: dict[str, np.ndarray]) -> int:
     return int(sum(v.nbytes for v in arrays.values()))
-
-
-def select(adapter: Adapter, part: str) -> Adapter:
-    """The LoRA weights of one part ('lora_A', 'lora_B') or all of them ('all')."""
-    if part == "all":
-        return dict(adapter)
-    return {k: v for k, v in adapter.items() if part in k}

@@ -137,6 +137,13 @@ def initial_adapter(model_name: str, train: TrainConfig, seed: int) -> Adapter:
     return adapter
 
 
+def select(adapter: Adapter, part: str) -> Adapter:
+    """The LoRA weights of one part ('lora_A', 'lora_B') or all of them ('all')."""
+    if part == "all":
+        return dict(adapter)
+    return {k: v for k, v in adapter.items() if part in k}
+
+
 def average(adapters: list[Adapter], weights: list[float]) -> Adapter:
     """Weighted mean of adapters with the same keys."""
     total = float(sum(weights))

@@ -22,9 +22,9 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedrouter_cli.config import load_config
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.federation.rounds import FederationJob
 from fedrouter_cli.federation.server_app import run_rounds
 from fedrouter_cli.federation.strategies import STRATEGIES
-from fedrouter_cli.federation.strategies.base import FederationJob
 from fedrouter_cli.rundir import RunDir
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import time
 
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.federation.rounds import FederationJob
 from fedrouter_cli.federation.strategies import STRATEGIES
-from fedrouter_cli.federation.strategies.base import FederationJob
 from fedrouter_cli.files import copy_files, read_table
 from fedrouter_cli.fingerprints import simulate_fingerprint
 from fedrouter_cli.model.device import (

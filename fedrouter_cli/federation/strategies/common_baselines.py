@@ -11,16 +11,13 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any, Callable
 
 from fedrouter_cli.federation.inference import Routing
-from fedrouter_cli.federation.node import latest_state
 from fedrouter_cli.federation.strategies.base import AdapterStrategy, JobResult
-from fedrouter_cli.federation.wire import select
 from fedrouter_cli.model.generate import BASE
-from fedrouter_cli.model.lora import Adapter, average
-from fedrouter_cli.rundir import client_name
+from fedrouter_cli.model.lora import Adapter, average, select
+from fedrouter_cli.names import client_name
 
 GLOBAL = "global"
 
@@ -28,11 +25,6 @@ GLOBAL = "global"
 def client_adapter(client: int, suffix: str) -> str:
     """Adapter name unique across clients, e.g. 'c03-local'."""
     return f"{client_name(client)}-{suffix}"
-
-
-def kept_state(node_dir: Path, alg: str, name: str, state: dict[str, Any]) -> Adapter | None:
-    """What a client kept for job `name` up to and including the evaluated round."""
-    return latest_state(node_dir, alg, name, before_round=int(state["round"]) + 1)
 
 
 def one_adapter(name: str, build: Callable[[], Adapter] | None, samples: int) -> Routing:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
+from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies.base import Job, JobResult
 from fedrouter_cli.federation.strategies.common_baselines import (
     BaselineStrategy,
@@ -152,7 +152,7 @@ class FedCluster(BaselineStrategy):
     @staticmethod
     def route(inputs: InferenceInput) -> Routing:
         name = FedCluster._client_adapter(inputs.state, inputs.client)
-        return one_adapter(name, load_named(inputs.adapters_dir, name), len(inputs.embeddings))
+        return one_adapter(name, inputs.saved(name), len(inputs.embeddings))
 
     @staticmethod
     def evaluation_adapters(state: dict[str, Any], client: int, mode: str) -> list[str]:

@@ -41,13 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
+from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies.base import Job, JobResult
 from fedrouter_cli.federation.strategies.common_baselines import (
     GLOBAL,
     BaselineStrategy,
     client_adapter,
-    kept_state,
     one_adapter,
 )
 from fedrouter_cli.model.lora import Adapter
@@ -154,8 +153,8 @@ class FedDPA(BaselineStrategy):
 
     @classmethod
     def route(cls, inputs: InferenceInput) -> Routing:
-        own = kept_state(inputs.node_dir, cls.name, LOCAL, inputs.state)
-        global_build = load_named(inputs.adapters_dir, GLOBAL)
+        own = inputs.kept(cls.name, LOCAL)
+        global_build = inputs.saved(GLOBAL)
         if not own:
             return one_adapter(GLOBAL, global_build, len(inputs.embeddings))
         return _mixture_routing(inputs.client, own, global_build, cls.local_weights(inputs, own), cls.weight_steps)

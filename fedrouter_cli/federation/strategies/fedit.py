@@ -7,7 +7,7 @@ Inference: the global adapter for every test sample (both evaluate modes).
 
 from __future__ import annotations
 
-from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
+from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies.base import Job, JobResult
 from fedrouter_cli.federation.strategies.common_baselines import (
     GLOBAL,
@@ -30,4 +30,4 @@ class FedIT(BaselineStrategy):
 
     @staticmethod
     def route(inputs: InferenceInput) -> Routing:
-        return one_adapter(GLOBAL, load_named(inputs.adapters_dir, GLOBAL), len(inputs.embeddings))
+        return one_adapter(GLOBAL, inputs.saved(GLOBAL), len(inputs.embeddings))

@@ -36,7 +36,7 @@ from fedrouter_cli.clustering import (
     silhouette_curve,
 )
 from fedrouter_cli.config import TrainConfig
-from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
+from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies.base import AdapterStrategy, Job, JobResult
 from fedrouter_cli.model.lora import average
 from fedrouter_cli.router import nearest
@@ -139,7 +139,7 @@ class FedRouter(AdapterStrategy):
         else:
             chosen = nearest(inputs.embeddings, np.asarray(state["global_centroids"], dtype=np.float32)).tolist()
         names = [adapter_name(g) for g in chosen]
-        return Routing(names=names, build={n: load_named(inputs.adapters_dir, n) for n in set(names)},
+        return Routing(names=names, build={n: inputs.saved(n) for n in set(names)},
                        routed_tasks=[inputs.global_tasks.get(n, "") for n in names])
 
     @staticmethod

@@ -17,11 +17,9 @@ from fedrouter_cli.federation.strategies.common_baselines import (
     BaselineStrategy,
     client_adapter,
     fedavg,
-    kept_state,
     one_adapter,
 )
-from fedrouter_cli.federation.wire import select
-from fedrouter_cli.model.lora import load_adapter
+from fedrouter_cli.model.lora import select
 
 
 class FedSA(BaselineStrategy):
@@ -42,12 +40,12 @@ class FedSA(BaselineStrategy):
 
     @staticmethod
     def route(inputs: InferenceInput) -> Routing:
-        own_b = kept_state(inputs.node_dir, FedSA.name, GLOBAL, inputs.state)
+        own_b = inputs.kept(FedSA.name, GLOBAL)
         if not own_b:
             return one_adapter("", None, len(inputs.embeddings))
-        folder = inputs.adapters_dir / GLOBAL
+        shared = inputs.saved(GLOBAL)
 
         def build():
-            return {**select(load_adapter(folder), "lora_A"), **select(own_b, "lora_B")}
+            return {**select(shared(), "lora_A"), **select(own_b, "lora_B")}
 
         return one_adapter(client_adapter(inputs.client, "fedsa"), build, len(inputs.embeddings))

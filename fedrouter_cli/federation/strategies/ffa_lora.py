@@ -9,7 +9,7 @@ the client keeps nothing between rounds. Inference: the global adapter for every
 
 from __future__ import annotations
 
-from fedrouter_cli.federation.inference import InferenceInput, Routing, load_named
+from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies.base import Job, JobResult
 from fedrouter_cli.federation.strategies.common_baselines import (
     GLOBAL,
@@ -17,7 +17,7 @@ from fedrouter_cli.federation.strategies.common_baselines import (
     fedavg,
     one_adapter,
 )
-from fedrouter_cli.federation.wire import select
+from fedrouter_cli.model.lora import select
 
 
 class FFALoRA(BaselineStrategy):
@@ -38,4 +38,4 @@ class FFALoRA(BaselineStrategy):
 
     @staticmethod
     def route(inputs: InferenceInput) -> Routing:
-        return one_adapter(GLOBAL, load_named(inputs.adapters_dir, GLOBAL), len(inputs.embeddings))
+        return one_adapter(GLOBAL, inputs.saved(GLOBAL), len(inputs.embeddings))

@@ -15,7 +15,6 @@ from fedrouter_cli.federation.strategies.base import Job, JobResult
 from fedrouter_cli.federation.strategies.common_baselines import (
     BaselineStrategy,
     client_adapter,
-    kept_state,
     one_adapter,
 )
 
@@ -37,6 +36,6 @@ class Local(BaselineStrategy):
 
     @staticmethod
     def route(inputs: InferenceInput) -> Routing:
-        own = kept_state(inputs.node_dir, Local.name, JOB, inputs.state)
+        own = inputs.kept(Local.name, JOB)
         build = (lambda: dict(own)) if own else None
         return one_adapter(client_adapter(inputs.client, "local"), build, len(inputs.embeddings))
