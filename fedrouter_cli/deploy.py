@@ -3,7 +3,7 @@
 The simulation engine (`fedrouter simulate`) runs every client inside one process tree. The
 deployment engine runs the same ClientApp on real, separate SuperNodes (one per client, each
 with its own data-dir holding only that client's files) connected to one SuperLink, which runs
-the ServerApp `fedrouter_cli.stages.deploy_server:app`. The server writes its rounds to
+the ServerApp `fedrouter_cli.stages.server_app:app`. The server writes its rounds to
 <run-dir>/simulate/<alg>/ exactly like `fedrouter simulate`, so `fedrouter evaluate` works after.
 
 These are plain functions returning argv lists and environments; the caller starts the
@@ -29,7 +29,7 @@ from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import copy_files
 from fedrouter_cli.rundir import TEST_SPLITS, NodeDir, RunDir, client_index
 
-SERVER_APP = "fedrouter_cli.stages.deploy_server:app"
+SERVER_APP = "fedrouter_cli.stages.server_app:app"
 CLIENT_APP = "fedrouter_cli.federation.client_app:app"
 APP_NAME = "fedrouter-deploy"
 DEFAULT_SUPERLINK_PORT = 9093

@@ -164,6 +164,14 @@ class RunDir:
         """Everything one client owns, gathered for its Flower node (its 'own folder')."""
         return self.nodes_root / client
 
+    def fill_nodes(self, clients: list[str], test_splits: tuple[str, ...] = ()) -> None:
+        """Give each client its own folder under nodes/: the only files its Flower node reads (with
+        `test_splits`, also what it needs to score itself), each copied atomically."""
+        from fedrouter_cli.files import copy_files
+
+        for client in clients:
+            copy_files(self.node_files(client, self.node(client), test_splits))
+
     def node(self, client: str) -> "NodeDir":
         """The client's folder on the simulation engine, laid out as on a deployed machine."""
         return NodeDir(self.client_dir(client))

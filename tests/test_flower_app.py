@@ -30,7 +30,7 @@ def test_the_repository_declares_the_deployed_app_with_its_run_config(tmp_path: 
     valid, errors, _ = validate_config(declared, check_module=True, project_dir=REPO)
     assert valid, errors
     names = zipfile.ZipFile(io.BytesIO(build_fab_from_disk(REPO))).namelist()
-    assert "fedrouter_cli/stages/deploy_server.py" in names and "fedrouter_cli/federation/client_app.py" in names
+    assert "fedrouter_cli/stages/server_app.py" in names and "fedrouter_cli/federation/client_app.py" in names
     assert not [n for n in names if n.startswith(("bench/", "tests/"))]  # the FAB holds the package only
 
 

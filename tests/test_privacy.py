@@ -11,13 +11,13 @@ import pytest
 
 from fedrouter_cli.config import Config, PrivacyConfig, build_config
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.federation.engine import check_privacy
 from fedrouter_cli.federation.privacy import (
     gaussian_sigma,
     privatize_centroids,
     privatize_update,
 )
 from fedrouter_cli.fingerprints import simulate_fingerprint
-from fedrouter_cli.stages.simulate import check_privacy
 
 
 def test_gaussian_sigma_is_the_classic_mechanism() -> None:

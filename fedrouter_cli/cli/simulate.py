@@ -67,8 +67,9 @@ def simulate(
     force = shared["force"]
 
     def action(cfg, run, progress):
+        from fedrouter_cli.federation.engine import check_request
         from fedrouter_cli.stages.pipeline import prepare
-        from fedrouter_cli.stages.simulate import check_request, run_simulate
+        from fedrouter_cli.stages.simulate import run_simulate
 
         check_request(cfg, gpus_per_client)  # before the data stages, so a refused setting changes nothing
         results = prepare(cfg, run, "cluster-local", False, progress)

@@ -12,12 +12,31 @@ from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FederationStopped, FedrouterError
 from fedrouter_cli.model.device import (
     Placement,
+    check_4bit,
     check_gpu_share,
     client_gpu_bytes,
     free_gpu_bytes,
     gpu_workers,
+    resolve_device,
     weight_bytes,
 )
+
+
+def check_privacy(config: Config) -> None:
+    if config.privacy.centroid_epsilon and not config.embed.normalized:
+        raise FedrouterError("--centroid-epsilon needs unit-norm embeddings to bound their sensitivity, and "
+                             "--embedder base is not normalized; use --embedder minilm+chars (the default).")
+
+
+def check_request(config: Config, gpus_per_client: float = 0.0) -> Placement:
+    """Refuse what this run cannot do before any work (privacy that would not hold, CUDA-only options
+    without CUDA) and return where its clients train."""
+    check_privacy(config)
+    placement = resolve_device(config.model.device)
+    check_gpu_share(gpus_per_client, placement)
+    if config.model.load_in_4bit:
+        check_4bit(placement)
+    return placement
 
 
 def quiet_flower() -> None:

@@ -24,12 +24,15 @@ from fedrouter_cli.stages.common import Progress
 
 
 def _simulated(config: Config, run: RunDir, plan: EvalPlan) -> NodeEvaluation:
-    from fedrouter_cli.federation.engine import run_engine, simulation_resources
+    from fedrouter_cli.federation.engine import (
+        check_request,
+        run_engine,
+        simulation_resources,
+    )
     from fedrouter_cli.model.lora import peft_model
-    from fedrouter_cli.stages.simulate import check_request, prepare_nodes
 
     placement = check_request(config)
-    prepare_nodes(run, [client_name(c) for c in range(plan.clients)], (plan.split,))  # their test rows too
+    run.fill_nodes([client_name(c) for c in range(plan.clients)], (plan.split,))  # their test rows too
     model, _ = peft_model(config.model.model, config.train)  # converts the default model before the workers start
     _, threads, backend_config = simulation_resources(placement, plan.clients, model, config)
     plan.torch_threads = threads

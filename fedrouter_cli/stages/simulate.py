@@ -5,43 +5,13 @@ from __future__ import annotations
 import time
 
 from fedrouter_cli.config import Config
-from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.federation.engine import check_request
 from fedrouter_cli.federation.rounds import FederationJob
 from fedrouter_cli.federation.strategies import STRATEGIES
-from fedrouter_cli.files import copy_files, read_table
+from fedrouter_cli.files import read_table
 from fedrouter_cli.fingerprints import simulate_fingerprint
-from fedrouter_cli.model.device import (
-    Placement,
-    check_4bit,
-    check_gpu_share,
-    resolve_device,
-)
 from fedrouter_cli.rundir import PARTITION_TEXT, RunDir
 from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, no_progress
-
-
-def check_privacy(config: Config) -> None:
-    if config.privacy.centroid_epsilon and not config.embed.normalized:
-        raise FedrouterError("--centroid-epsilon needs unit-norm embeddings to bound their sensitivity, and "
-                             "--embedder base is not normalized; use --embedder minilm+chars (the default).")
-
-
-def check_request(config: Config, gpus_per_client: float = 0.0) -> Placement:
-    """Refuse what this run cannot do before any work (privacy that would not hold, CUDA-only options
-    without CUDA) and return where its clients train."""
-    check_privacy(config)
-    placement = resolve_device(config.model.device)
-    check_gpu_share(gpus_per_client, placement)
-    if config.model.load_in_4bit:
-        check_4bit(placement)
-    return placement
-
-
-def prepare_nodes(run: RunDir, clients: list[str], test_splits: tuple[str, ...] = ()) -> None:
-    """Give each client its own folder: the only files its Flower node reads (with `test_splits`,
-    also what it needs to score itself)."""
-    for client in clients:
-        copy_files(run.node_files(client, run.node(client), test_splits))
 
 
 def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress,
@@ -54,15 +24,15 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
         return hit
     from fedrouter_cli.federation.engine import run_engine, simulation_resources
     from fedrouter_cli.federation.run_output import finish, open_output
-    from fedrouter_cli.federation.server_app import build_server_app
     from fedrouter_cli.model.lora import initial_adapter, peft_model
+    from fedrouter_cli.stages.server_app import build_server_app
 
     started = time.perf_counter()
     clients = run.clients()
     for client in clients:  # a corrupt partition file fails here, in one sentence, before anything is written
         read_table(run.partition_file(client, "train"), PARTITION_TEXT)
     out = open_output(run, alg, fp, force, clients)
-    prepare_nodes(run, clients)
+    run.fill_nodes(clients)
     # the server's copy (initial adapters) stays on the CPU in fp32; loading it first also converts
     # the default model before the workers start
     model, _ = peft_model(config.model.model, config.train)

@@ -1,13 +1,12 @@
-"""The federation loop, the only one, for both of Flower's engines: the simulation engine (the
-ServerApp `build_server_app` makes for `fedrouter simulate`) and the deployment engine (the
-ServerApp `flwr run` starts, fedrouter_cli.stages.deploy_server, which calls `run_rounds`)."""
+"""The federation loop, the only one, for both of Flower's engines; the ServerApps that run it are
+in fedrouter_cli.stages.server_app."""
 
 from __future__ import annotations
 
 import logging
 
-from flwr.app import ArrayRecord, Context
-from flwr.serverapp import Grid, ServerApp
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
 
 from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.rounds import FederationJob, FlowerRounds
@@ -31,20 +30,3 @@ def run_rounds(grid: Grid, job: FederationJob, strategy_class: type[AdapterStrat
         strategy.start(grid=grid, initial_arrays=ArrayRecord(), num_rounds=remaining,
                        timeout=job.config.train.round_timeout)
     return strategy
-
-
-def build_server_app(job: FederationJob, strategy_class: type[AdapterStrategy],
-                     errors: list[BaseException]) -> ServerApp:
-    """A ServerApp bound to one run on the simulation engine; exceptions land in `errors` for the
-    caller to report."""
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        try:
-            run_rounds(grid, job, strategy_class)
-        except BaseException as exc:  # surfaced by the simulate stage, not lost in a thread
-            errors.append(exc)
-            raise
-
-    return app

@@ -1,5 +1,10 @@
-"""Stages simulate and evaluate on Flower's deployment engine: the ServerApp `flwr run` starts,
-the twin of `fedrouter simulate` and of `fedrouter evaluate --on nodes`.
+"""The ServerApp, the one module that defines it: `app`, which `flwr run` starts (the repository's
+Flower App, a local simulation federation or the deployment engine), and `build_server_app`,
+the same loop bound to one run for `fedrouter simulate` (Flower's public simulation API passes a
+ServerApp no run config, so the simulate stage hands it the run directly). Both run
+fedrouter_cli.federation.loop.run_rounds.
+
+With `app`, stages simulate and evaluate run on whatever federation `flwr run` targets.
 
 It reads its run directory from the run config, runs the same strategy on the SuperNodes
 that connect to the SuperLink, and writes rounds, metrics and the simulate manifest into
@@ -22,9 +27,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedrouter_cli.config import load_config
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.federation.loop import run_rounds
 from fedrouter_cli.federation.rounds import FederationJob
-from fedrouter_cli.federation.server_app import run_rounds
 from fedrouter_cli.federation.strategies import STRATEGIES
+from fedrouter_cli.federation.strategies.base import AdapterStrategy
 from fedrouter_cli.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -90,9 +96,7 @@ def _train(grid: Grid, rc, run: RunDir, config) -> None:
     if all(run.centroids_file(client).exists() for client in clients):
         # this machine holds the clients' files (`flwr run` on a local simulation federation):
         # give each node its folder, as `fedrouter simulate` does; a deployment's server holds none
-        from fedrouter_cli.stages.simulate import prepare_nodes
-
-        prepare_nodes(run, clients)
+        run.fill_nodes(clients)
     peft_model(config.model.model, config.train)  # load (and convert) the base model once, up front
     job = FederationJob(config=config, out=out, num_nodes=num_nodes,
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
@@ -102,3 +106,20 @@ def _train(grid: Grid, rc, run: RunDir, config) -> None:
     run_rounds(grid, job, STRATEGIES[alg], connect_timeout=float(rc.get("connect-timeout", 600.0)), every_node=True)
     result = finish(config, run, out, fp, started, STRATEGIES[alg])
     log.info("fedrouter %s finished: %s", alg, result.to_json())
+
+
+def build_server_app(job: FederationJob, strategy_class: type[AdapterStrategy],
+                     errors: list[BaseException]) -> ServerApp:
+    """A ServerApp bound to one run, for `fedrouter simulate` on the simulation engine; exceptions
+    land in `errors` for the caller to report."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        try:
+            run_rounds(grid, job, strategy_class)
+        except BaseException as exc:  # surfaced by the simulate stage, not lost in a thread
+            errors.append(exc)
+            raise
+
+    return app
