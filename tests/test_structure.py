@@ -114,3 +114,17 @@ def test_the_algorithms_rules_only_decide(path: Path) -> None:
     adapter answers a prompt; it sends no message and touches no file (imports in functions too)."""
     found = sorted(m for m in _imported(path) if m == "pathlib" or m.startswith(NOT_FOR_RULES))
     assert not found, f"{path.name} imports {found}"
+
+
+def test_one_server_app_module_and_one_federation_loop() -> None:
+    """Every ServerApp is made in stages/server_app.py and the rounds are started in one place,
+    federation/loop.py, whichever engine runs them (a second loop would drift from the first)."""
+    makes_app, starts_rounds = set(), set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "ServerApp":
+                makes_app.add(str(path.relative_to(PACKAGE)))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "start" \
+                    and any(k.arg == "grid" for k in node.keywords):
+                starts_rounds.add(str(path.relative_to(PACKAGE)))
+    assert makes_app == {"stages/server_app.py"} and starts_rounds == {"federation/loop.py"}
