@@ -117,8 +117,10 @@ def test_the_algorithms_rules_only_decide(path: Path) -> None:
 
 
 def test_one_server_app_module_and_one_federation_loop() -> None:
-    """Every ServerApp is made in stages/server_app.py and the rounds are started in one place,
-    federation/loop.py, whichever engine runs them (a second loop would drift from the first)."""
+    """The training ServerApps are made in stages/server_app.py (besides them only the one-shot
+    evaluation on simulated nodes, federation/evaluate_round.py, makes one), and the rounds are
+    started in one place, federation/loop.py, whichever engine runs them (a second loop would
+    drift from the first)."""
     makes_app, starts_rounds = set(), set()
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -127,4 +129,5 @@ def test_one_server_app_module_and_one_federation_loop() -> None:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "start" \
                     and any(k.arg == "grid" for k in node.keywords):
                 starts_rounds.add(str(path.relative_to(PACKAGE)))
-    assert makes_app == {"stages/server_app.py"} and starts_rounds == {"federation/loop.py"}
+    assert makes_app == {"stages/server_app.py", "federation/evaluate_round.py"}
+    assert starts_rounds == {"federation/loop.py"}
