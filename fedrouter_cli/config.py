@@ -83,6 +83,14 @@ class DataConfig:
     test_per_client: int = 300
     test_tasks: str = field(default="scenario", metadata={"help": "which test set evaluate uses by default"})
     seed: int = 0
+    # a file of one's own records (fedrouter_cli.data.records) instead of task folders: one client
+    # per value of `client_column`, each with its own seeded test share; the task column is optional
+    client_column: str = ""
+    instruction_column: str = "instruction"
+    response_column: str = "response"
+    input_column: str = ""
+    task_column: str = ""
+    test_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -96,6 +104,22 @@ class DataConfig:
             _fail("--train-per-client and --test-per-client take at most 100000 samples per client; pass fewer.")
         if self.seed < 0:
             _fail(f"--seed must be 0 or more, got {self.seed}.")
+        if not 0 < self.test_fraction < 1:
+            _fail(f"--test-fraction must be between 0 and 1, got {self.test_fraction}.")
+        if self.client_column and self.source in ("synthetic", "hf"):
+            _fail(f"--client-column reads a file of your own records; --source {self.source} has none. "
+                  "Pass --source PATH (JSONL, JSON, CSV, Parquet or a save_to_disk folder).")
+
+    @property
+    def own_records(self) -> bool:
+        """The source is a file of one's own records split by a client column (not task folders)."""
+        return bool(self.client_column)
+
+    def columns(self) -> Any:
+        from fedrouter_cli.data.records import Columns
+
+        return Columns(instruction=self.instruction_column, response=self.response_column,
+                       input=self.input_column or None, task=self.task_column or None, client=self.client_column)
 
     @property
     def test_split(self) -> str:

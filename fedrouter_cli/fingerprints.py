@@ -33,10 +33,28 @@ def source_fingerprint(source: str, tasks: tuple[str, ...]) -> str:
 
 
 def partition_fingerprint(config: Config) -> tuple[str, tuple[str, ...]]:
+    """The partition's fingerprint and the tasks it draws (() for one's own records, whose tasks,
+    if any, are a column of the file)."""
     data = config.data
+    slice_ = _without_old_defaults("data", {k: v for k, v in asdict(data).items() if k != "test_tasks"})
+    if data.own_records:
+        return fingerprint("partition", slice_, records_fingerprint(data.source)), ()
     tasks = sources.resolve_tasks(data.source, data.tasks)
-    slice_ = {k: v for k, v in asdict(data).items() if k != "test_tasks"}
     return fingerprint("partition", slice_, tasks, source_fingerprint(data.source, tasks)), tasks
+
+
+def records_fingerprint(source: str) -> str:
+    """Content hash of a file (or folder) of one's own records, so edited data reruns."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        from fedrouter_cli.errors import FedrouterError
+
+        raise FedrouterError(f"--source {source} does not exist; pass your records' file or folder.")
+    digest = hashlib.sha256()
+    for file in sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()):
+        digest.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def embed_settings(config: Config) -> dict:
@@ -78,6 +96,8 @@ def model_settings(config: Config) -> dict:
 # Settings added after runs were made, with the value that gives the behaviour from before them:
 # at that value a setting stays out of its stage's fingerprint, so those runs stay cached.
 ADDED_LATER = {
+    "data": {"client_column": "", "instruction_column": "instruction", "response_column": "response",
+             "input_column": "", "task_column": "", "test_fraction": 0.2},
     "train": {"lr_floor": 0.0, "group_by_length": False, "max_grad_norm": 0.0},
     "eval": {"token_budget": False, "rouge_stemming": True, "local_route": "local"},
 }
@@ -85,7 +105,7 @@ ADDED_LATER = {
 
 # Settings of one algorithm's rules: they join the simulate fingerprint through that algorithm's
 # fingerprint_parts only, so changing one never reruns another algorithm's runs.
-ALGORITHM_SETTINGS = {"train": ("schedule", "shared_init"), "eval": ()}
+ALGORITHM_SETTINGS = {"data": (), "train": ("schedule", "shared_init"), "eval": ()}
 
 
 def _without_old_defaults(section: str, values: dict) -> dict:

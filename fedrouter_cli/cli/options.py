@@ -49,7 +49,23 @@ PresetOpt = Annotated[Optional[str], typer.Option(
 
 # partition
 SourceOpt = Annotated[Optional[str], typer.Option(
-    "--source", help="'synthetic' (built-in generator), 'hf' (the paper's data sets, online) or a folder of TASK/{train,test}.jsonl.")]
+    "--source", help="'synthetic' (built-in generator), 'hf' (the paper's data sets, online), a folder of "
+                     "TASK/{train,test}.jsonl, or with --client-column a file of your own records (JSONL, JSON, "
+                     "CSV, Parquet, a folder of them, or a datasets save_to_disk folder).")]
+ClientColumnOpt = Annotated[Optional[str], typer.Option(
+    "--client-column", help="Your own records: the column whose values are the clients (a user, a site); one "
+                            "client per value, each with its own seeded test share (--test-fraction).")]
+InstructionColumnOpt = Annotated[Optional[str], typer.Option(
+    "--instruction-column", help=f"Your own records: the instruction column (default: {default('data', 'instruction_column')}).")]
+ResponseColumnOpt = Annotated[Optional[str], typer.Option(
+    "--response-column", help=f"Your own records: the response column (default: {default('data', 'response_column')}).")]
+InputColumnOpt = Annotated[Optional[str], typer.Option(
+    "--input-column", help="Your own records: an optional input column, joined to the instruction (Alpaca's input).")]
+TaskColumnOpt = Annotated[Optional[str], typer.Option(
+    "--task-column", help="Your own records: an optional task label column, used only for figures by task.")]
+TestFractionOpt = Annotated[Optional[float], typer.Option(
+    "--test-fraction", help=f"Your own records: each client's share of rows kept for its test set "
+                            f"(default: {default('data', 'test_fraction')}).")]
 TasksOpt = Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks to use (default: all of the source).")]
 ScenarioOpt = Annotated[Optional[str], typer.Option(
     "--scenario", help="single: one task per client group; dual: two tasks per client; all: every task everywhere.")]
@@ -90,10 +106,12 @@ def split_tasks(tasks: str | None) -> tuple[str, ...] | None:
 
 
 def data_overrides(source=None, tasks=None, scenario=None, clients=None, train_per_client=None,
-                   test_per_client=None, test_tasks=None, seed=None) -> dict:
+                   test_per_client=None, test_tasks=None, seed=None, **own_records) -> dict:
+    """own_records: client_column, instruction_column, response_column, input_column, task_column,
+    test_fraction (None = not typed)."""
     return {"source": source, "tasks": split_tasks(tasks), "scenario": scenario, "clients": clients,
             "train_per_client": train_per_client, "test_per_client": test_per_client,
-            "test_tasks": test_tasks, "seed": seed}
+            "test_tasks": test_tasks, "seed": seed, **own_records}
 
 # simulate
 AlgOpt = Annotated[Optional[str], typer.Option("--alg", help=f"Algorithm ({choices_help()}).")]
@@ -191,9 +209,14 @@ def train_overrides(alg=None, variant=None, rounds=None, local_steps=None, batch
 import functools  # noqa: E402
 import inspect  # noqa: E402
 
+OWN_RECORDS_OPTIONS: dict[str, Any] = {
+    "client_column": ClientColumnOpt, "instruction_column": InstructionColumnOpt, "response_column": ResponseColumnOpt,
+    "input_column": InputColumnOpt, "task_column": TaskColumnOpt, "test_fraction": TestFractionOpt,
+}
 DATA_OPTIONS: dict[str, Any] = {
     "source": SourceOpt, "tasks": TasksOpt, "scenario": ScenarioOpt, "clients": ClientsOpt,
     "train_per_client": TrainPerClientOpt, "test_per_client": TestPerClientOpt, "seed": SeedOpt,
+    **OWN_RECORDS_OPTIONS,
 }
 EMBED_OPTIONS: dict[str, Any] = {"model": ModelOpt, "embedder": EmbedderOpt, "device": DeviceOpt}
 CLUSTER_OPTIONS: dict[str, Any] = {"n_clusters": NClustersOpt, "k_min": KMinOpt, "k_max": KMaxOpt}
@@ -230,7 +253,8 @@ def upstream_overrides(shared: dict[str, Any]) -> dict[str, dict[str, Any]]:
     get = shared.get
     return {
         "data": data_overrides(get("source"), get("tasks"), get("scenario"), get("clients"),
-                               get("train_per_client"), get("test_per_client"), None, get("seed")),
+                               get("train_per_client"), get("test_per_client"), None, get("seed"),
+                               **{name: get(name) for name in OWN_RECORDS_OPTIONS}),
         "model": {"model": get("model"), "device": get("device")},
         "embed": {"embedder": get("embedder")},
         "cluster": {"n_clusters": get("n_clusters"), "k_min": get("k_min"), "k_max": get("k_max")},

@@ -98,7 +98,8 @@ def choose_k(points: np.ndarray, config: Config, client: str, held: int | None =
     wanted = config.cluster.n_clusters
     if wanted == "tasks":
         if held is None:
-            raise FedrouterError("--n-clusters tasks needs the tasks of the federation (the partition stage's).")
+            raise FedrouterError("--n-clusters tasks needs task labels, and these records have none; pass "
+                                 "--task-column, or --n-clusters auto (the silhouette rule, which needs none).")
         return max(1, min(held, len(points)))
     if wanted == "auto":
         scores = silhouette_curve(points, config.cluster.k_min, config.cluster.k_max, config.cluster.seed)
@@ -121,7 +122,11 @@ def run_cluster_local(config: Config, run: RunDir, force: bool = False, progress
     partition = run.require("partition")["summary"]
     clients = run.clients()
     data = {c: client_train(run, c) for c in clients}
-    held = {c: tasks_held(config, tuple(partition["tasks"]), i) for i, c in enumerate(clients)}
+    if config.data.own_records:
+        # one's own records: the tasks each client holds are whatever its rows are, not a scenario's
+        held = {c: len(set(data[c][1]) - {""}) or None for c in clients}
+    else:
+        held = {c: tasks_held(config, tuple(partition["tasks"]), i) for i, c in enumerate(clients)}
     chosen = {}
     for done, client in enumerate(clients):  # every client's K, and so every bad setting, before any write
         progress("cluster-local", done, len(clients))

@@ -43,6 +43,10 @@ def run_partition(config: Config, run: RunDir, force: bool = False, progress: Pr
     started = time.perf_counter()
     data = config.data
     progress("partition", 0, data.clients)
+    if data.own_records:
+        draws, warnings, values = _own_records(config)
+        tasks = tuple(sorted({r.task for rows in draws["train"] for r in rows} - {""}))
+        return _write(config, run, fp, tasks, draws, warnings, started, progress, values)
     held = [client_tasks(data.scenario, tasks, data.clients, i) for i in range(data.clients)]
     wants = {
         "train": [shares(data.train_per_client, h) for h in held],
@@ -63,23 +67,43 @@ def run_partition(config: Config, run: RunDir, force: bool = False, progress: Pr
     if empty:
         raise FedrouterError(f"Task(s) {', '.join(empty)} have no train rows left once test rows are excluded; "
                              "check the source's train.jsonl files.")
-    draws = {
+    drawn = {
         "train": draw_split(train_pools, wants["train"], data.seed, "train"),
         "test": draw_split(test_pools, wants["test"], data.seed, "test"),
         "test_all": draw_split(test_pools, wants["test_all"], data.seed, "test_all"),
     }
-    warnings = [w for split in ("train", "test", "test_all") for w in draws[split].warnings]
+    warnings = [w for split in ("train", "test", "test_all") for w in drawn[split].warnings]
+    draws = {split: d.rows for split, d in drawn.items()}
+    return _write(config, run, fp, tasks, draws, warnings, started, progress)
+
+
+def _own_records(config: Config) -> tuple[dict[str, list[list[Row]]], list[str], list[str]]:
+    """One's own records split by the client column: the splits, warnings and each client's value."""
+    from fedrouter_cli.data.own_records import split_by_client
+    from fedrouter_cli.data.records import read_records
+
+    data = config.data
+    split = split_by_client(read_records(data.source, data.columns()), data.client_column, data.clients,
+                            data.train_per_client, data.test_per_client, data.test_fraction, data.seed)
+    return {"train": split.train, "test": split.test, "test_all": split.test_all}, split.warnings, split.values
+
+
+def _write(config: Config, run: RunDir, fp: str, tasks: tuple[str, ...], draws: dict[str, list[list[Row]]],
+           warnings: list[str], started: float, progress: Progress, values: list[str] | None = None) -> StageResult:
+    """Write each client's splits and the manifest (last)."""
+    data = config.data
     clients = []
     with staged_outputs(run, "partition") as at:
         for i in range(data.clients):
             name = client_name(i)
-            for split, drawn in draws.items():
-                write_table(at(run.partition_file(name, split)), rows_table(drawn.rows[i]))
+            for split, rows in draws.items():
+                write_table(at(run.partition_file(name, split)), rows_table(rows[i]))
             clients.append({
                 "client": name,
-                "train": dict(Counter(r.task for r in draws["train"].rows[i])),
-                "test": dict(Counter(r.task for r in draws["test"].rows[i])),
-                "test_all": dict(Counter(r.task for r in draws["test_all"].rows[i])),
+                **({data.client_column: values[i]} if values else {}),
+                "train": dict(Counter(r.task for r in draws["train"][i])),
+                "test": dict(Counter(r.task for r in draws["test"][i])),
+                "test_all": dict(Counter(r.task for r in draws["test_all"][i])),
             })
             progress("partition", i + 1, data.clients)
         summary = {"tasks": list(tasks), "scenario": data.scenario, "clients": clients,

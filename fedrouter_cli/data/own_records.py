@@ -1,0 +1,66 @@
+"""Naturally federated data: one client per value of a column of one's own records (a user, a
+site, a hospital), each client's rows split into its own seeded train and test sets. Pure logic,
+no I/O; the partition stage reads the records (fedrouter_cli.data.records) and writes the splits."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from fedrouter_cli.data.records import Record
+from fedrouter_cli.data.sources import Row
+from fedrouter_cli.errors import FedrouterError
+
+
+@dataclass
+class ClientSplits:
+    values: list[str]                 # the client column's value of client i
+    train: list[list[Row]]
+    test: list[list[Row]]
+    test_all: list[list[Row]]         # every client's test rows (a sample of them), for --test-tasks all
+    warnings: list[str] = field(default_factory=list)
+
+
+def split_by_client(records: list[Record], column: str, clients: int, train_cap: int, test_cap: int,
+                    test_fraction: float, seed: int) -> ClientSplits:
+    """Client i holds the rows of the i-th value of `column` (sorted); each client's rows, exact
+    duplicates dropped (and counted), are shuffled with the seed and split: round(fraction x n)
+    (at least 1) for test, the rest for train, each capped at its per-client size."""
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(record.client, []).append(record)
+    values = sorted(groups)
+    if len(values) < 2:
+        raise FedrouterError(f"--client-column {column!r} has {len(values)} value(s) ({', '.join(values) or 'none'}); "
+                             "a federation needs two or more clients, so name a column that tells them apart.")
+    if len(values) != clients:
+        raise FedrouterError(f"--client-column {column!r} has {len(values)} values, one client each; "
+                             f"pass --clients {len(values)}.")
+    out = ClientSplits(values=values, train=[], test=[], test_all=[])
+    for index, value in enumerate(values):
+        unique: dict[tuple[str, str], Record] = {}
+        for record in groups[value]:
+            unique.setdefault((record.instruction, record.response), record)
+        dropped = len(groups[value]) - len(unique)
+        if dropped:
+            out.warnings.append(f"client {value!r}: dropped {dropped} duplicate row(s) (same instruction and "
+                                f"response), kept {len(unique)}.")
+        rows = list(unique.values())
+        if len(rows) < 2:
+            raise FedrouterError(f"client {value!r} of --client-column {column!r} has {len(rows)} distinct row(s); "
+                                 "each client needs at least two (one to train on, one to test).")
+        random.Random(f"{seed}-{value}").shuffle(rows)
+        n_test = min(max(1, round(test_fraction * len(rows))), len(rows) - 1)
+        test, train = rows[:n_test][:test_cap], rows[n_test:][:train_cap]
+        out.test.append([_row(index, "test", i, r) for i, r in enumerate(test)])
+        out.train.append([_row(index, "train", i, r) for i, r in enumerate(train)])
+    everyone = [row for rows in out.test for row in rows]
+    for index in range(clients):
+        picks = random.Random(f"{seed}-test_all-{index}").sample(everyone, min(test_cap, len(everyone)))
+        out.test_all.append(picks)
+    return out
+
+
+def _row(client: int, split: str, index: int, record: Record) -> Row:
+    return Row(id=f"c{client:02d}-{split}-{index:06d}", task=record.task, instruction=record.instruction,
+               response=record.response)
