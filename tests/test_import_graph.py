@@ -106,3 +106,19 @@ def test_the_cli_starts_without_the_heavy_libraries() -> None:
             f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(loaded.stdout) == []
+
+
+def test_every_module_imports() -> None:
+    """Each module of the package imports, names from other modules included (a name moved to
+    another module fails here, not in the one test that reaches the import at run time)."""
+    import importlib
+
+    failed = {}
+    for name in sorted(module_imports(PACKAGE)):
+        if name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - report every module that fails, not just the first
+            failed[name] = f"{exc.__class__.__name__}: {exc}"
+    assert not failed, failed

@@ -55,6 +55,12 @@ def build_client_app(nodes_root: Path | None = None) -> ClientApp:
 
     def node(context: Context) -> NodeData:
         folder = node_folder(dict(context.node_config), nodes_root, dict(context.run_config))
+        if not folder.exists() and "data-dir" not in context.node_config and context.run_config.get("run-dir"):
+            # `flwr run` on a local simulation federation: this node's machine holds the run, so the
+            # node makes its own folder from its client's files, as `fedrouter simulate` does
+            from fedrouter_cli.rundir import RunDir
+
+            RunDir(Path(str(context.run_config["run-dir"]))).fill_nodes([folder.name])
         key = str(folder)
         if key not in _NODE_CACHE:
             _NODE_CACHE[key] = NodeData.load(folder)

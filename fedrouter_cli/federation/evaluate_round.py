@@ -21,8 +21,8 @@ from flwr.serverapp import Grid
 from fedrouter_cli.config import Config
 from fedrouter_cli.evaluation import BASE_ALG
 from fedrouter_cli.federation.eval_wire import EvalRequest, sums_from_content
+from fedrouter_cli.federation.rounds import error_summary
 from fedrouter_cli.federation.strategies import STRATEGIES
-from fedrouter_cli.federation.strategies.base import error_summary
 from fedrouter_cli.model.lora import load_adapter
 from fedrouter_cli.rundir import ROUND_ADAPTERS, ROUND_STATE, client_name
 

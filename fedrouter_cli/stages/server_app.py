@@ -93,10 +93,6 @@ def _train(grid: Grid, rc, run: RunDir, config) -> None:
     clients = run.clients()
     num_nodes = int(rc.get("num-nodes", 0)) or len(clients)
     out = open_output(run, alg, fp, force, clients)
-    if all(run.centroids_file(client).exists() for client in clients):
-        # this machine holds the clients' files (`flwr run` on a local simulation federation):
-        # give each node its folder, as `fedrouter simulate` does; a deployment's server holds none
-        run.fill_nodes(clients)
     peft_model(config.model.model, config.train)  # load (and convert) the base model once, up front
     job = FederationJob(config=config, out=out, num_nodes=num_nodes,
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
