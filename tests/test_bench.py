@@ -129,6 +129,17 @@ def test_clients_ablation_compares_the_same_seeds() -> None:
     assert tables(records[:2])["clients"] == {}  # no ablation, no table
 
 
+def test_schedule_ablation_compares_the_same_seeds() -> None:
+    """The staggered schedule's row is read on the seeds the authors' rows have so far (a rerun in
+    progress): seed 0 only here, not a mean with seeds the other column lacks."""
+    records = [_record("fedrouter", "dual", 0, 0.44)]
+    records += [_record("fedrouter", "dual", s, v, group="schedule") | {"cell": f"dual-staggered-s{s}/fedrouter"}
+                for s, v in ((0, 0.43), (1, 0.50), (2, 0.52))]
+    row = tables(records)["schedule"]["dual"]
+    assert row["staggered"]["rouge1"] == {"mean": 0.43, "std": 0.0, "n": 1}
+    assert row["authors"]["rouge1"]["mean"] == 0.44
+
+
 def test_paper_orderings_are_checked_against_our_means() -> None:
     from fedrouter_cli.experiments.results import orderings
 

@@ -179,10 +179,13 @@ def _schedule_rows(ok: list[dict[str, Any]], samples: dict) -> dict[str, dict[st
     rows: dict[str, dict[str, Any]] = {}
     staggered = [r for r in ok if r["group"] == "schedule" and r["method"] == "fedrouter"]
     for scenario in dict.fromkeys(r["scenario"] for r in staggered):
-        ablation = [r for r in staggered if r["scenario"] == scenario]
-        seeds = {r["seed"] for r in ablation}
-        main = [r for r in ok if r["group"] == "main" and r["method"] == "fedrouter" and r["scenario"] == scenario
-                and r["seed"] in seeds]
+        main = [r for r in ok if r["group"] == "main" and r["method"] == "fedrouter" and r["scenario"] == scenario]
+        # only the seeds both schedules have: a mean over other seeds would compare seeds, not schedules
+        seeds = {r["seed"] for r in staggered if r["scenario"] == scenario} & {r["seed"] for r in main}
+        if not seeds:
+            continue
+        ablation = [r for r in staggered if r["scenario"] == scenario and r["seed"] in seeds]
+        main = [r for r in main if r["seed"] in seeds]
         scored = {"staggered": _scored(ablation, "scenario", samples), "authors": _scored(main, "scenario", samples)}
         per_seed = {}
         for seed in sorted(seeds):
