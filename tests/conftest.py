@@ -80,16 +80,26 @@ def smoke_copy(smoke_data: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def smoke_simulated(smoke_data: Path, tmp_path_factory) -> tuple[Path, dict]:
     """The smoke run dir after `fedrouter simulate --preset smoke --workers 1` (2 rounds of
-    FedRouter) as a real process on Flower's simulation engine with its Ray backend."""
+    FedRouter, one worker of two torch threads) on Flower's simulation engine with the in-process
+    backend. Ray runs for real in the tests that need it: the killed and resumed simulate
+    (test_simulate.py) and `flwr run` on a local simulation federation (test_flower_app.py)."""
     import json
-    import subprocess
+
+    import torch
+    from inprocess_engine import install
+    from typer.testing import CliRunner
+
+    from fedrouter_cli.cli.app import app
 
     target = tmp_path_factory.mktemp("simulated") / "run"
     shutil.copytree(smoke_data, target)
-    result = subprocess.run([*FEDROUTER_SCRIPT, "simulate", "--run-dir", str(target), "--preset", "smoke",
-                             "--workers", "1", "--json"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (target.parent / "simulate.stderr").write_text(result.stderr)  # for the test of a quiet CLI
+    threads = torch.get_num_threads()  # the ClientApp sets the torch threads it was told to use
+    with pytest.MonkeyPatch.context() as env:
+        install(env)
+        result = CliRunner().invoke(app, ["simulate", "--run-dir", str(target), "--preset", "smoke",
+                                          "--workers", "1", "--json"])
+    torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output[-3000:]
     return target, json.loads(result.stdout)
 
 

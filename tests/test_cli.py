@@ -167,10 +167,7 @@ def test_a_stage_in_a_log_shows_progress_lines_and_no_library_noise(smoke_simula
                                                                                "select-k global 1/1"])):
         quick = invoke(stage, "--run-dir", str(run_dir), *args)  # instant stages still say they ran
         assert quick.returncode == 0 and quick.stderr.splitlines() == lines, quick.stderr
-    # the real script's simulate (Ray workers, peft, bitsandbytes imported): nothing a user cannot act on
-    noise = (smoke_simulated[0].parent / "simulate.stderr").read_text()
-    for library_message in ("gemm_4bit", "Warning", "warnings.warn", "Loading weights", "publisher trust check"):
-        assert library_message not in noise, noise[-2000:]
+    # (the real script's simulate on Ray is checked for library noise in test_simulate.py)
 
 
 def test_version_json_errors_and_a_run_dir_in_use(tmp_path: Path) -> None:
