@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from fedrouter_cli.data.records import Record
 from fedrouter_cli.data.sources import Row
 from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.names import client_name
 
 
 @dataclass
@@ -62,5 +63,5 @@ def split_by_client(records: list[Record], column: str, clients: int, train_cap:
 
 
 def _row(client: int, split: str, index: int, record: Record) -> Row:
-    return Row(id=f"c{client:02d}-{split}-{index:06d}", task=record.task, instruction=record.instruction,
+    return Row(id=f"{client_name(client)}-{split}-{index:06d}", task=record.task, instruction=record.instruction,
                response=record.response)

@@ -31,9 +31,6 @@ class Columns:
     task: str | None = None
     client: str | None = None
 
-    def required(self) -> tuple[str, ...]:
-        return tuple(c for c in (self.instruction, self.response, self.input, self.task, self.client) if c)
-
 
 @dataclass(frozen=True)
 class Record:
