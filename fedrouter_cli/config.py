@@ -73,9 +73,15 @@ def parse_k(option: str, value: str | int) -> str | int:
     raise AssertionError  # unreachable; keeps type checkers quiet
 
 
+# --source nodes: the server of a deployment whose nodes each bring their own data
+NODES_SOURCE = "nodes"
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = field(default="synthetic", metadata={"help": "synthetic, hf, or a folder of <task>/{train,test}.jsonl"})
+    source: str = field(default="synthetic", metadata={
+        "help": "synthetic, hf, a folder of <task>/{train,test}.jsonl, a file of your own records (with "
+                "--client-column), or nodes (a deployment server: each node brings its own data)"})
     tasks: tuple[str, ...] = field(default=(), metadata={"help": "tasks to use; empty = every task of the source"})
     scenario: str = field(default="dual", metadata={"help": "single, dual or all"})
     clients: int = 8
@@ -106,9 +112,15 @@ class DataConfig:
             _fail(f"--seed must be 0 or more, got {self.seed}.")
         if not 0 < self.test_fraction < 1:
             _fail(f"--test-fraction must be between 0 and 1, got {self.test_fraction}.")
-        if self.client_column and self.source in ("synthetic", "hf"):
+        if self.client_column and self.source in ("synthetic", "hf", NODES_SOURCE):
             _fail(f"--client-column reads a file of your own records; --source {self.source} has none. "
                   "Pass --source PATH (JSONL, JSON, CSV, Parquet or a save_to_disk folder).")
+
+    @property
+    def on_nodes(self) -> bool:
+        """A deployment server's run: each node brings its own data (`deploy prepare-node --data`),
+        so this machine holds no rows, only the settings the stages record."""
+        return self.source == NODES_SOURCE
 
     @property
     def own_records(self) -> bool:

@@ -39,6 +39,8 @@ def partition_fingerprint(config: Config) -> tuple[str, tuple[str, ...]]:
     slice_ = _without_old_defaults("data", {k: v for k, v in asdict(data).items() if k != "test_tasks"})
     if data.own_records:
         return fingerprint("partition", slice_, records_fingerprint(data.source)), ()
+    if data.on_nodes:  # the rows stay on the nodes: the settings are all the server knows
+        return fingerprint("partition", slice_), ()
     tasks = sources.resolve_tasks(data.source, data.tasks)
     return fingerprint("partition", slice_, tasks, source_fingerprint(data.source, tasks)), tasks
 

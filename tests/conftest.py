@@ -18,12 +18,20 @@ FLAN_TASKS = ("glue_qqp", "web_nlg_en", "gigaword", "trec")
 # the installed console script, as users run it (a few tests go through it as a real process)
 FEDROUTER_SCRIPT = [str(Path(sys.executable).with_name("fedrouter"))]
 
+# pytest-xdist's worker name ("gw0", "gw1"), empty in a serial run
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_TMPDIR", "/tmp/ray_fedrouter_tests")
-os.environ.setdefault("FLWR_HOME", "/tmp/flwr_home_fedrouter_tests")
+os.environ.setdefault("RAY_TMPDIR", f"/tmp/ray_fedrouter_tests{WORKER}")
+os.environ.setdefault("FLWR_HOME", f"/tmp/flwr_home_fedrouter_tests{WORKER}")
+if WORKER:
+    # Workers share the cores: each (and every process it starts) gets its share of torch threads,
+    # set before torch is first imported; more threads than cores makes torch's workers spin.
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = str(_share)
 
 
 def needs_flan() -> pytest.MarkDecorator:
@@ -157,17 +165,24 @@ DEPLOYMENT_TEST = "test_deployment.py::test_deployment_federation_survives_node_
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    """The deployment test last: its federation runs in the background meanwhile (deployment_scenario)."""
+    """The deployment federation is mostly waiting (heartbeats, restarts, process start-ups). A serial
+    run starts it in the background at the session's start and runs its test last; with workers
+    (pytest -n 2) its test comes first, so one worker waits in it while the other runs the rest."""
     deployment = [item for item in items if item.nodeid.endswith(DEPLOYMENT_TEST)]
-    items[:] = [item for item in items if item not in deployment] + deployment
+    others = [item for item in items if item not in deployment]
+    items[:] = deployment + others if WORKER else others + deployment
 
 
 @pytest.fixture(scope="session", autouse=True)
-def deployment_scenario(request, tmp_path_factory):
-    """Started as the session starts when the deployment test is selected (None otherwise)."""
-    if not any(item.nodeid.endswith(DEPLOYMENT_TEST) for item in request.session.items):
+def deployment_in_background(request, tmp_path_factory):
+    """A serial session whose selection holds the deployment test starts its federation at once."""
+    if WORKER or not any(item.nodeid.endswith(DEPLOYMENT_TEST) for item in request.session.items):
         yield None
         return
+    yield from _running_scenario(request, tmp_path_factory)
+
+
+def _running_scenario(request, tmp_path_factory):
     from deployment_scenario import DeploymentScenario
 
     scenario = DeploymentScenario(tmp_path_factory.mktemp("deployment"), request.getfixturevalue("tiny_model"))
@@ -176,6 +191,15 @@ def deployment_scenario(request, tmp_path_factory):
         yield scenario
     finally:
         scenario.stop()  # a session that ends early leaves no Flower process behind
+
+
+@pytest.fixture(scope="session")
+def deployment_scenario(deployment_in_background, request, tmp_path_factory):
+    """The running deployment federation: the background one, or (under workers) one started now."""
+    if deployment_in_background is not None:
+        yield deployment_in_background
+        return
+    yield from _running_scenario(request, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,9 @@ from fedrouter_cli.federation.strategies.local import Local
 from fedrouter_cli.model.lora import save_adapter
 from fedrouter_cli.rundir import FederationDir
 
+# one pytest-xdist worker runs every test of the shared `smoke` fixture, so each method trains once
+pytestmark = pytest.mark.xdist_group("smoke-methods")
+
 BASELINES = ("fedit", "local", "fedcluster", "fedsa", "ffa-lora", "feddpa", "feddpa-knn")
 LAYERS = (0, 1)
 

@@ -14,6 +14,9 @@ from fedrouter_cli.metrics import ROUGE_KEYS
 from fedrouter_cli.rundir import NodeDir, client_name
 from fedrouter_cli.stages.evaluate import run_evaluate
 
+# one pytest-xdist worker runs every test of the shared `smoke` fixture, so each method trains once
+pytestmark = pytest.mark.xdist_group("smoke-methods")
+
 CASES = [("base", "local"), *[(alg, "local") for alg in BASELINES], ("fedrouter", "local"), ("fedrouter", "global")]
 COMPARED = (*ROUGE_KEYS, "routing_accuracy", "samples", "per_task", "per_client")
 

@@ -41,6 +41,13 @@ def test_every_format_gives_the_same_records(tmp_path: Path, fmt: str) -> None:
     assert records[0].source.startswith("data.")
 
 
+def test_a_quoted_csv_field_may_span_lines(tmp_path: Path) -> None:
+    path = tmp_path / "dialogues.csv"
+    path.write_text('dialogue,summary\n"Ann: hi\nBob: hello, Ann","They greet."\n')
+    records = read_records(path, Columns(instruction="dialogue", response="summary"))
+    assert [(r.instruction, r.response) for r in records] == [("Ann: hi\nBob: hello, Ann", "They greet.")]
+
+
 def test_a_folder_of_files_and_a_saved_dataset(tmp_path: Path) -> None:
     import datasets
 

@@ -7,15 +7,24 @@ from typing import Any
 from rich.console import Console
 
 from fedrouter_cli.cli import options as o
-from fedrouter_cli.cli.common import execute, show_warnings, simple_table, stage_line
+from fedrouter_cli.cli.common import (
+    execute,
+    render_on_nodes,
+    show_warnings,
+    simple_table,
+    stage_line,
+)
 from fedrouter_cli.stages.common import StageResult
 
 
 def render_clusters(payload: dict[str, Any], console: Console) -> None:
+    if render_on_nodes("cluster-local", payload, console):
+        return
     console.print(stage_line(StageResult("cluster-local", payload["cache_hit"], payload["seconds"])))
     rows = [[c["client"], c["k"], c["purity"], " ".join(map(str, c["sizes"]))] for c in payload["clients"]]
     console.print(simple_table("Local clusters", ["client", "K", "purity", "sizes"], rows))
-    console.print(f"mean purity: [bold]{payload['purity']:.4f}[/bold]")
+    if payload["purity"] is not None:  # None: the records have no task labels
+        console.print(f"mean purity: [bold]{payload['purity']:.4f}[/bold]")
     show_warnings(console, payload.get("warnings", []))
 
 

@@ -278,3 +278,12 @@ def simple_table(title: str, columns: list[str], rows: list[list[Any]]) -> Table
     for row in rows:
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     return table
+
+
+def render_on_nodes(stage: str, payload: dict[str, Any], console: Console) -> bool:
+    """A deployment server's data stage (--source nodes) has no rows to show; True when it said so."""
+    if not payload.get("on_nodes"):
+        return False
+    console.print(f"[bold]{stage}[/bold]: the data lives on the nodes (--source nodes); this run dir keeps the "
+                  "settings for `fedrouter deploy submit`.")
+    return True

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from fedrouter_cli.cli import options as o
-from fedrouter_cli.cli.common import execute, guarded
+from fedrouter_cli.cli.common import execute, guarded, show_warnings
 from fedrouter_cli.errors import FedrouterError
 
 deploy_app = typer.Typer(help="Run across machines on Flower's deployment engine (SuperLink + one SuperNode per client).",
@@ -51,18 +51,33 @@ def _exec(command: list[str]) -> None:
 
 @deploy_app.command("prepare-node")
 @o.with_options(o.EMBED_OPTIONS, o.CLUSTER_OPTIONS, o.DATA_OPTIONS, {"json_out": o.JsonOpt, "debug": o.DebugOpt})
-def prepare_node(client: ClientOpt, node_dir: NodeDirOpt, preset: o.PresetOpt = None, *,
+def prepare_node(client: ClientOpt, node_dir: NodeDirOpt, preset: o.PresetOpt = None,
+                 data: Annotated[Optional[Path], typer.Option(
+                     "--data", help="This node's own records: a JSONL, JSON, CSV or Parquet file, a folder of them, "
+                                    "or a datasets save_to_disk folder (map columns with --instruction-column, "
+                                    "--response-column, --input-column, --task-column). They never leave this "
+                                    "machine; the server runs with --source nodes. Without --data the node takes "
+                                    "its share of the shared --source.")] = None, *,
                  shared: dict[str, Any]) -> None:
-    """Make this client's SuperNode folder on its own machine (its partition share, embeddings of
-    its train rows, local clusters), with the same settings and seed as the server's run."""
+    """Make this client's SuperNode folder on its own machine (its train and test rows, their
+    embeddings, local clusters), with the same settings and seed as the server's run."""
+    with guarded(shared["debug"]):
+        if data is not None and shared.get("source") is not None:
+            raise FedrouterError("--data and --source both name this node's rows; pass one of them.")
+        if data is not None and shared.get("client_column"):
+            raise FedrouterError("--client-column splits one file among simulated clients; a node's --data is all "
+                                 "its own, so leave --client-column out.")
+
     def action(cfg, run, progress):
         from fedrouter_cli.stages.prepare_node import prepare_node as make
 
-        return make(cfg, client, node_dir, progress)
+        return make(cfg, client, node_dir, progress, data)
 
     def render(payload: dict[str, Any], console: Console) -> None:
-        console.print(f"{payload['client']}: {payload['rows']} rows, K={payload['k']} (sizes {payload['sizes']}), "
-                      f"purity {payload['purity']} -> {payload['node_dir']}", highlight=False)
+        purity = "" if payload["purity"] is None else f", purity {payload['purity']}"
+        console.print(f"{payload['client']}: {payload['rows']} train and {payload['test_rows']} test rows, "
+                      f"K={payload['k']} (sizes {payload['sizes']}){purity} -> {payload['node_dir']}", highlight=False)
+        show_warnings(console, payload.get("warnings", []))
 
     execute(run_dir=node_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset,
             overrides=o.upstream_overrides(shared), action=action, render=render)

@@ -7,10 +7,12 @@ from typing import Any
 from rich.console import Console
 
 from fedrouter_cli.cli import options as o
-from fedrouter_cli.cli.common import execute, show_warnings
+from fedrouter_cli.cli.common import execute, render_on_nodes, show_warnings
 
 
 def render_embed(payload: dict[str, Any], console: Console) -> None:
+    if render_on_nodes("embed", payload, console):
+        return
     state = "cache hit" if payload["cache_hit"] else f"{payload['unique_texts']} distinct texts"
     console.print(f"[bold]embed[/bold]: {state} in {payload['seconds']:.1f}s; {payload['rows']} rows, "
                   f"dim {payload['dim']}, embedder {payload['embedder']}")

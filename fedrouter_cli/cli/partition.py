@@ -7,7 +7,13 @@ from typing import Any
 from rich.console import Console
 
 from fedrouter_cli.cli import options as o
-from fedrouter_cli.cli.common import execute, show_warnings, simple_table, stage_line
+from fedrouter_cli.cli.common import (
+    execute,
+    render_on_nodes,
+    show_warnings,
+    simple_table,
+    stage_line,
+)
 from fedrouter_cli.stages.common import StageResult
 
 
@@ -19,6 +25,8 @@ def holdings_table(summary: dict[str, Any]) -> Any:
 
 
 def render_partition(payload: dict[str, Any], console: Console) -> None:
+    if render_on_nodes("partition", payload, console):
+        return
     console.print(stage_line(StageResult("partition", payload["cache_hit"], payload["seconds"])))
     console.print(holdings_table(payload))
     show_warnings(console, payload.get("warnings", []))

@@ -9,6 +9,7 @@ before anything is written.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ def _json_rows(file: Path) -> Iterable[tuple[int, Any]]:
 def _csv_rows(file: Path) -> Iterable[tuple[int, Any]]:
     text = _text(file)
     try:
-        rows = list(csv.DictReader(text.splitlines()))
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))  # quoted fields may span lines
     except csv.Error as exc:
         raise FedrouterError(f"{file} is not readable CSV ({exc}); fix it or convert it.") from None
     return enumerate(rows, start=2)  # row numbers as a spreadsheet shows them, after the header

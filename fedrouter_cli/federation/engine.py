@@ -50,6 +50,14 @@ def quiet_flower() -> None:
         logging.getLogger(name).setLevel(level)
 
 
+def usable_cpus() -> int:
+    """Cores this process may use: its CPU affinity (taskset, Slurm, containers), capped by
+    OMP_NUM_THREADS when a user or a scheduler set it (more torch threads than cores spin idle)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(cpus, int(limit))) if limit.isdigit() and int(limit) > 0 else max(1, cpus)
+
+
 def parallel_workers(requested: int, clients: int, model_bytes: int, cpus: int | None = None,
                      available_bytes: int | None = None) -> tuple[int, int]:
     """How many clients train at once and with how many torch threads each.
@@ -58,7 +66,7 @@ def parallel_workers(requested: int, clients: int, model_bytes: int, cpus: int |
     model plus activations, ~4x the weights). Two single-threaded clients train ~1.3x faster on
     2 cores than one client with 2 threads: small matrices do not keep two threads busy.
     """
-    cpus = cpus or os.cpu_count() or 1
+    cpus = cpus or usable_cpus()
     if requested < 0:
         raise FedrouterError(f"--workers must be 0 (auto) or a positive number, got {requested}.")
     if requested == 0:
@@ -94,7 +102,7 @@ def simulation_resources(placement: Placement, clients: int, model, config: Conf
                                 config.train.batch_size, config.train.max_length, hidden, layers, placement)
         count, share = gpu_workers(clients, need, free_gpu_bytes() if free_bytes is None else free_bytes,
                                    gpus_per_client, workers)
-        threads = max(1, (os.cpu_count() or 1) // count)
+        threads = max(1, usable_cpus() // count)
         resources = {"num_cpus": 1, "num_gpus": share}
     # Ray runs as many clients at once as its CPUs hold client_resources: `count` of them
     backend = {"client_resources": resources,

@@ -28,6 +28,7 @@ from fedrouter_cli.stages.common import (
     cache_hit,
     manifest,
     no_progress,
+    record_on_nodes,
     staged_outputs,
 )
 from fedrouter_cli.vectors import read_embeddings, read_vectors, vector_column
@@ -48,8 +49,9 @@ class LocalClusters:
         return np.bincount(self.labels, minlength=len(self.centroids)).tolist()
 
     @property
-    def purity(self) -> float:
-        return round(purity(self.labels, self.tasks), 4)
+    def purity(self) -> float | None:
+        """Share of rows whose cluster's majority task is their own; None without task labels."""
+        return round(purity(self.labels, self.tasks), 4) if any(self.tasks) else None
 
     def centroids_table(self) -> pa.Table:
         majors = majority(self.labels, self.tasks)
@@ -118,6 +120,8 @@ def run_cluster_local(config: Config, run: RunDir, force: bool = False, progress
     fp = cluster_fingerprint(config)
     if hit := cache_hit(run, "cluster-local", fp, force):
         return hit
+    if config.data.on_nodes:
+        return record_on_nodes(run, "cluster-local", fp, asdict(config.cluster), {})
     started = time.perf_counter()
     partition = run.require("partition")["summary"]
     clients = run.clients()
@@ -142,7 +146,8 @@ def run_cluster_local(config: Config, run: RunDir, force: bool = False, progress
                            "sizes": clusters.sizes})
         progress("cluster-local", len(clients), len(clients))
         seconds = time.perf_counter() - started
-        summary = {"purity": round(float(np.mean([r["purity"] for r in report])), 4), "clients": report,
+        purities = [r["purity"] for r in report if r["purity"] is not None]
+        summary = {"purity": round(float(np.mean(purities)), 4) if purities else None, "clients": report,
                    "cluster_dir": str(run.stage_dir("cluster-local"))}
         write_json(at(run.manifest_path("cluster-local")),
                    manifest("cluster-local", fp, asdict(config.cluster), {"embed": embed["fingerprint"]},

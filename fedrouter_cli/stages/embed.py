@@ -20,6 +20,7 @@ from fedrouter_cli.stages.common import (
     cache_hit,
     manifest,
     no_progress,
+    record_on_nodes,
     staged_outputs,
 )
 from fedrouter_cli.vectors import embeddings_table
@@ -61,6 +62,8 @@ def run_embed(config: Config, run: RunDir, force: bool = False, progress: Progre
     fp = embed_fingerprint(config)
     if hit := cache_hit(run, "embed", fp, force):
         return hit
+    if config.data.on_nodes:
+        return record_on_nodes(run, "embed", fp, embed_settings(config), {})
     started = time.perf_counter()
     clients = run.clients()
     tables = {(c, s): read_table(run.partition_file(c, s), PARTITION_TEXT) for c in clients for s in EMBED_SPLITS}

@@ -37,6 +37,7 @@ from fedrouter_cli.stages.common import (
     cache_hit,
     manifest,
     no_progress,
+    refuse_on_nodes,
     staged_outputs,
 )
 from fedrouter_cli.vectors import read_embeddings
@@ -88,6 +89,8 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
     if on not in EVALUATE_ON:
         raise FedrouterError(f"--on must be one of {', '.join(EVALUATE_ON)}, got {on!r}.")
     run.require("partition")
+    if grid is None:  # a deployment's ServerApp passes its grid; everything else runs on this machine
+        refuse_on_nodes(config, "evaluate" if on == "nodes" else "evaluate --on server")
     if on == "server":
         embed = run.require("embed")
         if embed["fingerprint"] != embed_fingerprint(config):

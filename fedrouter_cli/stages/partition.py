@@ -22,6 +22,7 @@ from fedrouter_cli.stages.common import (
     cache_hit,
     manifest,
     no_progress,
+    record_on_nodes,
     staged_outputs,
 )
 
@@ -42,6 +43,9 @@ def run_partition(config: Config, run: RunDir, force: bool = False, progress: Pr
         return hit
     started = time.perf_counter()
     data = config.data
+    if data.on_nodes:
+        return record_on_nodes(run, "partition", fp, asdict(data), {
+            "tasks": [], "scenario": data.scenario, "clients": [{"client": client_name(i)} for i in range(data.clients)]})
     progress("partition", 0, data.clients)
     if data.own_records:
         draws, warnings, values = _own_records(config)

@@ -1,4 +1,5 @@
-"""Stage `deploy prepare-node`: one client's SuperNode folder, made on that client's machine.
+"""Stage `deploy prepare-node`: one client's SuperNode folder, made on that client's machine,
+from its share of a shared source or (--data) from the node's own file of records.
 
 It runs the same stages as the server would for this one client (partition share, embeddings of
 its train and test rows, local clustering) with the same settings and seeds, so the folder matches
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from fedrouter_cli.config import Config
+from fedrouter_cli.data.own_records import split_client
+from fedrouter_cli.data.records import read_records
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import read_table, write_table
 from fedrouter_cli.rundir import (
@@ -29,7 +33,7 @@ from fedrouter_cli.rundir import (
 from fedrouter_cli.stages.cluster_local import choose_k, cluster_client, tasks_held
 from fedrouter_cli.stages.common import Progress, no_progress
 from fedrouter_cli.stages.embed import embed_unique
-from fedrouter_cli.stages.partition import run_partition
+from fedrouter_cli.stages.partition import rows_table, run_partition
 from fedrouter_cli.vectors import embeddings_table
 
 
@@ -40,20 +44,27 @@ def check_node_folder(dest: Path, client: int) -> None:
                              f"(e.g. .../{client_name(client)}), got {dest}.")
 
 
-def prepare_node(config: Config, client: int, dest: Path, progress: Progress = no_progress) -> dict[str, Any]:
-    if not 0 <= client < config.data.clients:
+def prepare_node(config: Config, client: int, dest: Path, progress: Progress = no_progress,
+                 data: Path | None = None) -> dict[str, Any]:
+    """This client's node folder: from its share of the shared source, or (`data`) from a file
+    of the node's own records that no other machine sees."""
+    if data is None and not 0 <= client < config.data.clients:
         raise FedrouterError(f"--client {client} does not exist: the federation has {config.data.clients} clients "
                              f"(0..{config.data.clients - 1}).")
     dest = Path(dest).expanduser().resolve()
     check_node_folder(dest, client)
     started = time.perf_counter()
     name = client_name(client)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = RunDir(Path(tmp))
-        run_partition(config, run)  # text rows only: cheap, and the same draw on every machine
-        train = read_table(run.partition_file(name, "train"), PARTITION_TEXT)
-        tests = {split: read_table(run.partition_file(name, split), PARTITION_TEXT) for split in TEST_SPLITS}
-        held = tasks_held(config, tuple(run.require("partition")["summary"]["tasks"]), client)
+    warnings: list[str] = []
+    if data is not None:
+        train, tests, held, warnings = own_rows(config, client, Path(data))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = RunDir(Path(tmp))
+            run_partition(config, run)  # text rows only: cheap, and the same draw on every machine
+            train = read_table(run.partition_file(name, "train"), PARTITION_TEXT)
+            tests = {split: read_table(run.partition_file(name, split), PARTITION_TEXT) for split in TEST_SPLITS}
+            held = tasks_held(config, tuple(run.require("partition")["summary"]["tasks"]), client)
     texts = train.column("instruction").to_pylist()
     unique = sorted(set(texts).union(*(t.column("instruction").to_pylist() for t in tests.values())))
     vectors, _, _, _ = embed_unique(config, unique, progress)
@@ -75,5 +86,25 @@ def prepare_node(config: Config, client: int, dest: Path, progress: Progress = n
     for split, table in tests.items():
         write_table(node.rows_file(split), table)
         write_table(node.embeddings_file(split), embeddings_table(table.column("id").to_pylist(), vectors_of(table)))
-    return {"client": name, "node_dir": str(dest), "rows": len(texts), "k": len(clusters.centroids),
-            "sizes": clusters.sizes, "purity": clusters.purity, "seconds": round(time.perf_counter() - started, 3)}
+    return {"client": name, "node_dir": str(dest), "rows": len(texts), "test_rows": tests["test"].num_rows,
+            "k": len(clusters.centroids), "sizes": clusters.sizes,
+            "purity": clusters.purity,
+            "warnings": warnings, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def own_rows(config: Config, client: int, path: Path) -> tuple[pa.Table, dict[str, pa.Table], int | None, list[str]]:
+    """The node's own records, split as a simulation of the same rows splits that client
+    (own_records.split_client); every problem is found before anything is written."""
+    data = config.data
+    if data.client_column:
+        raise FedrouterError("--client-column splits one file among simulated clients; a node's --data is all its "
+                             "own, so leave --client-column out.")
+    columns = replace(data.columns(), client=None)
+    records = read_records(path, columns)
+    train, test, warning = split_client(records, client, str(path), data.train_per_client, data.test_per_client,
+                                        data.test_fraction, data.seed)
+    if len(train) < config.train.batch_size:
+        raise FedrouterError(f"{path} leaves {len(train)} train row(s) after the test share, fewer than one batch "
+                             f"({config.train.batch_size}); add rows or pass a smaller --test-fraction.")
+    held = len({r.task for r in train} - {""}) or None
+    return rows_table(train), {"test": rows_table(test)}, held, [warning] if warning else []

@@ -23,6 +23,7 @@ from fedrouter_cli.stages.common import (
     cache_hit,
     manifest,
     no_progress,
+    refuse_on_nodes,
     staged_outputs,
 )
 
@@ -56,6 +57,7 @@ def run_select_k(config: Config, run: RunDir, level: str, force: bool = False,
     if level not in LEVELS:
         raise FedrouterError(f"--level must be local or global, got {level!r}.")
     run.require("embed" if level == "local" else "cluster-local")
+    refuse_on_nodes(config, "select-k (it reads the clients' embeddings)")
     fp = select_k_fingerprint(config, level)
     upstream, settings = select_k_inputs(config, level)
     if hit := cache_hit(run, "select-k", fp, force, level):

@@ -11,12 +11,19 @@ from fedrouter_cli.federation.strategies import STRATEGIES
 from fedrouter_cli.files import read_table
 from fedrouter_cli.fingerprints import simulate_fingerprint
 from fedrouter_cli.rundir import PARTITION_TEXT, RunDir
-from fedrouter_cli.stages.common import Progress, StageResult, cache_hit, no_progress
+from fedrouter_cli.stages.common import (
+    Progress,
+    StageResult,
+    cache_hit,
+    no_progress,
+    refuse_on_nodes,
+)
 
 
 def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress,
                  workers: int = 0, gpus_per_client: float = 0.0) -> StageResult:
     run.require("cluster-local")
+    refuse_on_nodes(config, "a simulation")
     alg = config.train.alg
     placement = check_request(config, gpus_per_client)
     fp = simulate_fingerprint(config)
