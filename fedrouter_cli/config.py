@@ -73,6 +73,7 @@ def parse_k(option: str, value: str | int) -> str | int:
     raise AssertionError  # unreachable; keeps type checkers quiet
 
 
+PROMPT_FORMATS = ("alpaca", "chat")
 # --source nodes: the server of a deployment whose nodes each bring their own data
 NODES_SOURCE = "nodes"
 
@@ -112,6 +113,9 @@ class DataConfig:
             _fail(f"--seed must be 0 or more, got {self.seed}.")
         if not 0 < self.test_fraction < 1:
             _fail(f"--test-fraction must be between 0 and 1, got {self.test_fraction}.")
+        if self.source.startswith("hf:") and not self.client_column:
+            _fail(f"--source {self.source} is a dataset of records: pass --client-column (the column that tells "
+                  "the clients apart), or give it to one node as `deploy prepare-node --data`.")
         if self.client_column and self.source in ("synthetic", "hf", NODES_SOURCE):
             _fail(f"--client-column reads a file of your own records; --source {self.source} has none. "
                   "Pass --source PATH (JSONL, JSON, CSV, Parquet or a save_to_disk folder).")
@@ -221,9 +225,12 @@ class TrainConfig:
         "help": "FedRouter: every global adapter starts from one initialisation (the authors'), not one seed each"})
     group_by_length: bool = field(default=True, metadata={
         "help": "train on batches of like-length rows (seeded), so little of a batch is padding"})
+    prompt_format: str = field(default="alpaca", metadata={
+        "help": "alpaca (the paper's instruction/response template) or chat (the tokenizer's own chat template)"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        _check_choice("--prompt-format", self.prompt_format, PROMPT_FORMATS)
         object.__setattr__(self, "global_clusters", parse_k("--global-clusters", self.global_clusters))
         _check_choice("--variant", self.variant, VARIANTS)
         _check_choice("--schedule", self.schedule, SCHEDULES)

@@ -84,9 +84,14 @@ def deploy_env(base: dict[str, str] | None = None, flwr_home: Path | None = None
 
 def superlink_command(host: str = "0.0.0.0", port: int = DEFAULT_SUPERLINK_PORT,
                       certificates: Certificates | None = None, database: Path | None = None,
-                      log_file: Path | None = None) -> list[str]:
+                      log_file: Path | None = None, enrolled_only: bool = False) -> list[str]:
     """`flower-superlink`: one HTTP port serves SuperNodes (Fleet API), `flwr` (Control API) and
-    the ServerApp it starts itself (subprocess isolation). Without certificates it runs insecure."""
+    the ServerApp it starts itself (subprocess isolation). Without certificates it runs insecure.
+    enrolled_only: Flower's SuperNode authentication; only nodes whose public key was enrolled
+    (enroll_command) may connect, each proving its key by signing its requests (needs TLS)."""
+    if enrolled_only and certificates is None:
+        raise FedrouterError("Admitting only enrolled nodes needs TLS (a node proves its key over it); "
+                             "pass --ca-cert, --cert and --key.")
     cmd = [_bin("flower-superlink"), "--host", host, "--port", str(port),
            "--disable-runtime-dependency-installation"]
     if certificates is None:
@@ -98,21 +103,58 @@ def superlink_command(host: str = "0.0.0.0", port: int = DEFAULT_SUPERLINK_PORT,
         cmd += ["--database", str(database)]
     if log_file is not None:
         cmd += ["--log-file", str(log_file)]
+    if enrolled_only:
+        cmd.append("--enable-supernode-auth")
     return cmd
 
 
 def supernode_command(superlink: str, data_dir: Path, ca_cert: Path | None = None,
-                      runtime_port: int = DEFAULT_SUPERNODE_PORT, max_retries: int | None = None) -> list[str]:
+                      runtime_port: int = DEFAULT_SUPERNODE_PORT, max_retries: int | None = None,
+                      node_key: Path | None = None) -> list[str]:
     """`flower-supernode` for one client. `superlink` is HOST:PORT; `data_dir` is the folder
     written by `prepare_node_dir` (its name ends in the client's number, e.g. .../c03).
-    `runtime_port` must differ between SuperNodes on the same machine."""
+    `runtime_port` must differ between SuperNodes on the same machine. `node_key`: the node's
+    private key (make_node_key), for a SuperLink that admits only enrolled nodes."""
     cmd = [_bin("flower-supernode"), "--superlink", superlink,
            "--node-config", f"data-dir={json.dumps(str(Path(data_dir).resolve()))}",
            "--port", str(runtime_port)]
     cmd += ["--root-certificates", str(ca_cert)] if ca_cert is not None else ["--insecure"]
     if max_retries is not None:
         cmd += ["--max-retries", str(max_retries)]
+    if node_key is not None:
+        cmd += ["--auth-supernode-private-key", str(Path(node_key).resolve())]
     return cmd
+
+
+NODE_KEY = "supernode.key"  # beside it, NODE_KEY + ".pub": the public half the server enrolls
+
+
+def make_node_key(folder: Path) -> tuple[Path, Path]:
+    """A SuperNode's identity: an EC P-384 key pair in OpenSSH format (what Flower reads), the
+    private half readable by its owner only. An existing key is never replaced."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    folder = Path(folder)
+    private, public = folder / NODE_KEY, folder / (NODE_KEY + ".pub")
+    if private.exists() or public.exists():
+        raise FedrouterError(f"{folder} already holds a node key ({NODE_KEY}); a node keeps its key, since the "
+                             "server enrolled its public half. Delete it first to make a new identity.")
+    key = ec.generate_private_key(ec.SECP384R1())
+    folder.mkdir(parents=True, exist_ok=True)
+    opener = lambda path, flags: os.open(path, flags, 0o600)  # noqa: E731 (private from its first byte)
+    with open(private, "wb", opener=opener) as handle:
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                     serialization.PublicFormat.OpenSSH) + b"\n")
+    return private, public
+
+
+def enroll_command(public_key: Path, connection: str) -> list[str]:
+    """`flwr supernode register`: the SuperLink (through its connection in $FLWR_HOME) admits the
+    node holding this public key's private half."""
+    return [_bin("flwr"), "supernode", "register", str(Path(public_key).resolve()), connection, "--format", "json"]
 
 
 def prepare_node_dir(run: RunDir, client: str, dest: Path) -> Path:

@@ -116,7 +116,7 @@ def generate_all(config: Config, tests: list[ClientTest], routings: list[Routing
     are read, not generated (reuse=False generates all and only stores them: --force); the model
     is loaded only when something is left to generate.
     Returns the answers per client, the seconds spent generating and how many were generated."""
-    from fedrouter_cli.data.prompts import format_prompt
+    from fedrouter_cli.data.prompts import prompt_key
     from fedrouter_cli.generation_cache import adapter_digest, answer_for
     from fedrouter_cli.model.lora import with_rank
 
@@ -135,7 +135,7 @@ def generate_all(config: Config, tests: list[ClientTest], routings: list[Routing
         names += routing.names
         limits += token_limits(config, routing)
         owners += [index] * len(test.rows)
-    keys = [GenerationCache.key(identity, digests[n], format_prompt(p), config.train.max_length)
+    keys = [GenerationCache.key(identity, digests[n], prompt_key(p, config.train.prompt_format), config.train.max_length)
             for n, p in zip(names, prompts)]
     known = cache.get(sorted(set(keys))) if cache is not None and reuse else {}
     todo = [i for i, (k, limit) in enumerate(zip(keys, limits)) if k not in known or not known[k].serves(limit)]
@@ -199,7 +199,8 @@ def _generate_fresh(config: Config, placement, weights: dict[str, Any], which: l
         answers = generate_answers(model, tokenizer, [prompts[i] for i in which], [names[i] for i in which],
                                    limits, strategy=config.eval.generation,
                                    batch_size=generate_batch_size(config.eval.batch_size, placement),
-                                   max_length=config.train.max_length, progress=progress)
+                                   max_length=config.train.max_length, progress=progress,
+                                   prompt_format=config.train.prompt_format)
     finally:
         for name in needed:
             model.delete_adapter(name)
@@ -239,23 +240,27 @@ def task_sums(records: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
 
 def summarize(sums: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
     """scores.json's figures from per-(client, task) sums: each client's mean over its samples,
-    their mean over clients, ROUGE-1 per task over all its samples, and routing accuracy."""
+    their mean over clients, ROUGE-1 per task over all its samples, and routing accuracy. Rows
+    without a task label (one's own records, no task column) count in ROUGE only; `task_labels`
+    says whether the figures by task cover all test rows, some or none."""
     clients = sorted(sums)
     client_means = {c: {k: math.fsum(t[k] for t in sums[c].values()) / math.fsum(t["count"] for t in sums[c].values())
                         for k in ROUGE_KEYS} for c in clients}
     tasks = sorted({task for c in clients for task in sums[c]})
     per_task = {}
-    for task in tasks:
+    for task in filter(None, tasks):
         parts = [sums[c][task] for c in clients if task in sums[c]]
         per_task[task] = round(math.fsum(p["rouge1"] for p in parts) / math.fsum(p["count"] for p in parts), 4)
     every = [t for c in clients for t in sums[c].values()]
-    routed = math.fsum(t["routed"] for t in every)
+    labelled = [t for c in clients for task, t in sums[c].items() if task]
+    routed = math.fsum(t["routed"] for t in labelled)
     summary: dict[str, Any] = {k: round(math.fsum(m[k] for m in client_means.values()) / len(clients), 4)
                                for k in ROUGE_KEYS}
     summary |= {
-        "routing_accuracy": round(math.fsum(t["routed_correct"] for t in every) / routed, 4) if routed else None,
+        "routing_accuracy": round(math.fsum(t["routed_correct"] for t in labelled) / routed, 4) if routed else None,
         "samples": int(math.fsum(t["count"] for t in every)),
         "per_task": per_task,
         "per_client": {c: round(m["rouge1"], 4) for c, m in client_means.items()},
+        "task_labels": "all" if len(labelled) == len(every) else "some" if labelled else "none",
     }
     return summary

@@ -46,7 +46,14 @@ def partition_fingerprint(config: Config) -> tuple[str, tuple[str, ...]]:
 
 
 def records_fingerprint(source: str) -> str:
-    """Content hash of a file (or folder) of one's own records, so edited data reruns."""
+    """Content hash of a file (or folder) of one's own records, so edited data reruns; for
+    hf:NAME, the fingerprints `datasets` gives the loaded splits."""
+    from fedrouter_cli.data.records import HUB_PREFIX, load_named_dataset
+
+    if source.startswith(HUB_PREFIX):
+        loaded = load_named_dataset(source)
+        parts = loaded.values() if hasattr(loaded, "values") else [loaded]
+        return hashlib.sha256("|".join([source, *(p._fingerprint for p in parts)]).encode()).hexdigest()[:16]
     path = Path(source).expanduser()
     if not path.exists():
         from fedrouter_cli.errors import FedrouterError
@@ -100,7 +107,7 @@ def model_settings(config: Config) -> dict:
 ADDED_LATER = {
     "data": {"client_column": "", "instruction_column": "instruction", "response_column": "response",
              "input_column": "", "task_column": "", "test_fraction": 0.2},
-    "train": {"lr_floor": 0.0, "group_by_length": False, "max_grad_norm": 0.0},
+    "train": {"lr_floor": 0.0, "group_by_length": False, "max_grad_norm": 0.0, "prompt_format": "alpaca"},
     "eval": {"token_budget": False, "rouge_stemming": True, "local_route": "local"},
 }
 
@@ -135,6 +142,8 @@ def evaluate_fingerprint(config: Config, alg: str, round_number: int, on: str = 
                                                                      "test_tasks": config.data.test_tasks}
     if alg == BASE_ALG:
         settings |= {"model": config.model.model}
+        if config.train.prompt_format != "alpaca":  # the base model's prompts too; alpaca as before it existed
+            settings |= {"prompt_format": config.train.prompt_format}
     if on != "server":  # joins only when on the nodes, so server-side evaluations keep their fingerprint
         settings |= {"on": on}
     return fingerprint("evaluate", alg, upstream, settings)

@@ -79,7 +79,8 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
     set_adapter_weights(model, load_adapter(adapters_dir / name), adapter_name=name)
     model.eval()
     try:
-        text = generate(model, lm_tokenizer, [prompt], [name], max_new_tokens=config.eval.max_new_tokens)[0]
+        text = generate(model, lm_tokenizer, [prompt], [name], max_new_tokens=config.eval.max_new_tokens,
+                        prompt_format=config.train.prompt_format)[0]
     finally:
         model.delete_adapter(name)
     return Answer(name, {n: round(float(d), 4) for n, d in zip(names, distances)}, text)
@@ -98,7 +99,9 @@ EXPORT_README = """# FedRouter export
 - `router/centroids.parquet`: the global centroids (`adapter`, `centroid`), in the embedding space of
   `router/router.json["embedder"]` (mean-pooled last hidden layer; L2-normalised when `normalize` is true).
 - To route a prompt: embed its raw instruction the same way, take the adapter of the nearest centroid
-  (Euclidean distance), and generate with the prompt template in `router/router.json["prompt_template"]`.
+  (Euclidean distance), and generate with the prompt the adapters were trained on:
+  `router/router.json["prompt_format"]` is "alpaca" (the template in `["prompt_template"]`) or
+  "chat" (the base model tokenizer's own chat template: one user turn, `add_generation_prompt=True`).
 """
 
 
@@ -119,7 +122,8 @@ def export_run(config: Config, run: RunDir, out: Path, force: bool = False) -> d
                                                                           "centroid": vector_column(centroids)}))
             write_json(tmp / "router" / "router.json", {
                 **embed_settings(config), "base_model": config.model.model, "round": round_number,
-                "adapters": names, "distance": "euclidean", "prompt_template": PROMPT_TEMPLATE})
+                "adapters": names, "distance": "euclidean", "prompt_format": config.train.prompt_format,
+                "prompt_template": PROMPT_TEMPLATE if config.train.prompt_format == "alpaca" else "tokenizer chat template"})
             (tmp / "README.md").write_text(EXPORT_README)
     except OSError as exc:  # read-only or special file systems, a file in the way
         raise FedrouterError(f"Could not write the export to --out {out} ({exc.strerror or exc}); "

@@ -1,5 +1,10 @@
 """The deployment federation of tests/test_deployment.py, run as a background job of the session.
 
+Each node brings its own data: a site's file in its own format and column names, no task column
+(own_data.py), made into its node folder by `fedrouter deploy prepare-node --data`; the server's
+run dir holds no rows at all (`--source nodes`). The SuperLink admits only enrolled node keys, and
+a stranger's SuperNode, whose key nobody enrolled, is refused.
+
 Most of the federation's wall time is waiting: for the SuperLink to notice a killed SuperNode
 (Flower's heartbeats, ~30-60 s), for SuperNodes to reconnect to a restarted SuperLink, and for
 each message's ClientApp process to start. conftest.py starts this scenario when the session
@@ -17,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import psutil
 from federation_harness import (
     CLIENTS,
@@ -26,11 +30,11 @@ from federation_harness import (
     leftovers,
     make_certificates,
 )
+from own_data import write_node_file
 
 from fedrouter_cli.config import save_config
 from fedrouter_cli.presets import resolve_config
-from fedrouter_cli.rundir import RunDir, client_name
-from fedrouter_cli.stages.cluster_local import read_centroids
+from fedrouter_cli.rundir import RunDir
 
 # Long enough for a ClientApp process (torch, transformers, peft imports) to start and answer on
 # 2 loaded cores shared with 3 SuperNodes and the rest of the suite; short against the default
@@ -38,6 +42,7 @@ from fedrouter_cli.stages.cluster_local import read_centroids
 FAULT_ROUND_TIMEOUT = 90.0
 ROUNDS = 2  # round 1 loses a SuperNode, the SuperLink dies after it is saved, round 2 runs on the restarted link
 VICTIM = 2
+STRANGER = CLIENTS  # a fourth machine that was never enrolled
 
 
 @dataclass
@@ -51,6 +56,9 @@ class Observed:
     seconds: float = 0.0
     survivors: list[int] = field(default_factory=list)
     logs: str = ""
+    stranger_exit: int | None = None  # the unenrolled SuperNode's exit code
+    link_log: str = ""
+    stranger_log: str = ""
 
 
 class DeploymentScenario:
@@ -86,6 +94,8 @@ class DeploymentScenario:
         finally:
             if self.federation is not None:
                 self.observed.logs = self.federation.logs()
+                link_log = self.federation.root / "superlink.log"
+                self.observed.link_log = link_log.read_text() if link_log.exists() else ""
                 self.federation.stop()
                 self.observed.survivors = self.federation.survivors()
 
@@ -94,10 +104,13 @@ class DeploymentScenario:
         run = self.observed.run
         self._prepare_server(run)
         federation = self.federation = Federation(self.root, run, make_certificates(self.root / "certs"),
-                                                  keep_link_state=True)
+                                                  keep_link_state=True, enrolled_only=True)
         self._prepare_machines(federation)
         federation.start()
+        stranger = federation.start_node(STRANGER)  # holds a key and a folder, but nobody enrolled it
         run_id = federation.submit()
+        self.observed.stranger_exit = stranger.wait(timeout=120)
+        self.observed.stranger_log = (self.root / f"supernode{STRANGER}.log").read_text()
         seen: set[int] = set()
 
         def training_started() -> bool:  # the node's first ClientApp answers the centroid query, the second trains
@@ -120,22 +133,17 @@ class DeploymentScenario:
         federation.kill(federation.link)
         assert not leftovers({federation.link.pid})
         self.observed.round_one_written = round_one.stat().st_mtime_ns
-        # 3. meanwhile the server forgets every test row and test embedding: the resubmitted run
-        # trains its last round and then has each node score its own test set (evaluate=true)
-        held = [*run.stage_dir("partition").rglob("test*.parquet"), *run.stage_dir("embed").rglob("test*.parquet")]
-        assert held
-        for path in held:
-            path.unlink()
         federation.start_link()  # same address; the SuperNodes reconnect on their own
+        # 3. the resubmitted run trains its last round and then has each node score its own test set
         resumed = federation.submit(evaluate=True)
         federation.wait(resumed, timeout=1200, until=run.scores_file("fedrouter", "local+nodes").exists)
         self.observed.status = federation.wait(resumed, timeout=300)  # the run ends once the scores are written
         self.observed.seconds = time.monotonic() - started
 
     def _prepare_server(self, run: RunDir) -> None:
-        """The server's run dir: the data stages on the smoke preset, 3 clients, the tiny model."""
+        """The server's run dir: settings only (--source nodes, 3 clients, smoke preset, tiny model)."""
         config = resolve_config(run.config_path, "smoke", {
-            "data": {"clients": CLIENTS}, "model": {"model": self.tiny_model},
+            "data": {"clients": CLIENTS, "source": "nodes"}, "model": {"model": self.tiny_model},
             "train": {"rounds": ROUNDS, "round_timeout": FAULT_ROUND_TIMEOUT}})
         save_config(run.config_path, config)
         done = subprocess.run([*FEDROUTER, "cluster-local", "--run-dir", str(run.root), "--json"], env=self.env,
@@ -143,17 +151,21 @@ class DeploymentScenario:
         assert done.returncode == 0, done.stderr[-2000:]
 
     def _prepare_machines(self, federation: Federation) -> None:
-        """Each "machine" makes its own folder from its share of the source, as the README says."""
-        jobs = [subprocess.Popen([*FEDROUTER, "deploy", "prepare-node", "--client", str(i), "--node-dir",
-                                  str(federation.node_dir(i)), "--preset", "smoke", "--clients", str(CLIENTS),
-                                  "--json"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for i in range(CLIENTS)]
-        for i, job in enumerate(jobs):
+        """Each "machine" makes its folder from its own file and makes its key; the stranger too."""
+        jobs = []
+        for i in range(CLIENTS + 1):
+            own, columns = write_node_file(self.root / f"site{i}", i % CLIENTS)
+            jobs.append(subprocess.Popen(
+                [*FEDROUTER, "deploy", "prepare-node", "--client", str(i), "--node-dir", str(federation.node_dir(i)),
+                 "--data", str(own), *columns, "--preset", "smoke", "--json"],
+                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for job in jobs:
             _, err = job.communicate(timeout=600)
             assert job.returncode == 0, err[-2000:]
-            made = read_centroids(federation.node_dir(i) / "centroids.parquet")[0]
-            server = read_centroids(federation.run.centroids_file(client_name(i)))[0]
-            assert made.shape == server.shape and np.allclose(made, server, atol=1e-4)
+        for i in range(CLIENTS + 1):
+            done = subprocess.run([*FEDROUTER, "deploy", "node-key", "--node-dir", str(federation.node_dir(i))],
+                                  env=self.env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-2000:]
 
 
 def _clientapp_pids(node: subprocess.Popen) -> set[int]:

@@ -100,9 +100,9 @@ class Federation:
     """A SuperLink and one SuperNode per client, each in its own process group."""
 
     def __init__(self, root: Path, run: RunDir, certificates: Certificates | None,
-                 keep_link_state: bool = False) -> None:
+                 keep_link_state: bool = False, enrolled_only: bool = False) -> None:
         self.root, self.run, self.certificates = root, run, certificates
-        self.keep_link_state = keep_link_state
+        self.keep_link_state, self.enrolled_only = keep_link_state, enrolled_only
         self.home = root / "flwr_home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.env = deploy_env({**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "HF_HUB_OFFLINE": "1"}, self.home)
@@ -129,24 +129,39 @@ class Federation:
             tls = ["--ca-cert", str(c.ca_cert), "--cert", str(c.server_cert), "--key", str(c.server_key)]
         # a database file keeps the SuperNodes' registrations across a SuperLink restart
         database = ["--database", str(self.root / "link.db")] if self.keep_link_state else []
+        enrolled = ["--enrolled-only"] if self.enrolled_only else []
         self.link = self._start("superlink", [*FEDROUTER, "deploy", "superlink", "--host", "127.0.0.1",
-                                              "--port", str(self.port), *database, *tls])
+                                              "--port", str(self.port), *database, *tls, *enrolled])
         wait_for_port(self.port, self.link)
 
     def node_dir(self, i: int) -> Path:
         return self.root / f"machine{i}" / client_name(i)
 
-    def start_node(self, i: int) -> None:
-        """`fedrouter deploy supernode` for client i on its own 'machine' folder (made once, kept on restart)."""
+    def start_node(self, i: int) -> subprocess.Popen:
+        """`fedrouter deploy supernode` for client i on its own 'machine' folder (made once, kept on
+        restart); with a node key in that folder, the node proves it (the command finds it there)."""
         if not self.node_dir(i).exists():
             prepare_node_dir(self.run, client_name(i), self.node_dir(i))
         tls = ["--ca-cert", str(self.certificates.ca_cert)] if self.certificates else []
-        self.nodes[i] = self._start(f"supernode{i}", [
+        process = self._start(f"supernode{i}", [
             *FEDROUTER, "deploy", "supernode", "--superlink", f"{self.host}:{self.port}",
             "--node-dir", str(self.node_dir(i)), "--runtime-port", str(free_port()), *tls])
+        if i < CLIENTS:
+            self.nodes[i] = process
+        return process
+
+    def enroll(self, *nodes: int) -> None:
+        """`fedrouter deploy enroll` of these nodes' public keys, as the server's operator would."""
+        keys = [str(self.node_dir(i) / "supernode.key.pub") for i in nodes]
+        done = subprocess.run([*FEDROUTER, "deploy", "enroll", *keys, "--superlink", f"{self.host}:{self.port}",
+                               "--ca-cert", str(self.certificates.ca_cert), "--json"],
+                              env=self.env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     def start(self) -> None:
         self.start_link()
+        if self.enrolled_only:
+            self.enroll(*range(CLIENTS))
         for i in range(CLIENTS):
             self.start_node(i)
         write_connection(self.home, "test", f"{self.host}:{self.port}",

@@ -60,6 +60,22 @@ def test_a_folder_of_files_and_a_saved_dataset(tmp_path: Path) -> None:
     assert len(read_records(tmp_path / "saved_dict", COLUMNS)) == 2
 
 
+def test_a_dataset_by_name_from_the_local_datasets_cache(tmp_path: Path, monkeypatch) -> None:
+    """hf:NAME goes through datasets.load_dataset, offline from the local cache: the test builds that
+    cache the way a download would (a first load), then reads the dataset by name alone."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    _write(tmp_path / "support_tickets" / "data", "jsonl", ROWS)
+    datasets.load_dataset(str(tmp_path / "support_tickets"))
+    monkeypatch.chdir(tmp_path / "cache")  # the name is no folder here: only the cache can answer
+    records = read_records("hf:support_tickets", COLUMNS)
+    assert [(r.instruction, r.response, r.client) for r in records] == [
+        ("What is 2+2?", "4", "a"), ("Name a colour.\n\nPick one you like.", "blue", "b")]
+    with pytest.raises(FedrouterError, match="could not load 'no_such_dataset'.*local datasets cache"):
+        read_records("hf:no_such_dataset", COLUMNS)
+
+
 def _bad(tmp_path: Path, case: str) -> tuple[Path, Columns]:
     if case == "missing column":
         return _write(tmp_path, "jsonl", ROWS), Columns(instruction="prompt", response="answer")

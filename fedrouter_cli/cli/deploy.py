@@ -98,6 +98,10 @@ def superlink(host: Annotated[str, typer.Option(help="Address to listen on.")] =
               port: Annotated[int, typer.Option(help="Port for SuperNodes, `flwr` and the ServerApp.")] = 9093,
               ca_cert: CaCertOpt = None, cert: CertOpt = None, key: KeyOpt = None,
               database: Annotated[Optional[Path], typer.Option(help="SQLite file for the SuperLink's state.")] = None,
+              enrolled_only: Annotated[bool, typer.Option(
+                  "--enrolled-only", help="Admit only SuperNodes whose public key was enrolled with `fedrouter "
+                                          "deploy enroll` (Flower's SuperNode authentication; needs TLS). Without "
+                                          "it, any machine that reaches the port and holds the CA certificate joins.")] = False,
               debug: o.DebugOpt = False) -> None:
     """Start the SuperLink (runs the FedRouter ServerApp of each submitted run)."""
     from fedrouter_cli.deploy import Certificates, superlink_command
@@ -108,23 +112,73 @@ def superlink(host: Annotated[str, typer.Option(help="Address to listen on.")] =
             raise FedrouterError("TLS needs all three of --ca-cert, --cert and --key (or none of them for insecure).")
         _existing(*given)
         certificates = Certificates(ca_cert, cert, key) if given else None
-        _exec(superlink_command(host, port, certificates, database))
+        _exec(superlink_command(host, port, certificates, database, enrolled_only=enrolled_only))
 
 
 @deploy_app.command("supernode")
 def supernode(superlink_address: SuperlinkOpt, node_dir: NodeDirOpt, ca_cert: CaCertOpt = None,
               runtime_port: Annotated[int, typer.Option(help="Local port for the ClientApp; unique per machine.")] = 9094,
+              node_key: Annotated[Optional[Path], typer.Option(
+                  "--node-key", help="This node's private key, for a SuperLink started with --enrolled-only "
+                                     "(default: NODE_DIR/supernode.key when `fedrouter deploy node-key` made one).")] = None,
               debug: o.DebugOpt = False) -> None:
     """Start this client's SuperNode, reading only its own --node-dir."""
-    from fedrouter_cli.deploy import supernode_command
+    from fedrouter_cli.deploy import NODE_KEY, supernode_command
     from fedrouter_cli.rundir import NodeDir
 
     with guarded(debug):
         missing = [f.name for f in NodeDir(node_dir).train_files if not f.is_file()]
         if missing:
             raise FedrouterError(f"{node_dir} lacks {', '.join(missing)}; run `fedrouter deploy prepare-node` first.")
-        _existing(ca_cert)
-        _exec(supernode_command(superlink_address, node_dir, ca_cert, runtime_port))
+        _existing(ca_cert, node_key)
+        if node_key is None and (Path(node_dir) / NODE_KEY).is_file():
+            node_key = Path(node_dir) / NODE_KEY
+        if node_key is not None and ca_cert is None:
+            raise FedrouterError("A node proves its key only over TLS; pass --ca-cert too.")
+        _exec(supernode_command(superlink_address, node_dir, ca_cert, runtime_port, node_key=node_key))
+
+
+@deploy_app.command("node-key")
+def node_key_command(node_dir: NodeDirOpt, json_out: o.JsonOpt = False, debug: o.DebugOpt = False) -> None:
+    """Make this node's key pair (NODE_DIR/supernode.key, private; supernode.key.pub, to give the
+    server's operator for `fedrouter deploy enroll`). An existing key is kept, never replaced."""
+    from fedrouter_cli.deploy import make_node_key
+
+    with guarded(debug):
+        private, public = make_node_key(node_dir)
+        payload = {"private_key": str(private), "public_key": str(public)}
+        print(json.dumps(payload) if json_out else f"{private} (keep it here)\n{public} (send it to the server's "
+                                                   "operator to enroll)")
+
+
+@deploy_app.command("enroll")
+def enroll(public_keys: Annotated[list[Path], typer.Argument(help="Public key files (supernode.key.pub) of the "
+                                                                   "nodes to admit.", show_default=False)],
+           superlink_address: SuperlinkOpt, ca_cert: CaCertOpt = None,
+           json_out: o.JsonOpt = False, debug: o.DebugOpt = False) -> None:
+    """Admit nodes to a SuperLink started with --enrolled-only (Flower's `flwr supernode
+    register`); a node whose key is not enrolled is refused, and the SuperLink logs the refusal."""
+    import subprocess
+
+    from fedrouter_cli.deploy import deploy_env, enroll_command, write_connection
+
+    with guarded(debug):
+        _existing(ca_cert, *public_keys)
+        if ca_cert is None:
+            raise FedrouterError("Enrolled nodes need TLS; pass the SuperLink's --ca-cert.")
+        home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
+        write_connection(home, "fedrouter", superlink_address, ca_cert, default=False)
+        enrolled = []
+        for key in public_keys:
+            done = subprocess.run(enroll_command(key, "fedrouter"), env=deploy_env(flwr_home=home),
+                                  capture_output=True, text=True, timeout=120)
+            reply = done.stdout[done.stdout.find("{"):] if "{" in done.stdout else ""
+            node_id = json.loads(reply).get("node-id") if done.returncode == 0 and reply else None
+            if node_id is None:
+                raise FedrouterError(f"The SuperLink did not enroll {key}: "
+                                     f"{(done.stdout + done.stderr).strip()[-300:]}")
+            enrolled.append({"public_key": str(key), "node_id": int(node_id)})
+        print(json.dumps(enrolled) if json_out else "\n".join(f"{e['public_key']}: node {e['node_id']}" for e in enrolled))
 
 
 @deploy_app.command("submit")

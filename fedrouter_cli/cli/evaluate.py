@@ -11,9 +11,16 @@ from fedrouter_cli.cli.common import execute, simple_table
 
 
 def render_scores(payload: dict[str, Any], console: Console) -> None:
-    rows = [[task, score] for task, score in payload["per_task"].items()]
-    console.print(simple_table(f"{payload['alg']} ({payload['mode']} router, round {payload['round']}): ROUGE-1 per task",
-                               ["task", "ROUGE-1"], rows))
+    title = f"{payload['alg']} ({payload['mode']} router, round {payload['round']})"
+    if payload["per_task"]:
+        rows = [[task, score] for task, score in payload["per_task"].items()]
+        console.print(simple_table(f"{title}: ROUGE-1 per task", ["task", "ROUGE-1"], rows))
+    else:  # one's own records without a task column: no figure by task exists
+        rows = [[client, score] for client, score in payload["per_client"].items()]
+        console.print(simple_table(f"{title}: ROUGE-1 per client (no task labels)", ["client", "ROUGE-1"], rows))
+    if payload.get("task_labels") == "some":
+        console.print("[yellow]Some test rows have no task label[/yellow]: ROUGE counts them, the figures by task "
+                      "and routing accuracy do not.", highlight=False)
     for client, reason in (payload.get("missing_clients") or {}).items():
         console.print(f"[yellow]{client} is missing from the scores[/yellow]: {reason}", highlight=False)
     acc = payload.get("routing_accuracy")

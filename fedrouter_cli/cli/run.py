@@ -46,6 +46,7 @@ def run(
     rounds: o.RoundsOpt = None,
     local_steps: o.LocalStepsOpt = None,
     group_by_length: o.GroupByLengthOpt = None,
+    prompt_format: o.PromptFormatOpt = None,
     token_budget: o.TokenBudgetOpt = None,
     *,
     shared: dict[str, Any],
@@ -59,7 +60,8 @@ def run(
     """
     overrides = o.upstream_overrides(shared)
     overrides["train"] = o.train_overrides(alg=alg, variant=variant, rounds=rounds, local_steps=local_steps,
-                                           seed=shared["seed"], group_by_length=group_by_length)
+                                           seed=shared["seed"], group_by_length=group_by_length,
+                                           prompt_format=prompt_format)
     overrides["eval"] = {"token_budget": token_budget}
 
     def action(cfg, rundir, progress):

@@ -1,5 +1,6 @@
-"""A user's own records: one file (JSONL, JSON, CSV, Parquet), a folder of such files, or a folder
-written by `datasets`' `save_to_disk`, read into instruction/response rows through a column
+"""A user's own records: one file (JSONL, JSON, CSV, Parquet), a folder of such files, a folder
+written by `datasets`' `save_to_disk`, or `hf:NAME[:CONFIG]`, any dataset `datasets.load_dataset`
+loads (offline: from the local cache), read into instruction/response rows through a column
 mapping. No task labels are needed: a task column, when named, only feeds the figures by task.
 
 Every problem with the input is one sentence naming the file and the column (exit 2), found
@@ -19,6 +20,7 @@ from typing import Any
 from fedrouter_cli.errors import FedrouterError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+HUB_PREFIX = "hf:"  # hf:NAME[:CONFIG], a dataset by name
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class Record:
 
 def read_records(path: Path | str, columns: Columns = Columns()) -> list[Record]:
     """Every row of `path` as a Record; see the module docstring for the accepted inputs."""
+    if str(path).startswith(HUB_PREFIX):
+        return _from_named_dataset(str(path), columns)
     path = Path(path).expanduser()
     if not path.exists():
         raise FedrouterError(f"{path} does not exist; pass a JSONL, JSON, CSV or Parquet file, or a folder of them.")
@@ -167,3 +171,35 @@ def _from_saved_dataset(folder: Path, columns: Columns) -> list[Record]:
                              "save it again with save_to_disk.") from None
     parts = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
     return [record for part in parts for record in _records(folder, enumerate(part, start=1), columns)]
+
+
+def parse_hub_source(source: str) -> tuple[str, str | None]:
+    """'hf:NAME[:CONFIG]' -> (NAME, CONFIG or None)."""
+    name, _, config = source[len(HUB_PREFIX):].partition(":")
+    if not name:
+        raise FedrouterError(f"--source {source} names no dataset; write hf:NAME or hf:NAME:CONFIG.")
+    return name, config or None
+
+
+def load_named_dataset(source: str):
+    """The DatasetDict (or Dataset) `datasets.load_dataset` gives for hf:NAME[:CONFIG]."""
+    import datasets
+
+    name, config = parse_hub_source(source)
+    try:
+        return datasets.load_dataset(name, config)
+    except Exception as exc:  # offline misses, unknown names and configs arrive as many types
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
+        raise FedrouterError(f"datasets could not load {name!r}{f' ({config})' if config else ''}: {reason}. Offline, "
+                             "only datasets already in the local datasets cache load; check the name.") from None
+
+
+def _from_named_dataset(source: str, columns: Columns) -> list[Record]:
+    import datasets
+
+    loaded = load_named_dataset(source)
+    parts = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
+    records = [record for part in parts for record in _records(Path(source), enumerate(part, start=1), columns)]
+    if not records:
+        raise FedrouterError(f"{source} holds no rows; name a dataset with records.")
+    return records

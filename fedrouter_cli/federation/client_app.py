@@ -134,7 +134,7 @@ def train(msg: Message, node: NodeData) -> Message:
             outcome = train_steps(model, tokenizer, node.rows(job.clusters), settings.local_steps,
                                   settings.batch_size, settings.lr, settings.max_length,
                                   seed=seed, trainable=job.trainable, group_by_length=settings.group_by_length,
-                                  max_grad_norm=settings.max_grad_norm)
+                                  max_grad_norm=settings.max_grad_norm, prompt_format=settings.prompt_format)
         trained = get_adapter(model)
         if job.keep != "none":
             save_state(node.folder, settings.alg, job.name, settings.round, select(trained, job.keep))

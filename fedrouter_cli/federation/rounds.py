@@ -159,7 +159,7 @@ class FlowerRounds(Strategy):
             # each node places the model on its own machine: 'auto' takes its GPU when it has one
             device=self.config.model.device, load_in_4bit=self.config.model.load_in_4bit,
             dp_epsilon=privacy.dp_epsilon, dp_clip=privacy.dp_clip, dp_delta=privacy.dp_delta,
-            group_by_length=t.group_by_length, max_grad_norm=t.max_grad_norm)
+            group_by_length=t.group_by_length, max_grad_norm=t.max_grad_norm, prompt_format=t.prompt_format)
         specs = [JobSpec(name=j.name, clusters=tuple(j.clusters), trainable=j.trainable, send=j.send, keep=j.keep,
                          companion=j.companion, scale=j.scale, companion_scale=j.companion_scale) for j in jobs]
         return TrainRequest(settings, specs, [j.adapter for j in jobs])

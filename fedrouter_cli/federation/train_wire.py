@@ -54,6 +54,7 @@ class RoundSettings:
     dp_delta: float = 1e-5
     group_by_length: bool = False  # batches of like-length rows (model.train.draw_batches)
     max_grad_norm: float = 0.0     # gradient clipping per step (0 = off)
+    prompt_format: str = "alpaca"  # data.prompts.format_prompt
 
     def lora(self) -> TrainConfig:
         return TrainConfig(lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,

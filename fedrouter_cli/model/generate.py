@@ -18,7 +18,8 @@ PROBE = "__probe__"  # a temporary adapter for last_token_states
 
 
 def encode_prompts(tokenizer, prompts: list[str], max_length: int) -> dict[str, torch.Tensor]:
-    """Formatted prompts as a left-padded batch, each cut to its last `max_length` tokens.
+    """Formatted prompts (data.prompts.format_prompt) as a left-padded batch, each cut to its last
+    `max_length` tokens.
 
     Cut from the left, as training does: the end of a prompt holds the response marker the model
     answers after, its start only the template's preamble (and the first turns of a long dialogue).
@@ -26,10 +27,16 @@ def encode_prompts(tokenizer, prompts: list[str], max_length: int) -> dict[str, 
     sides = tokenizer.padding_side, tokenizer.truncation_side
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     try:
-        return tokenizer([format_prompt(p) for p in prompts], return_tensors="pt", padding=True,
+        return tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not _has_bos(tokenizer, prompts),
                          truncation=True, max_length=max_length)
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = sides
+
+
+def _has_bos(tokenizer, prompts: list[str]) -> bool:
+    """Prompts that already begin with the BOS token (a chat template that writes it) get no second one."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return bool(bos) and bool(prompts) and all(p.startswith(bos) for p in prompts)
 
 
 @torch.inference_mode()
@@ -72,9 +79,11 @@ def batches_of(prompt_tokens: list[int], adapters: list[str], limits: list[int],
 
 def generate_answers(model, tokenizer, prompts: list[str], adapters: list[str], limits: list[int], *,
                      strategy: str = "mixed", batch_size: int = 16, max_length: int = 1024,
-                     progress: Progress = no_progress) -> list[Answer]:
-    """Answer each prompt with its adapter, in at most its limit of new tokens."""
-    lengths = [min(len(ids), max_length) for ids in tokenizer([format_prompt(p) for p in prompts])["input_ids"]]
+                     progress: Progress = no_progress, prompt_format: str = "alpaca") -> list[Answer]:
+    """Answer each prompt (an instruction) with its adapter, in at most its limit of new tokens."""
+    prompts = [format_prompt(p, prompt_format, tokenizer) for p in prompts]
+    lengths = [min(len(ids), max_length)
+               for ids in tokenizer(prompts, add_special_tokens=not _has_bos(tokenizer, prompts))["input_ids"]]
     answers: list[Answer | None] = [None] * len(prompts)
     done = 0
     for batch in batches_of(lengths, adapters, limits, strategy, batch_size):
@@ -92,10 +101,11 @@ def generate_answers(model, tokenizer, prompts: list[str], adapters: list[str], 
 
 def generate(model, tokenizer, prompts: list[str], adapters: list[str], *, strategy: str = "mixed",
              max_new_tokens: int = 32, batch_size: int = 16, max_length: int = 1024,
-             progress: Progress = no_progress) -> list[str]:
+             progress: Progress = no_progress, prompt_format: str = "alpaca") -> list[str]:
     """Answer each prompt with its adapter in at most `max_new_tokens`: the texts only."""
     answers = generate_answers(model, tokenizer, prompts, adapters, [max_new_tokens] * len(prompts),
-                               strategy=strategy, batch_size=batch_size, max_length=max_length, progress=progress)
+                               strategy=strategy, batch_size=batch_size, max_length=max_length, progress=progress,
+                               prompt_format=prompt_format)
     return [a.text for a in answers]
 
 
@@ -128,7 +138,8 @@ def last_token_states(model, tokenizer, prompts: list[str], adapter, train, max_
         model.eval()
         states = []
         for start in range(0, len(prompts), batch_size):
-            batch = encode_prompts(tokenizer, prompts[start:start + batch_size], max_length)
+            texts = [format_prompt(p, train.prompt_format, tokenizer) for p in prompts[start:start + batch_size]]
+            batch = encode_prompts(tokenizer, texts, max_length)
             hidden = model(**batch, output_hidden_states=True, use_cache=False).hidden_states[-1]
             states.append(hidden[:, -1].float().cpu().numpy())  # left padding: the last column is the last token
         return np.concatenate(states) if states else np.zeros((0, 0), dtype=np.float32)

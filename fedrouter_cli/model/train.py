@@ -23,12 +23,13 @@ class TrainOutcome:
     padding: float = 0.0   # share of the batches' token slots that were padding
 
 
-def encode(tokenizer, instruction: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
+def encode(tokenizer, instruction: str, response: str, max_length: int,
+           prompt_format: str = "alpaca") -> tuple[list[int], list[int]]:
     """Token ids and labels (-100 on the prompt) for one example, truncated to max_length.
 
     The prompt is cut from the left of the instruction if needed so the response survives.
     """
-    prompt_ids = tokenizer(format_prompt(instruction), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(format_prompt(instruction, prompt_format, tokenizer), add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(response.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     answer_ids = answer_ids[: max(1, max_length // 2)]
     prompt_ids = prompt_ids[-(max_length - len(answer_ids)):]
@@ -106,7 +107,7 @@ def response_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def train_steps(model, tokenizer, rows: list[tuple[str, str]], steps: int, batch_size: int, lr: float,
                 max_length: int, seed: int, trainable: str = "all", adapter: str = "default",
-                group_by_length: bool = False, max_grad_norm: float = 0.0) -> TrainOutcome:
+                group_by_length: bool = False, max_grad_norm: float = 0.0, prompt_format: str = "alpaca") -> TrainOutcome:
     """Run `steps` AdamW steps on batches drawn (seeded, without replacement per pass) from `rows`.
 
     trainable: 'all' LoRA weights, or 'lora_B' only (lora_A frozen, as FFA-LoRA does), of the
@@ -119,7 +120,7 @@ def train_steps(model, tokenizer, rows: list[tuple[str, str]], steps: int, batch
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    encoded = [encode(tokenizer, q, a, max_length) for q, a in rows]
+    encoded = [encode(tokenizer, q, a, max_length, prompt_format) for q, a in rows]
     params = []
     for name, param in model.named_parameters():
         wanted = "lora_" in name and f".{adapter}." in name and (trainable == "all" or trainable in name)

@@ -93,7 +93,11 @@ def _train(grid: Grid, rc, run: RunDir, config) -> None:
     clients = run.clients()
     num_nodes = int(rc.get("num-nodes", 0)) or len(clients)
     out = open_output(run, alg, fp, force, clients)
-    peft_model(config.model.model, config.train)  # load (and convert) the base model once, up front
+    _, tokenizer = peft_model(config.model.model, config.train)  # load (and convert) the base model once, up front
+    if config.train.prompt_format == "chat":
+        from fedrouter_cli.data.prompts import check_chat_template
+
+        check_chat_template(tokenizer, config.model.model)
     job = FederationJob(config=config, out=out, num_nodes=num_nodes,
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
                         progress=_progress, torch_threads=int(rc.get("torch-threads", 0)),

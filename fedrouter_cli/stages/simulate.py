@@ -29,6 +29,7 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     fp = simulate_fingerprint(config)
     if hit := cache_hit(run, "simulate", fp, force, alg):
         return hit
+    from fedrouter_cli.data.prompts import check_chat_template
     from fedrouter_cli.federation.engine import run_engine, simulation_resources
     from fedrouter_cli.federation.run_output import finish, open_output
     from fedrouter_cli.model.lora import initial_adapter, peft_model
@@ -38,11 +39,13 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     clients = run.clients()
     for client in clients:  # a corrupt partition file fails here, in one sentence, before anything is written
         read_table(run.partition_file(client, "train"), PARTITION_TEXT)
-    out = open_output(run, alg, fp, force, clients)
-    run.fill_nodes(clients)
     # the server's copy (initial adapters) stays on the CPU in fp32; loading it first also converts
     # the default model before the workers start
-    model, _ = peft_model(config.model.model, config.train)
+    model, tokenizer = peft_model(config.model.model, config.train)
+    if config.train.prompt_format == "chat":  # a model without a template is refused before anything is written
+        check_chat_template(tokenizer, config.model.model)
+    out = open_output(run, alg, fp, force, clients)
+    run.fill_nodes(clients)
     workers, threads, backend_config = simulation_resources(placement, len(clients), model, config, workers,
                                                             gpus_per_client)
     job = FederationJob(config=config, out=out, num_nodes=len(clients),
