@@ -12,14 +12,18 @@ from fedrouter_cli.progress import Progress, no_progress
 # Hashed character n-grams: no vocabulary to fit, so every node computes them alone and all land in
 # one space; 1,024 buckets of 2- to 4-grams separate the paper's task formats as well as 4,096 did.
 CHAR_FEATURES = 1024
+# scikit-learn HashingVectorizer settings (alternate_sign off, L2 norm); an export's router.json
+# carries them, so its route.py computes the same features
+CHAR_NGRAMS = {"analyzer": "char_wb", "ngram_range": [2, 4], "n_features": CHAR_FEATURES, "lowercase": False}
 
 
 def char_ngrams(texts: list[str]) -> np.ndarray:
     """L2-normalised counts of the texts' character 2- to 4-grams (within words), hashed: [n, 1024]."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    vectorizer = HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4), n_features=CHAR_FEATURES,
-                                   alternate_sign=False, norm="l2", lowercase=False)
+    vectorizer = HashingVectorizer(analyzer=CHAR_NGRAMS["analyzer"], ngram_range=tuple(CHAR_NGRAMS["ngram_range"]),
+                                   n_features=CHAR_NGRAMS["n_features"], alternate_sign=False, norm="l2",
+                                   lowercase=CHAR_NGRAMS["lowercase"])
     return vectorizer.transform(texts).toarray().astype(np.float32)
 
 

@@ -68,8 +68,8 @@ def answer_prompt(config: Config, run: RunDir, prompt: str) -> Answer:
     _, centroids, names, adapters_dir = _global_router(run, config)
     placement = resolve_device(config.model.device)
     encoder, tokenizer = load_encoder(resolve_embedder(config.embed.encoder, config.model.model), placement)
-    vector = embed_texts(encoder, tokenizer, [prompt], normalize=config.embed.normalized,
-                         char_features=config.embed.char_features)
+    vector = embed_texts(encoder, tokenizer, [prompt], max_length=config.embed.max_length,
+                         normalize=config.embed.normalized, char_features=config.embed.char_features)
     if vector.shape[1] != centroids.shape[1]:
         raise FedrouterError("The run's centroids come from another embedder; use the run's own --embedder.")
     distances = np.sqrt(squared_distances(vector, centroids)[0])  # reported with the answer
@@ -96,10 +96,14 @@ EXPORT_README = """# FedRouter export
   `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE_DIR), "adapters/g00")`.
   For the default model, BASE_DIR is the folder fedrouter converted it to:
   `python -c "from fedrouter_cli.model.loading import resolve_model; print(resolve_model('smollm2-135m-instruct'))"`.
-- `router/centroids.parquet`: the global centroids (`adapter`, `centroid`), in the embedding space of
-  `router/router.json["embedder"]` (mean-pooled last hidden layer; L2-normalised when `normalize` is true).
-- To route a prompt: embed its raw instruction the same way, take the adapter of the nearest centroid
-  (Euclidean distance), and generate with the prompt the adapters were trained on:
+- `router/centroids.parquet`: the global centroids (`adapter`, `centroid`), in the embedding space that
+  `router/router.json["embedding"]` describes (the embedder's hub id and local path, mean pooling of
+  its last hidden layer, the token limit, normalisation and the hashed character n-grams' settings).
+- `router/route.py`: routes prompts exactly as `fedrouter generate` does, with numpy, torch,
+  transformers, pyarrow and scikit-learn only: `python router/route.py "your prompt"` prints the
+  adapter and the distance to every centroid (`--embedder PATH` for a local copy of the embedder).
+- To route a prompt yourself: embed its raw instruction that way, take the adapter of the nearest
+  centroid (Euclidean distance), and generate with the prompt the adapters were trained on:
   `router/router.json["prompt_format"]` is "alpaca" (the template in `["prompt_template"]`) or
   "chat" (the base model tokenizer's own chat template: one user turn, `add_generation_prompt=True`).
 """
@@ -122,9 +126,11 @@ def export_run(config: Config, run: RunDir, out: Path, force: bool = False) -> d
                                                                           "centroid": vector_column(centroids)}))
             write_json(tmp / "router" / "router.json", {
                 **embed_settings(config), "base_model": config.model.model, "round": round_number,
-                "adapters": names, "distance": "euclidean", "prompt_format": config.train.prompt_format,
+                "adapters": names, "distance": "euclidean", "embedding": describe_embedding(config),
+                "prompt_format": config.train.prompt_format,
                 "prompt_template": PROMPT_TEMPLATE if config.train.prompt_format == "alpaca" else "tokenizer chat template"})
             (tmp / "README.md").write_text(EXPORT_README)
+            shutil.copyfile(Path(__file__).with_name("exported_router.py"), tmp / "router" / "route.py")
     except OSError as exc:  # read-only or special file systems, a file in the way
         raise FedrouterError(f"Could not write the export to --out {out} ({exc.strerror or exc}); "
                              "pass a writable folder.") from None
@@ -163,3 +169,16 @@ def _export_target(run: RunDir, out: Path, force: bool = False) -> Path:
                              + (" and holds no earlier export" if force else "")
                              + f"; pass a new or empty folder{hint}.")
     return out
+
+
+def describe_embedding(config: Config) -> dict:
+    """What another program needs to embed a prompt as the run did (exported_router.embed reads it)."""
+    from fedrouter_cli.embed import CHAR_NGRAMS
+    from fedrouter_cli.model.loading import model_reference
+
+    encoder = config.embed.encoder
+    hub_id = ("sentence-transformers/all-MiniLM-L6-v2" if encoder == "minilm"
+              else model_reference(config.model.model if encoder == "base" else encoder))
+    return {"model": hub_id, "path": resolve_embedder(encoder, config.model.model),
+            "pooling": "mean of the last hidden layer over the non-padding tokens", "max_length": config.embed.max_length,
+            "normalize": config.embed.normalized, "char_ngrams": dict(CHAR_NGRAMS) if config.embed.char_features else None}

@@ -185,3 +185,26 @@ def test_adapters_name_a_base_model_other_tools_can_load(tmp_path: Path) -> None
     assert model_reference("meta-llama/Llama-3.2-1B") == "meta-llama/Llama-3.2-1B"
     (tmp_path / "m").mkdir()
     assert model_reference(str(tmp_path / "m")) == str((tmp_path / "m").resolve())
+
+
+def test_the_exported_router_script_routes_as_generate_does(simulated_copy: Path, tmp_path: Path) -> None:
+    """router/route.py, run with nothing from fedrouter, picks the adapter `fedrouter generate` picks."""
+    import ast
+    import runpy
+
+    run = RunDir(simulated_copy)
+    prompts = [pq.read_table(run.partition_file(client, "test")).column("instruction")[0].as_py()
+               for client in run.clients()]
+    ok_json("export", "--run-dir", str(simulated_copy), "--out", str(tmp_path / "export"), "--round", "1")
+    script = tmp_path / "export" / "router" / "route.py"
+    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(script.read_text()))
+                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(script.read_text()))
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert "fedrouter_cli" not in imported
+    routed = runpy.run_path(str(script))["route"](prompts, script.parent)
+    for prompt, by_script in zip(prompts, routed):
+        by_tool = ok_json("generate", "--run-dir", str(simulated_copy), "--max-new-tokens", "1", "--round", "1", prompt)
+        assert by_script["adapter"] == by_tool["adapter"]
+        assert by_script["distances"] == pytest.approx(by_tool["distances"], abs=2e-4)
+    assert len({r["adapter"] for r in routed}) > 1  # the smoke tasks reach different adapters

@@ -81,3 +81,22 @@ def test_unknown_task_and_bad_rows(tmp_path: Path) -> None:
     with pytest.raises(FedrouterError, match="line 2 is not valid JSON"):
         run_partition(_config(source=str(source), clients=1, train_per_client=1, test_per_client=1), run)
     assert not run.root.exists() or not any(run.root.iterdir())  # nothing written
+
+
+def test_train_rows_that_repeat_test_rows_are_dropped_and_counted(tmp_path: Path) -> None:
+    for task in ("a", "b"):
+        folder = tmp_path / "source" / task
+        folder.mkdir(parents=True)
+        rows = [{"instruction": f"{task} question {i}", "response": f"answer {i}"} for i in range(30)]
+        test = rows[:10]
+        train = rows[5:] if task == "a" else rows[10:]  # task a repeats 5 test rows in train
+        (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+        (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    run = RunDir(tmp_path / "run")
+    result = run_partition(_config(source=str(tmp_path / "source"), scenario="all", clients=2, train_per_client=20,
+                                   test_per_client=4), run)
+    counted = [w for w in result.warnings if "also appear in its test split" in w]
+    assert counted == ["train: task a: dropped 5 of its 25 train rows that also appear in its test split "
+                       "(same id, or same instruction and response)"]
+    trained = {r["instruction"] for c in ("c00", "c01") for r in _client_rows(run, c, "train")}
+    assert not trained & {f"a question {i}" for i in range(10)}

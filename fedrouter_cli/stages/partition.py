@@ -63,10 +63,11 @@ def run_partition(config: Config, run: RunDir, force: bool = False, progress: Pr
             demand[split].update(want)
     test_demand = {t: max(demand["test"][t], demand["test_all"][t]) for t in tasks}
     test_pools = {t: sources.load_rows(data.source, t, "test", test_demand[t], data.seed) for t in tasks}
-    train_pools = {
-        t: drop_overlap(sources.load_rows(data.source, t, "train", demand["train"][t], data.seed), test_pools[t])
-        for t in tasks
-    }
+    loaded = {t: sources.load_rows(data.source, t, "train", demand["train"][t], data.seed) for t in tasks}
+    train_pools = {t: drop_overlap(loaded[t], test_pools[t]) for t in tasks}
+    overlap = [f"train: task {t}: dropped {len(loaded[t]) - len(train_pools[t])} of its {len(loaded[t])} train rows "
+               "that also appear in its test split (same id, or same instruction and response)"
+               for t in tasks if len(train_pools[t]) < len(loaded[t])]
     empty = [t for t, rows in train_pools.items() if not rows and demand["train"][t]]
     if empty:
         raise FedrouterError(f"Task(s) {', '.join(empty)} have no train rows left once test rows are excluded; "
@@ -76,7 +77,7 @@ def run_partition(config: Config, run: RunDir, force: bool = False, progress: Pr
         "test": draw_split(test_pools, wants["test"], data.seed, "test"),
         "test_all": draw_split(test_pools, wants["test_all"], data.seed, "test_all"),
     }
-    warnings = [w for split in ("train", "test", "test_all") for w in drawn[split].warnings]
+    warnings = overlap + [w for split in ("train", "test", "test_all") for w in drawn[split].warnings]
     draws = {split: d.rows for split, d in drawn.items()}
     return _write(config, run, fp, tasks, draws, warnings, started, progress)
 
