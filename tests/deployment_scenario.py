@@ -123,7 +123,7 @@ class DeploymentScenario:
         assert not round_one.exists(), "the kill came after round 1 ended; the test needs it mid-round"
         federation.kill(federation.nodes[VICTIM])
         self.observed.killed_at = time.time()
-        federation.start_node(VICTIM)
+        federation.restart_node(VICTIM)  # on its own folder and key, once the SuperLink lets go of it
 
         # 2. the SuperLink and the ServerApp it started die after round 1 is saved; the restarted
         # link reads the registrations from its database, and the resubmitted run resumes after

@@ -150,6 +150,22 @@ class Federation:
             self.nodes[i] = process
         return process
 
+    def restart_node(self, i: int, timeout: float = 240.0) -> None:
+        """Start client i's SuperNode again after a crash. Its key is enrolled under one node id,
+        and the SuperLink refuses that id while it still counts the killed SuperNode as online (until
+        its heartbeats are missed), so the node is started again until the SuperLink admits it."""
+        log = self.root / f"supernode{i}.log"
+        deadline = time.monotonic() + timeout
+        while True:
+            admitted = log.read_text().count("SuperNode ID:")
+            process = self.start_node(i)
+            while process.poll() is None and log.read_text().count("SuperNode ID:") == admitted:
+                time.sleep(0.5)
+            if process.poll() is None:
+                return
+            assert time.monotonic() < deadline, f"supernode {i} was not admitted again:\n{self.logs()}"
+            time.sleep(5)
+
     def enroll(self, *nodes: int) -> None:
         """`fedrouter deploy enroll` of these nodes' public keys, as the server's operator would."""
         keys = [str(self.node_dir(i) / "supernode.key.pub") for i in nodes]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from deployment_scenario import FAULT_ROUND_TIMEOUT, ROUNDS, VICTIM
+from deployment_scenario import FAULT_ROUND_TIMEOUT, ROUNDS, STRANGER, VICTIM
 from federation_harness import CLIENTS
 
 from fedrouter_cli.config import build_config, load_config, save_config
@@ -100,4 +100,4 @@ def test_deployment_federation_survives_node_and_server_crashes(deployment_scena
     assert seen.stranger_exit not in (None, 0)
     assert "No SuperNode found with the given public key" in seen.link_log
     assert "Failed to activate SuperNode" in seen.stranger_log
-    assert {m["client"] for m in metrics} == set(range(CLIENTS))
+    assert set(range(CLIENTS)) <= {m["client"] for m in metrics} and STRANGER not in {m["client"] for m in metrics}

@@ -18,7 +18,7 @@ def test_generation_cuts_long_prompts_from_the_left(tokenizer) -> None:
     long = "Anna: " + " ".join(f"word{i}" for i in range(400)) + "\nBen: see you at the lake at noon"
     short = "Is the sky blue?"
     tokenizer.padding_side, tokenizer.truncation_side = "right", "right"
-    batch = encode_prompts(tokenizer, [long, short], max_length=64)
+    batch = encode_prompts(tokenizer, [format_prompt(long), format_prompt(short)], max_length=64)
     assert batch["input_ids"].shape[1] == 64
     marker = tokenizer("### Response:\n", add_special_tokens=False)["input_ids"]
     whole = tokenizer(format_prompt(long), add_special_tokens=False)["input_ids"]

@@ -119,8 +119,9 @@ def superlink(host: Annotated[str, typer.Option(help="Address to listen on.")] =
 def supernode(superlink_address: SuperlinkOpt, node_dir: NodeDirOpt, ca_cert: CaCertOpt = None,
               runtime_port: Annotated[int, typer.Option(help="Local port for the ClientApp; unique per machine.")] = 9094,
               node_key: Annotated[Optional[Path], typer.Option(
-                  "--node-key", help="This node's private key, for a SuperLink started with --enrolled-only "
-                                     "(default: NODE_DIR/supernode.key when `fedrouter deploy node-key` made one).")] = None,
+                  "--node-key", help="This node's private key, for a SuperLink started with --enrolled-only; "
+                                     "without it, NODE_DIR/supernode.key is used when `fedrouter deploy node-key` "
+                                     "made one.")] = None,
               debug: o.DebugOpt = False) -> None:
     """Start this client's SuperNode, reading only its own --node-dir."""
     from fedrouter_cli.deploy import NODE_KEY, supernode_command
