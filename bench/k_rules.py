@@ -29,10 +29,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_result  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Held-out task folders kept outside the repository and ../shared (never committed): public tasks
+# the automatic rules were never tuned on, <task>/{train,test}.jsonl with FLAN-style templates
+# (three phrasings per task). Their provenance (source repositories, commits, licences) is in
+# HELDOUT/PROVENANCE.md; bench/results/k_rules.md lists the sets used.
+HELDOUT = Path(__file__).resolve().parents[2] / "heldout"
 SETS = {
     "raw": (SHARED / "raw", ("qqp", "webnlg", "samsum", "gigaword")),
     "flan-a": (SHARED / "flan", ("glue_qqp", "web_nlg_en", "gigaword", "trec")),
     "flan-b": (SHARED / "flan", ("cola", "definite_pronoun_resolution", "fix_punct", "snli")),
+    "held-1": (HELDOUT, ("sst2_sentiment", "gsm8k_math", "multi30k_en_de_translation", "wikiann_ner")),
+    "held-2": (HELDOUT, ("agnews_topic", "mbpp_code", "aeslc_email_subject", "nq_open_qa")),
+    "held-3": (HELDOUT, ("sick_nli", "stsb_similarity", "spider_text2sql", "csqa_commonsense")),
+    "held-4": (HELDOUT, ("mrpc_paraphrase", "jfleg_grammar", "gsm8k_math", "agnews_topic")),
 }
 
 
