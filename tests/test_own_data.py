@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from own_data import NODES, write_node_file, write_simulation_file
 from typer.testing import CliRunner
 
@@ -66,6 +67,13 @@ def test_a_server_without_data_records_settings_and_refuses_what_needs_rows(tmp_
         message = _refused(*command, "--run-dir", str(server))
         assert "lives on its nodes" in message and "fedrouter deploy submit" in message, message
     assert sorted(p.relative_to(server) for p in server.rglob("*")) == before
+    from fedrouter_cli.config import build_config, load_config
+    from fedrouter_cli.errors import FedrouterError
+    from fedrouter_cli.stages.evaluate import run_evaluate
+
+    everyone = build_config(load_config(RunDir(server).config_path), {"data": {"test_tasks": "all"}})
+    with pytest.raises(FedrouterError, match="hold only their own"):  # what a deployment's ServerApp would run
+        run_evaluate(everyone, RunDir(server), "base", on="nodes", grid=object())
 
 
 def test_a_node_file_too_small_or_split_by_client_is_refused(tmp_path: Path) -> None:

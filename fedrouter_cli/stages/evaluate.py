@@ -91,6 +91,9 @@ def run_evaluate(config: Config, run: RunDir, alg: str | None = None, force: boo
     run.require("partition")
     if grid is None:  # a deployment's ServerApp passes its grid; everything else runs on this machine
         refuse_on_nodes(config, "evaluate" if on == "nodes" else "evaluate --on server")
+    if config.data.on_nodes and config.data.test_tasks == "all":
+        raise FedrouterError("--test-tasks all scores each client on every client's test rows, and nodes that "
+                             "bring their own data hold only their own; use --test-tasks scenario.")
     if on == "server":
         embed = run.require("embed")
         if embed["fingerprint"] != embed_fingerprint(config):
