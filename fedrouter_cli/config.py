@@ -225,12 +225,20 @@ class TrainConfig:
         "help": "FedRouter: every global adapter starts from one initialisation (the authors'), not one seed each"})
     group_by_length: bool = field(default=True, metadata={
         "help": "train on batches of like-length rows (seeded), so little of a batch is padding"})
+    clients_per_round: int = field(default=0, metadata={
+        "help": "clients sampled (seeded) to train each round; 0 = every client, the paper's setting"})
+    fraction_train: float = field(default=0.0, metadata={
+        "help": "share of the clients sampled each round (seeded), instead of --clients-per-round; 0 = every client"})
     prompt_format: str = field(default="alpaca", metadata={
         "help": "alpaca (the paper's instruction/response template) or chat (the tokenizer's own chat template)"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         _check_choice("--prompt-format", self.prompt_format, PROMPT_FORMATS)
+        if self.clients_per_round < 0 or not 0 <= self.fraction_train <= 1:
+            _fail("--clients-per-round must be 0 or more and --fraction-train between 0 and 1.")
+        if self.clients_per_round and self.fraction_train:
+            _fail("--clients-per-round and --fraction-train both choose how many clients train a round; pass one.")
         object.__setattr__(self, "global_clusters", parse_k("--global-clusters", self.global_clusters))
         _check_choice("--variant", self.variant, VARIANTS)
         _check_choice("--schedule", self.schedule, SCHEDULES)

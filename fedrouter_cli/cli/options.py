@@ -142,6 +142,13 @@ ScheduleOpt = Annotated[Optional[str], typer.Option(
     "--schedule", help="FedRouter's round-robin: authors (the paper's: round r trains the client's local cluster r mod K) "
                        "or staggered (each client cycles over its distinct global adapters from its own place) "
                        f"(default: {default('train', 'schedule')}).")]
+ClientsPerRoundOpt = Annotated[Optional[int], typer.Option(
+    "--clients-per-round", help="Clients sampled (seeded, anew each round) to train in a round; a client that sits "
+                                "rounds out continues its own round-robin when next sampled "
+                                f"(0 = every client; default: {default('train', 'clients_per_round')}).")]
+FractionTrainOpt = Annotated[Optional[float], typer.Option(
+    "--fraction-train", help="Share of the clients sampled each round, instead of --clients-per-round "
+                             f"(0 = every client; default: {default('train', 'fraction_train')}).")]
 PromptFormatOpt = Annotated[Optional[str], typer.Option(
     "--prompt-format", help="alpaca (the paper's instruction/response template) or chat (the tokenizer's own chat "
                             f"template, for instruction-tuned models) (default: {default('train', 'prompt_format')}).")]
@@ -200,12 +207,13 @@ EvalBatchOpt = Annotated[Optional[int], typer.Option(
 def train_overrides(alg=None, variant=None, rounds=None, local_steps=None, batch_size=None, lr=None, lora_r=None,
                     lora_alpha=None, lora_dropout=None, max_length=None, global_clusters=None, seed=None,
                     round_timeout=None, group_by_length=None, schedule=None, max_grad_norm=None,
-                    shared_init=None, prompt_format=None) -> dict:
+                    shared_init=None, prompt_format=None, clients_per_round=None, fraction_train=None) -> dict:
     return {"alg": alg, "variant": variant, "rounds": rounds, "local_steps": local_steps, "batch_size": batch_size,
             "lr": lr, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
             "max_length": max_length, "global_clusters": global_clusters, "seed": seed,
             "round_timeout": round_timeout, "group_by_length": group_by_length, "schedule": schedule,
-            "max_grad_norm": max_grad_norm, "shared_init": shared_init, "prompt_format": prompt_format}
+            "max_grad_norm": max_grad_norm, "shared_init": shared_init, "prompt_format": prompt_format,
+            "clients_per_round": clients_per_round, "fraction_train": fraction_train}
 
 
 # -- the options of upstream stages, shared by every command that chains them ----------------

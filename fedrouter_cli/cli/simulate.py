@@ -50,6 +50,8 @@ def simulate(
     max_grad_norm: o.MaxGradNormOpt = None,
     shared_init: o.SharedInitOpt = None,
     prompt_format: o.PromptFormatOpt = None,
+    clients_per_round: o.ClientsPerRoundOpt = None,
+    fraction_train: o.FractionTrainOpt = None,
     workers: o.WorkersOpt = 0,
     gpus_per_client: o.GpusPerClientOpt = 0.0,
     *,
@@ -64,7 +66,8 @@ def simulate(
     overrides["model"]["load_in_4bit"] = load_in_4bit
     overrides["train"] = o.train_overrides(alg, variant, rounds, local_steps, batch_size, lr, lora_r, lora_alpha,
                                            lora_dropout, max_length, global_clusters, shared["seed"], round_timeout,
-                                           group_by_length, schedule, max_grad_norm, shared_init, prompt_format)
+                                           group_by_length, schedule, max_grad_norm, shared_init, prompt_format,
+                                           clients_per_round, fraction_train)
     force = shared["force"]
 
     def action(cfg, run, progress):

@@ -28,6 +28,7 @@ from fedrouter_cli.federation.strategies.base import (
     Job,
     JobResult,
     lr_at,
+    sampled_clients,
 )
 from fedrouter_cli.federation.train_wire import JobSpec, RoundSettings, TrainRequest
 from fedrouter_cli.federation.wire import from_record, nbytes
@@ -74,6 +75,8 @@ class FlowerRounds(Strategy):
         self._sent_bytes: dict[int, int] = {}
         self._plans: dict[int, list[Job]] = {}
         self._silent: set[int] = set()  # nodes that never introduced themselves
+        self._sat_out: list[int] = []   # clients not sampled this round
+        self.sampling = bool(self.train.clients_per_round or self.train.fraction_train)
 
     # -- setup: who is there, and their centroids ----------------------------------------
     def connect(self, grid: Grid, timeout: float = 600.0) -> None:
@@ -128,6 +131,7 @@ class FlowerRounds(Strategy):
             return
         state, self.rule.adapters = load_round(self.job.out, last)
         self.rule.load_extra_state(state.get("extra", {}))
+        self.rule.turns = {int(c): int(n) for c, n in state.get("turns", {}).items()}
         self.token_budgets = dict(state.get("token_budgets", {}))
         self.completed = last
 
@@ -138,7 +142,13 @@ class FlowerRounds(Strategy):
         self.refresh_nodes(grid)
         messages = []
         self._plans, self._sent_bytes = {}, {}
+        chosen = set(sampled_clients(self.train, sorted(set(self.node_client.values())), round_number))
+        self._sat_out = sorted(set(self.node_client.values()) - chosen)
         for node, client in sorted(self.node_client.items(), key=lambda item: item[1]):
+            if client not in chosen:
+                continue
+            # without sampling a client's turns are the rounds (also for runs saved before sampling)
+            self.rule.turns[client] = self.rule.turns.get(client, 0 if self.sampling else round_number - 1) + 1
             jobs = self.rule.plan(round_number, client)
             if not jobs:
                 continue
@@ -188,6 +198,7 @@ class FlowerRounds(Strategy):
                 results.append(result)
                 rows.append(self._row(round_number, client, job, result, "ok", nbytes(adapter),
                                       nbytes(job.adapter)))
+        rows += [self._row(round_number, client, None, None, "sat-out", 0, 0) for client in self._sat_out]
         for node in set(self._plans) - answered:
             client = self.node_client[node]
             log.warning("client %s sent no reply in round %s (timeout)", client, round_number)
@@ -208,7 +219,7 @@ class FlowerRounds(Strategy):
         self.checkpoint(round_number, rows)
         self.job.progress("round", round_number, self.train.rounds)
         return None, MetricRecord({
-            "jobs": len(results), "failed": sum(r["status"] != "ok" for r in rows),
+            "jobs": len(results), "failed": sum(r["status"] not in ("ok", "sat-out") for r in rows),
             "loss": float(np.mean([r.loss for r in results])) if results else 0.0,
         })
 
@@ -247,4 +258,4 @@ class FlowerRounds(Strategy):
     def checkpoint(self, round_number: int, rows: list[dict[str, Any]]) -> None:
         """Save adapters, state and metrics of a round; the round counts once its folder is in place."""
         save_round(self.job.out, round_number, self.name, self.rule.adapters, self.rule.extra_state(), rows, self.train,
-                   self.config.model.model, self.token_budgets)
+                   self.config.model.model, self.token_budgets, self.rule.turns if self.sampling else None)

@@ -53,7 +53,7 @@ def pick_round(run: RunDir, alg: str, wanted: int) -> int:
 
 def save_round(out: FederationDir, round_number: int, algorithm: str, adapters: dict[str, Adapter],
                extra: dict[str, Any], rows: list[dict[str, Any]], train: TrainConfig, model: str,
-               token_budgets: dict[str, int] | None = None) -> None:
+               token_budgets: dict[str, int] | None = None, turns: dict[int, int] | None = None) -> None:
     """Save a round's metrics rows, then its adapters and state.json; the round counts once its
     folder is in place, so a crash in between leaves the previous round as the last one.
     token_budgets: each adapter's new-token budget from its trainers' responses (kept in state.json
@@ -72,6 +72,8 @@ def save_round(out: FederationDir, round_number: int, algorithm: str, adapters: 
         state = {"round": round_number, "algorithm": algorithm, "adapters": sorted(adapters), "extra": extra}
         if token_budgets:
             state["token_budgets"] = dict(sorted(token_budgets.items()))
+        if turns is not None:  # client sampling: the rounds each client has trained in so far
+            state["turns"] = {str(c): n for c, n in sorted(turns.items())}
         write_json(tmp / ROUND_STATE, state)
 
 
@@ -103,7 +105,7 @@ def finish(config: Config, run: RunDir, out: FederationDir, fp: str, started: fl
         "global_purity": global_purity(run, run.clients(), strategy, state),
         "bytes_up": int(sum(r["bytes_up"] for r in metrics)),
         "bytes_down": int(sum(r["bytes_down"] for r in metrics)),
-        "failed_jobs": int(sum(r["status"] != "ok" for r in metrics)),
+        "failed_jobs": int(sum(r["status"] not in ("ok", "sat-out") for r in metrics)),
         "train_seconds": round(float(sum(r["train_seconds"] for r in metrics)), 3),
         "loss_by_round": _loss_by_round(metrics),
         "client_peak_rss_mb_by_round": _peak_rss_by_round(metrics),

@@ -8,6 +8,7 @@ its checkpoints.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,16 @@ from fedrouter_cli.config import TrainConfig
 from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.model.lora import Adapter
+
+
+def sampled_clients(train: TrainConfig, clients: list[int], round_number: int) -> list[int]:
+    """The clients that train in a round: all of them (the default, the paper's), or a seeded
+    sample of --clients-per-round or --fraction-train of them, drawn anew each round."""
+    count = train.clients_per_round or (max(1, round(train.fraction_train * len(clients))) if train.fraction_train
+                                        else len(clients))
+    if count >= len(clients):
+        return sorted(clients)
+    return sorted(random.Random(f"{train.seed}-clients-{round_number}").sample(sorted(clients), count))
 
 
 def lr_at(train: TrainConfig, round_number: int) -> float:
@@ -86,6 +97,9 @@ class AdapterStrategy:
         self.local_centroids: dict[int, np.ndarray] = {}   # client -> its local centroids, as sent
         # each local cluster's train samples, where the client sends them (not under centroid DP)
         self.local_sizes: dict[int, np.ndarray] = {}
+        # rounds each client has been asked to train in, this one included (rounds.FlowerRounds
+        # counts them): with every client in every round, the round number
+        self.turns: dict[int, int] = {}
 
     # -- hooks for subclasses ------------------------------------------------------------
     def initialize(self) -> None:

@@ -105,7 +105,9 @@ class FedRouter(AdapterStrategy):
         if not routes:
             return []
         if self.train.variant == "standard" and self.train.schedule == "authors":
-            local = round_number % len(routes)  # the authors' server: cluster `round mod K`, rounds from 1
+            # the authors' server: cluster `round mod K`, rounds from 1; a client that sat rounds out
+            # (client sampling) continues its own cycle: its turns, not the round, count
+            local = self.turns.get(client, round_number) % len(routes)
             g = routes[local]
             return [Job(name=adapter_name(g), clusters=(local,), adapter=self.adapters[adapter_name(g)],
                         tag=adapter_name(g))]
@@ -113,7 +115,7 @@ class FedRouter(AdapterStrategy):
         # each client starts its cycle at its own place: in step, all clients holding the same
         # adapters would train the same one each round, and each adapter would move in only one
         # round of every len(held) (in `all`, 1-2 of the cpu preset's 5 rounds)
-        turn = (round_number - 1 + client) % len(held)
+        turn = (self.turns.get(client, round_number) - 1 + client) % len(held)
         chosen = held if self.train.variant == "star" else [held[turn]]
         return [Job(name=adapter_name(g), clusters=tuple(local for local, to in enumerate(routes) if to == g),
                     adapter=self.adapters[adapter_name(g)], tag=adapter_name(g)) for g in chosen]
