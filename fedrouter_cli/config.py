@@ -98,9 +98,18 @@ class DataConfig:
     input_column: str = ""
     task_column: str = ""
     test_fraction: float = 0.2
+    # quantity skew: clients' train sizes from a seeded Dirichlet(alpha) over the same total
+    # (data.partition.skewed_sizes); 0 = every client the same size, the paper's setting
+    quantity_skew: float = field(default=0.0, metadata={
+        "help": "Dirichlet alpha of the clients' train sizes (smaller = more uneven); 0 = equal sizes"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.quantity_skew < 0:
+            _fail(f"--quantity-skew must be 0 (equal sizes) or a positive Dirichlet alpha, got {self.quantity_skew}.")
+        if self.quantity_skew and self.client_column:
+            _fail("--quantity-skew draws client sizes for task folders; with --client-column each client already "
+                  "has the rows its value has, so leave --quantity-skew out.")
         _check_choice("--scenario", self.scenario, SCENARIOS)
         _check_choice("--test-tasks", self.test_tasks, TEST_TASKS)
         _check_positive("data", clients=self.clients, train_per_client=self.train_per_client,

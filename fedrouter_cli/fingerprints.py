@@ -106,7 +106,7 @@ def model_settings(config: Config) -> dict:
 # at that value a setting stays out of its stage's fingerprint, so those runs stay cached.
 ADDED_LATER = {
     "data": {"client_column": "", "instruction_column": "instruction", "response_column": "response",
-             "input_column": "", "task_column": "", "test_fraction": 0.2},
+             "input_column": "", "task_column": "", "test_fraction": 0.2, "quantity_skew": 0.0},
     "train": {"lr_floor": 0.0, "group_by_length": False, "max_grad_norm": 0.0, "prompt_format": "alpaca",
               "clients_per_round": 0, "fraction_train": 0.0},
     "eval": {"token_budget": False, "rouge_stemming": True, "local_route": "local"},

@@ -100,3 +100,26 @@ def test_train_rows_that_repeat_test_rows_are_dropped_and_counted(tmp_path: Path
                        "(same id, or same instruction and response)"]
     trained = {r["instruction"] for c in ("c00", "c01") for r in _client_rows(run, c, "train")}
     assert not trained & {f"a question {i}" for i in range(10)}
+
+
+def test_quantity_skew_gives_the_requested_spread_and_a_batch_to_everyone(tmp_path: Path) -> None:
+    import numpy as np
+
+    from fedrouter_cli.data.partition import skewed_sizes
+
+    uneven = skewed_sizes(1500, 10, 0.3, seed=0, minimum=4)
+    assert sum(uneven) == 1500 and min(uneven) >= 4
+    assert np.std(uneven) / np.mean(uneven) > 0.5  # alpha 0.3: very uneven
+    assert uneven == skewed_sizes(1500, 10, 0.3, seed=0, minimum=4) != skewed_sizes(1500, 10, 0.3, seed=1, minimum=4)
+    even = skewed_sizes(1500, 10, 1000.0, seed=0, minimum=4)
+    assert sum(even) == 1500 and np.std(even) / np.mean(even) < 0.1  # a large alpha: nearly equal
+    with pytest.raises(FedrouterError, match="at least one batch"):
+        skewed_sizes(10, 4, 0.5, seed=0, minimum=4)
+    run = RunDir(tmp_path / "run")
+    config = build_config(Config(), {"data": {"scenario": "dual", "clients": 4, "train_per_client": 30,
+                                              "test_per_client": 4, "quantity_skew": 0.5},
+                                     "train": {"batch_size": 4}})
+    run_partition(config, run)
+    sizes = [len(_client_rows(run, f"c{i:02d}", "train")) for i in range(4)]
+    assert sizes == skewed_sizes(120, 4, 0.5, seed=0, minimum=4)
+    assert all(len(_client_rows(run, f"c{i:02d}", "test")) == 4 for i in range(4))  # test sets stay equal

@@ -66,6 +66,10 @@ TaskColumnOpt = Annotated[Optional[str], typer.Option(
 TestFractionOpt = Annotated[Optional[float], typer.Option(
     "--test-fraction", help=f"Your own records: each client's share of rows kept for its test set "
                             f"(default: {default('data', 'test_fraction')}).")]
+QuantitySkewOpt = Annotated[Optional[float], typer.Option(
+    "--quantity-skew", help="Uneven clients: train sizes from a seeded Dirichlet with this alpha over the same total "
+                            "(smaller = more uneven; each client keeps at least one batch) "
+                            f"(0 = equal sizes; default: {default('data', 'quantity_skew')}).")]
 TasksOpt = Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks to use (default: all of the source).")]
 ScenarioOpt = Annotated[Optional[str], typer.Option(
     "--scenario", help="single: one task per client group; dual: two tasks per client; all: every task everywhere.")]
@@ -224,10 +228,12 @@ OWN_RECORDS_OPTIONS: dict[str, Any] = {
     "client_column": ClientColumnOpt, "instruction_column": InstructionColumnOpt, "response_column": ResponseColumnOpt,
     "input_column": InputColumnOpt, "task_column": TaskColumnOpt, "test_fraction": TestFractionOpt,
 }
+# data options beside the source's own ones, passed through data_overrides like them
+PARTITION_OPTIONS: dict[str, Any] = {"quantity_skew": QuantitySkewOpt}
 DATA_OPTIONS: dict[str, Any] = {
     "source": SourceOpt, "tasks": TasksOpt, "scenario": ScenarioOpt, "clients": ClientsOpt,
     "train_per_client": TrainPerClientOpt, "test_per_client": TestPerClientOpt, "seed": SeedOpt,
-    **OWN_RECORDS_OPTIONS,
+    **OWN_RECORDS_OPTIONS, **PARTITION_OPTIONS,
 }
 EMBED_OPTIONS: dict[str, Any] = {"model": ModelOpt, "embedder": EmbedderOpt, "device": DeviceOpt}
 CLUSTER_OPTIONS: dict[str, Any] = {"n_clusters": NClustersOpt, "k_min": KMinOpt, "k_max": KMaxOpt}
@@ -265,7 +271,7 @@ def upstream_overrides(shared: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         "data": data_overrides(get("source"), get("tasks"), get("scenario"), get("clients"),
                                get("train_per_client"), get("test_per_client"), None, get("seed"),
-                               **{name: get(name) for name in OWN_RECORDS_OPTIONS}),
+                               **{name: get(name) for name in (*OWN_RECORDS_OPTIONS, *PARTITION_OPTIONS)}),
         "model": {"model": get("model"), "device": get("device")},
         "embed": {"embedder": get("embedder")},
         "cluster": {"n_clusters": get("n_clusters"), "k_min": get("k_min"), "k_max": get("k_max")},

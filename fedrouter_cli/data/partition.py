@@ -20,6 +20,25 @@ def client_tasks(scenario: str, tasks: tuple[str, ...], clients: int, index: int
     return tasks
 
 
+def skewed_sizes(total: int, clients: int, alpha: float, seed: int, minimum: int) -> list[int]:
+    """Quantity skew: client train sizes summing to `total`, each at least `minimum` (one batch),
+    the rest split by a seeded Dirichlet(alpha) draw; largest remainders round it exactly."""
+    import numpy as np
+
+    spare = total - clients * minimum
+    if spare < 0:
+        from fedrouter_cli.errors import FedrouterError
+
+        raise FedrouterError(f"--quantity-skew needs at least one batch ({minimum} rows) per client, and "
+                             f"{total} train rows over {clients} clients leave less; raise --train-per-client.")
+    weights = np.random.default_rng(np.random.SeedSequence([seed, 7919])).dirichlet([alpha] * clients)
+    exact = weights * spare
+    sizes = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - sizes), kind="stable")[: spare - int(sizes.sum())]:
+        sizes[i] += 1
+    return [minimum + int(s) for s in sizes]
+
+
 def shares(total: int, tasks: tuple[str, ...]) -> dict[str, int]:
     """Split `total` samples over tasks as evenly as possible; earlier tasks take the remainder."""
     base, extra = divmod(total, len(tasks))

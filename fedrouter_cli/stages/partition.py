@@ -10,7 +10,13 @@ import pyarrow as pa
 
 from fedrouter_cli.config import Config
 from fedrouter_cli.data import sources
-from fedrouter_cli.data.partition import client_tasks, draw_split, drop_overlap, shares
+from fedrouter_cli.data.partition import (
+    client_tasks,
+    draw_split,
+    drop_overlap,
+    shares,
+    skewed_sizes,
+)
 from fedrouter_cli.data.sources import Row
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.files import write_json, write_table
@@ -52,8 +58,11 @@ def run_partition(config: Config, run: RunDir, force: bool = False, progress: Pr
         tasks = tuple(sorted({r.task for rows in draws["train"] for r in rows} - {""}))
         return _write(config, run, fp, tasks, draws, warnings, started, progress, values)
     held = [client_tasks(data.scenario, tasks, data.clients, i) for i in range(data.clients)]
+    sizes = ([data.train_per_client] * data.clients if not data.quantity_skew else
+             skewed_sizes(data.train_per_client * data.clients, data.clients, data.quantity_skew, data.seed,
+                          config.train.batch_size))
     wants = {
-        "train": [shares(data.train_per_client, h) for h in held],
+        "train": [shares(size, h) for size, h in zip(sizes, held)],
         "test": [shares(data.test_per_client, h) for h in held],
         "test_all": [shares(data.test_per_client, tasks) for _ in held],
     }
