@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fedrouter_cli.algorithms import NAMES
+from fedrouter_cli.data.records import HUB_PREFIX
 from fedrouter_cli.errors import FedrouterError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -122,7 +123,7 @@ class DataConfig:
             _fail(f"--seed must be 0 or more, got {self.seed}.")
         if not 0 < self.test_fraction < 1:
             _fail(f"--test-fraction must be between 0 and 1, got {self.test_fraction}.")
-        if self.source.startswith("hf:") and not self.client_column:
+        if self.source.startswith(HUB_PREFIX) and not self.client_column:
             _fail(f"--source {self.source} is a dataset of records: pass --client-column (the column that tells "
                   "the clients apart), or give it to one node as `deploy prepare-node --data`.")
         if self.client_column and self.source in ("synthetic", "hf", NODES_SOURCE):

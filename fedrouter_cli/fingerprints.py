@@ -48,11 +48,10 @@ def partition_fingerprint(config: Config) -> tuple[str, tuple[str, ...]]:
 def records_fingerprint(source: str) -> str:
     """Content hash of a file (or folder) of one's own records, so edited data reruns; for
     hf:NAME, the fingerprints `datasets` gives the loaded splits."""
-    from fedrouter_cli.data.records import HUB_PREFIX, load_named_dataset
+    from fedrouter_cli.data.records import HUB_PREFIX, dataset_parts, load_named_dataset
 
     if source.startswith(HUB_PREFIX):
-        loaded = load_named_dataset(source)
-        parts = loaded.values() if hasattr(loaded, "values") else [loaded]
+        parts = dataset_parts(load_named_dataset(source))
         return hashlib.sha256("|".join([source, *(p._fingerprint for p in parts)]).encode()).hexdigest()[:16]
     path = Path(source).expanduser()
     if not path.exists():

@@ -197,10 +197,10 @@ def test_the_exported_router_script_routes_as_generate_does(simulated_copy: Path
                for client in run.clients()]
     ok_json("export", "--run-dir", str(simulated_copy), "--out", str(tmp_path / "export"), "--round", "1")
     script = tmp_path / "export" / "router" / "route.py"
-    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(script.read_text()))
+    nodes = list(ast.walk(ast.parse(script.read_text())))
+    imported = {alias.name.split(".")[0] for node in nodes
                 if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(script.read_text()))
-                 if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
     assert "fedrouter_cli" not in imported
     routed = runpy.run_path(str(script))["route"](prompts, script.parent)
     for prompt, by_script in zip(prompts, routed):

@@ -41,6 +41,16 @@ def _existing(*paths: Path | None) -> None:
             raise FedrouterError(f"{path} does not exist or is not a file; pass the right path.")
 
 
+def _connection_env(superlink_address: str, ca_cert: Path | None) -> dict[str, str]:
+    """Write the `fedrouter` SuperLink connection to $FLWR_HOME (where Flower's CLI reads it) and
+    return the environment for `flwr` commands against it."""
+    from fedrouter_cli.deploy import deploy_env, write_connection
+
+    home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
+    write_connection(home, "fedrouter", superlink_address, ca_cert, default=False)
+    return deploy_env(flwr_home=home)
+
+
 def _exec(command: list[str]) -> None:
     """Become the Flower process (signals and exit code are then the Flower process's own)."""
     from fedrouter_cli.deploy import deploy_env
@@ -61,12 +71,11 @@ def prepare_node(client: ClientOpt, node_dir: NodeDirOpt, preset: o.PresetOpt = 
                  shared: dict[str, Any]) -> None:
     """Make this client's SuperNode folder on its own machine (its train and test rows, their
     embeddings, local clusters), with the same settings and seed as the server's run."""
-    with guarded(shared["debug"]):
-        if data is not None and shared.get("source") is not None:
-            raise FedrouterError("--data and --source both name this node's rows; pass one of them.")
-        if data is not None and shared.get("client_column"):
-            raise FedrouterError("--client-column splits one file among simulated clients; a node's --data is all "
-                                 "its own, so leave --client-column out.")
+    if data is not None:  # before the config, whose own check of --client-column would name the wrong fix
+        with guarded(shared["debug"]):
+            from fedrouter_cli.stages.prepare_node import check_own_data_options
+
+            check_own_data_options(shared.get("source") is not None, shared.get("client_column") or "")
 
     def action(cfg, run, progress):
         from fedrouter_cli.stages.prepare_node import prepare_node as make
@@ -161,17 +170,16 @@ def enroll(public_keys: Annotated[list[Path], typer.Argument(help="Public key fi
     register`); a node whose key is not enrolled is refused, and the SuperLink logs the refusal."""
     import subprocess
 
-    from fedrouter_cli.deploy import deploy_env, enroll_command, write_connection
+    from fedrouter_cli.deploy import enroll_command
 
     with guarded(debug):
         _existing(ca_cert, *public_keys)
         if ca_cert is None:
             raise FedrouterError("Enrolled nodes need TLS; pass the SuperLink's --ca-cert.")
-        home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
-        write_connection(home, "fedrouter", superlink_address, ca_cert, default=False)
+        env = _connection_env(superlink_address, ca_cert)
         enrolled = []
         for key in public_keys:
-            done = subprocess.run(enroll_command(key, "fedrouter"), env=deploy_env(flwr_home=home),
+            done = subprocess.run(enroll_command(key, "fedrouter"), env=env,
                                   capture_output=True, text=True, timeout=120)
             reply = done.stdout[done.stdout.find("{"):] if "{" in done.stdout else ""
             node_id = json.loads(reply).get("node-id") if done.returncode == 0 and reply else None
@@ -200,13 +208,11 @@ def submit(run_dir: o.RunDirOpt, superlink_address: SuperlinkOpt, ca_cert: CaCer
     import subprocess
 
     from fedrouter_cli.deploy import (
-        deploy_env,
         parse_run_id,
         parse_status,
         run_command,
         status_command,
         write_app,
-        write_connection,
     )
 
     with guarded(debug):
@@ -215,9 +221,7 @@ def submit(run_dir: o.RunDirOpt, superlink_address: SuperlinkOpt, ca_cert: CaCer
             raise FedrouterError(f"--stage must be simulate or evaluate, got {stage!r}.")
         if not run_dir.is_absolute():
             raise FedrouterError(f"--run-dir must be an absolute path on the SuperLink machine, got {run_dir}.")
-        home = Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
-        write_connection(home, "fedrouter", superlink_address, ca_cert, default=False)
-        env = deploy_env(flwr_home=home)
+        env = _connection_env(superlink_address, ca_cert)
 
         def flwr(command: list[str]) -> str:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)

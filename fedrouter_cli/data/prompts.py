@@ -26,6 +26,12 @@ def format_prompt(instruction: str, prompt_format: str = "alpaca", tokenizer=Non
     return PROMPT_TEMPLATE.format(instruction=instruction.strip())
 
 
+def check_prompt_format(prompt_format: str, tokenizer, model: str = "") -> None:
+    """Refuse, before any work, a prompt format the model's tokenizer cannot render."""
+    if prompt_format == "chat":
+        check_chat_template(tokenizer, model)
+
+
 def check_chat_template(tokenizer, model: str = "") -> None:
     """--prompt-format chat needs a tokenizer that has a chat template."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):

@@ -10,6 +10,7 @@ before anything is written.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections.abc import Iterable
@@ -169,8 +170,14 @@ def _from_saved_dataset(folder: Path, columns: Columns) -> list[Record]:
     except Exception as exc:  # datasets raises many types for a damaged folder
         raise FedrouterError(f"{folder} could not be read by datasets.load_from_disk ({exc.__class__.__name__}); "
                              "save it again with save_to_disk.") from None
-    parts = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
-    return [record for part in parts for record in _records(folder, enumerate(part, start=1), columns)]
+    return [record for part in dataset_parts(loaded) for record in _records(folder, enumerate(part, start=1), columns)]
+
+
+def dataset_parts(loaded) -> list:
+    """The splits of what `datasets` loaded, in order: every split of a DatasetDict, or the one Dataset."""
+    import datasets
+
+    return list(loaded.values()) if isinstance(loaded, datasets.DatasetDict) else [loaded]
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None]:
@@ -181,8 +188,10 @@ def parse_hub_source(source: str) -> tuple[str, str | None]:
     return name, config or None
 
 
+@functools.lru_cache(maxsize=4)
 def load_named_dataset(source: str):
-    """The DatasetDict (or Dataset) `datasets.load_dataset` gives for hf:NAME[:CONFIG]."""
+    """The DatasetDict (or Dataset) `datasets.load_dataset` gives for hf:NAME[:CONFIG]; kept, so
+    the partition's fingerprint and its rows come from one load."""
     import datasets
 
     name, config = parse_hub_source(source)
@@ -195,10 +204,7 @@ def load_named_dataset(source: str):
 
 
 def _from_named_dataset(source: str, columns: Columns) -> list[Record]:
-    import datasets
-
-    loaded = load_named_dataset(source)
-    parts = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
+    parts = dataset_parts(load_named_dataset(source))
     records = [record for part in parts for record in _records(Path(source), enumerate(part, start=1), columns)]
     if not records:
         raise FedrouterError(f"{source} holds no rows; name a dataset with records.")

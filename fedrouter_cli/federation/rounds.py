@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FederationStopped
-from fedrouter_cli.federation.run_output import load_round, save_round
+from fedrouter_cli.federation.run_output import SAT_OUT, failed, load_round, save_round
 from fedrouter_cli.federation.strategies.base import (
     AdapterStrategy,
     Job,
@@ -198,7 +198,7 @@ class FlowerRounds(Strategy):
                 results.append(result)
                 rows.append(self._row(round_number, client, job, result, "ok", nbytes(adapter),
                                       nbytes(job.adapter)))
-        rows += [self._row(round_number, client, None, None, "sat-out", 0, 0) for client in self._sat_out]
+        rows += [self._row(round_number, client, None, None, SAT_OUT, 0, 0) for client in self._sat_out]
         for node in set(self._plans) - answered:
             client = self.node_client[node]
             log.warning("client %s sent no reply in round %s (timeout)", client, round_number)
@@ -219,7 +219,7 @@ class FlowerRounds(Strategy):
         self.checkpoint(round_number, rows)
         self.job.progress("round", round_number, self.train.rounds)
         return None, MetricRecord({
-            "jobs": len(results), "failed": sum(r["status"] not in ("ok", "sat-out") for r in rows),
+            "jobs": len(results), "failed": sum(failed(r["status"]) for r in rows),
             "loss": float(np.mean([r.loss for r in results])) if results else 0.0,
         })
 

@@ -51,6 +51,14 @@ def pick_round(run: RunDir, alg: str, wanted: int) -> int:
     return wanted
 
 
+SAT_OUT = "sat-out"  # a metrics row's status for a client not sampled in that round
+
+
+def failed(status: str) -> bool:
+    """A metrics row that is neither a trained job nor a client that sat the round out."""
+    return status not in ("ok", SAT_OUT)
+
+
 def save_round(out: FederationDir, round_number: int, algorithm: str, adapters: dict[str, Adapter],
                extra: dict[str, Any], rows: list[dict[str, Any]], train: TrainConfig, model: str,
                token_budgets: dict[str, int] | None = None, turns: dict[int, int] | None = None) -> None:
@@ -105,7 +113,7 @@ def finish(config: Config, run: RunDir, out: FederationDir, fp: str, started: fl
         "global_purity": global_purity(run, run.clients(), strategy, state),
         "bytes_up": int(sum(r["bytes_up"] for r in metrics)),
         "bytes_down": int(sum(r["bytes_down"] for r in metrics)),
-        "failed_jobs": int(sum(r["status"] not in ("ok", "sat-out") for r in metrics)),
+        "failed_jobs": int(sum(failed(r["status"]) for r in metrics)),
         "train_seconds": round(float(sum(r["train_seconds"] for r in metrics)), 3),
         "loss_by_round": _loss_by_round(metrics),
         "client_peak_rss_mb_by_round": _peak_rss_by_round(metrics),

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fedrouter_cli.files import atomic_dir
+from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.files import atomic_dir, write_json
 from fedrouter_cli.manifests import StageResult, cache_hit, manifest, package_versions
 from fedrouter_cli.progress import Progress, no_progress
 from fedrouter_cli.rundir import RunDir
@@ -32,16 +33,12 @@ def staged_outputs(run: RunDir, stage: str, *sub: str) -> Iterator[Callable[[Pat
         yield at
 
 
-
-
 def record_on_nodes(run: RunDir, stage: str, fp: str, config_slice: dict, summary: dict) -> StageResult:
     """--source nodes: a deployment server's data stage holds no rows (each node made its own with
     `deploy prepare-node --data`); its manifest records the settings, so the stages after it (the
     federation, evaluation on the nodes) find what they check, and nothing else is written."""
     summary = {**summary, "on_nodes": True}
     with staged_outputs(run, stage) as at:
-        from fedrouter_cli.files import write_json
-
         write_json(at(run.manifest_path(stage)), manifest(stage, fp, config_slice, {}, 0.0, summary, []))
     return StageResult(stage, False, 0.0, summary)
 
@@ -49,7 +46,5 @@ def record_on_nodes(run: RunDir, stage: str, fp: str, config_slice: dict, summar
 def refuse_on_nodes(config, what: str) -> None:
     """Stages that need the clients' rows cannot run on a server whose nodes keep them."""
     if config.data.on_nodes:
-        from fedrouter_cli.errors import FedrouterError
-
         raise FedrouterError(f"This run dir's data lives on its nodes (--source nodes), so {what} cannot run here; "
                              "run the federation with `fedrouter deploy submit` (add --evaluate to score on the nodes).")

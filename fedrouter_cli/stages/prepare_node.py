@@ -92,13 +92,20 @@ def prepare_node(config: Config, client: int, dest: Path, progress: Progress = n
             "warnings": warnings, "seconds": round(time.perf_counter() - started, 3)}
 
 
+def check_own_data_options(source_given: bool, client_column: str) -> None:
+    """--data is all of this node's rows: no shared --source beside it, no column splitting it among clients."""
+    if source_given:
+        raise FedrouterError("--data and --source both name this node's rows; pass one of them.")
+    if client_column:
+        raise FedrouterError("--client-column splits one file among simulated clients; a node's --data is all its "
+                             "own, so leave --client-column out.")
+
+
 def own_rows(config: Config, client: int, path: Path) -> tuple[pa.Table, dict[str, pa.Table], int | None, list[str]]:
     """The node's own records, split as a simulation of the same rows splits that client
     (own_records.split_client); every problem is found before anything is written."""
     data = config.data
-    if data.client_column:
-        raise FedrouterError("--client-column splits one file among simulated clients; a node's --data is all its "
-                             "own, so leave --client-column out.")
+    check_own_data_options(False, data.client_column)
     columns = replace(data.columns(), client=None)
     records = read_records(path, columns)
     train, test, warning = split_client(records, client, str(path), data.train_per_client, data.test_per_client,

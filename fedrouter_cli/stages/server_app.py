@@ -77,6 +77,7 @@ def _evaluate(grid: Grid, rc, run: RunDir, config) -> None:
 
 
 def _train(grid: Grid, rc, run: RunDir, config) -> None:
+    from fedrouter_cli.data.prompts import check_prompt_format
     from fedrouter_cli.federation.run_output import finish, open_output
     from fedrouter_cli.fingerprints import simulate_fingerprint
     from fedrouter_cli.manifests import cache_hit
@@ -92,12 +93,9 @@ def _train(grid: Grid, rc, run: RunDir, config) -> None:
     started = time.perf_counter()
     clients = run.clients()
     num_nodes = int(rc.get("num-nodes", 0)) or len(clients)
-    out = open_output(run, alg, fp, force, clients)
     _, tokenizer = peft_model(config.model.model, config.train)  # load (and convert) the base model once, up front
-    if config.train.prompt_format == "chat":
-        from fedrouter_cli.data.prompts import check_chat_template
-
-        check_chat_template(tokenizer, config.model.model)
+    check_prompt_format(config.train.prompt_format, tokenizer, config.model.model)  # before anything is written
+    out = open_output(run, alg, fp, force, clients)
     job = FederationJob(config=config, out=out, num_nodes=num_nodes,
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
                         progress=_progress, torch_threads=int(rc.get("torch-threads", 0)),

@@ -29,7 +29,7 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     fp = simulate_fingerprint(config)
     if hit := cache_hit(run, "simulate", fp, force, alg):
         return hit
-    from fedrouter_cli.data.prompts import check_chat_template
+    from fedrouter_cli.data.prompts import check_prompt_format
     from fedrouter_cli.federation.engine import run_engine, simulation_resources
     from fedrouter_cli.federation.run_output import finish, open_output
     from fedrouter_cli.model.lora import initial_adapter, peft_model
@@ -42,8 +42,7 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     # the server's copy (initial adapters) stays on the CPU in fp32; loading it first also converts
     # the default model before the workers start
     model, tokenizer = peft_model(config.model.model, config.train)
-    if config.train.prompt_format == "chat":  # a model without a template is refused before anything is written
-        check_chat_template(tokenizer, config.model.model)
+    check_prompt_format(config.train.prompt_format, tokenizer, config.model.model)  # before anything is written
     out = open_output(run, alg, fp, force, clients)
     run.fill_nodes(clients)
     workers, threads, backend_config = simulation_resources(placement, len(clients), model, config, workers,
