@@ -57,6 +57,14 @@ def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
 K_RULES = ("auto", "tasks")
 
 
+INIT_PIN = "@sha256:"  # --init-from is saved as PATH@sha256:DIGEST of the adapters it held
+
+
+def init_digest(init_from: str) -> str:
+    """The digest part of a pinned --init-from: what the simulate fingerprint holds, not the path."""
+    return init_from.split(INIT_PIN)[1] if INIT_PIN in init_from else init_from
+
+
 def parse_k(option: str, value: str | int) -> str | int:
     """'auto', 'tasks' or a positive integer, as accepted by --n-clusters and --global-clusters.
 
@@ -241,6 +249,10 @@ class TrainConfig:
         "help": "share of the clients sampled each round (seeded), instead of --clients-per-round; 0 = every client"})
     prompt_format: str = field(default="alpaca", metadata={
         "help": "alpaca (the paper's instruction/response template) or chat (the tokenizer's own chat template)"})
+    # a run dir or an export, pinned as PATH@sha256:DIGEST (federation.starting_point); '' = fresh adapters
+    init_from: str = field(default="", metadata={
+        "help": "start from the adapters of a run dir (its last round of the same --alg) or of a folder written "
+                "by `fedrouter export`; 'none' = fresh adapters"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fedrouter_cli.clustering import AUTO_RULE_VERSIONS
-from fedrouter_cli.config import BASE_ALG, Config
+from fedrouter_cli.config import BASE_ALG, Config, init_digest
 from fedrouter_cli.data import sources, synthetic
 from fedrouter_cli.rundir import fingerprint
 
@@ -107,7 +107,7 @@ ADDED_LATER = {
     "data": {"client_column": "", "instruction_column": "instruction", "response_column": "response",
              "input_column": "", "task_column": "", "test_fraction": 0.2, "quantity_skew": 0.0},
     "train": {"lr_floor": 0.0, "group_by_length": False, "max_grad_norm": 0.0, "prompt_format": "alpaca",
-              "clients_per_round": 0, "fraction_train": 0.0},
+              "clients_per_round": 0, "fraction_train": 0.0, "init_from": ""},
     "eval": {"token_budget": False, "rouge_stemming": True, "local_route": "local"},
 }
 
@@ -126,6 +126,8 @@ def simulate_fingerprint(config: Config) -> str:
     # privacy joins the fingerprint only when on, so runs made before it existed stay cached
     privacy = (asdict(config.privacy),) if config.privacy.enabled else ()
     train = _without_old_defaults("train", asdict(config.train))
+    if "init_from" in train:  # the starting adapters' content, wherever they lie
+        train["init_from"] = init_digest(train["init_from"])
     # versions of an algorithm's own rules and schedule (Strategy.fingerprint_parts)
     from fedrouter_cli.federation.strategies import (
         STRATEGIES,  # flwr and torch: only when needed

@@ -244,6 +244,11 @@ class FederationDir:
     def metrics_file(self) -> Path:
         return self.root / "metrics.parquet"
 
+    @property
+    def starting_point_file(self) -> Path:
+        """Where the run's first adapters came from (--init-from), and which source adapter each took."""
+        return self.root / "starting_point.json"
+
     def round(self, round_number: int) -> Path:
         return self.root / "rounds" / f"r{round_number:04d}"
 

@@ -130,6 +130,16 @@ def announce_changes(run: RunDir, saved: Config | None, config: Config) -> None:
                      highlight=False, soft_wrap=True)
 
 
+def _pinned(overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A typed --init-from is saved with a digest of the adapters it holds (federation.starting_point)."""
+    value = (overrides.get("train") or {}).get("init_from")
+    if value is None:
+        return overrides
+    from fedrouter_cli.federation.starting_point import pin
+
+    return {**overrides, "train": {**overrides["train"], "init_from": pin(value)}}
+
+
 def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
             overrides: dict[str, dict[str, Any]],
             action: Callable[[Config, RunDir, Callable[[str, int, int], None]], dict[str, Any]],
@@ -155,6 +165,7 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
             from fedrouter_cli.presets import machine_preset
 
             default_preset = machine_preset()
+        overrides = _pinned(overrides)
         config = resolve_config(run.config_path, preset, overrides, default_preset)
         announce_changes(run, saved, config)
         if (overrides.get("model") or {}).get("device") is not None:

@@ -153,6 +153,10 @@ ClientsPerRoundOpt = Annotated[Optional[int], typer.Option(
 FractionTrainOpt = Annotated[Optional[float], typer.Option(
     "--fraction-train", help="Share of the clients sampled each round, instead of --clients-per-round "
                              f"(0 = every client; default: {default('train', 'fraction_train')}).")]
+InitFromOpt = Annotated[Optional[str], typer.Option(
+    "--init-from", help="Start from the adapters of a run dir (its last saved round of the same --alg) or of a folder "
+                        "written by `fedrouter export`, instead of fresh ones; the learning-rate schedule starts "
+                        "again from --lr ('none' = fresh adapters; default: none).")]
 PromptFormatOpt = Annotated[Optional[str], typer.Option(
     "--prompt-format", help="alpaca (the paper's instruction/response template) or chat (the tokenizer's own chat "
                             f"template, for instruction-tuned models) (default: {default('train', 'prompt_format')}).")]
@@ -211,13 +215,14 @@ EvalBatchOpt = Annotated[Optional[int], typer.Option(
 def train_overrides(alg=None, variant=None, rounds=None, local_steps=None, batch_size=None, lr=None, lora_r=None,
                     lora_alpha=None, lora_dropout=None, max_length=None, global_clusters=None, seed=None,
                     round_timeout=None, group_by_length=None, schedule=None, max_grad_norm=None,
-                    shared_init=None, prompt_format=None, clients_per_round=None, fraction_train=None) -> dict:
+                    shared_init=None, prompt_format=None, clients_per_round=None, fraction_train=None,
+                    init_from=None) -> dict:
     return {"alg": alg, "variant": variant, "rounds": rounds, "local_steps": local_steps, "batch_size": batch_size,
             "lr": lr, "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
             "max_length": max_length, "global_clusters": global_clusters, "seed": seed,
             "round_timeout": round_timeout, "group_by_length": group_by_length, "schedule": schedule,
             "max_grad_norm": max_grad_norm, "shared_init": shared_init, "prompt_format": prompt_format,
-            "clients_per_round": clients_per_round, "fraction_train": fraction_train}
+            "clients_per_round": clients_per_round, "fraction_train": fraction_train, "init_from": init_from}
 
 
 # -- the options of upstream stages, shared by every command that chains them ----------------

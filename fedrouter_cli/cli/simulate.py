@@ -52,6 +52,7 @@ def simulate(
     prompt_format: o.PromptFormatOpt = None,
     clients_per_round: o.ClientsPerRoundOpt = None,
     fraction_train: o.FractionTrainOpt = None,
+    init_from: o.InitFromOpt = None,
     workers: o.WorkersOpt = 0,
     gpus_per_client: o.GpusPerClientOpt = 0.0,
     *,
@@ -67,7 +68,7 @@ def simulate(
     overrides["train"] = o.train_overrides(alg, variant, rounds, local_steps, batch_size, lr, lora_r, lora_alpha,
                                            lora_dropout, max_length, global_clusters, shared["seed"], round_timeout,
                                            group_by_length, schedule, max_grad_norm, shared_init, prompt_format,
-                                           clients_per_round, fraction_train)
+                                           clients_per_round, fraction_train, init_from)
     force = shared["force"]
 
     def action(cfg, run, progress):

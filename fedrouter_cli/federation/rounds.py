@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import Strategy
 from fedrouter_cli.config import Config
 from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.run_output import SAT_OUT, failed, load_round, save_round
+from fedrouter_cli.federation.starting_point import StartingPoint
 from fedrouter_cli.federation.strategies.base import (
     AdapterStrategy,
     Job,
@@ -32,6 +33,7 @@ from fedrouter_cli.federation.strategies.base import (
 )
 from fedrouter_cli.federation.train_wire import JobSpec, RoundSettings, TrainRequest
 from fedrouter_cli.federation.wire import from_record, nbytes
+from fedrouter_cli.files import write_json
 from fedrouter_cli.model.lora import Adapter
 from fedrouter_cli.rundir import FederationDir
 
@@ -56,6 +58,7 @@ class FederationJob:
     progress: Callable[[str, int, int], None] = lambda label, done, total: None
     torch_threads: int = 0
     tasks: tuple[str, ...] = ()   # the federation's tasks (partition stage), for '--global-clusters tasks'
+    start: StartingPoint | None = None  # --init-from: the adapters the first round starts from
 
 
 class FlowerRounds(Strategy):
@@ -128,6 +131,10 @@ class FlowerRounds(Strategy):
         last = self.last_completed_round()
         if last == 0:
             self.rule.initialize()
+            if self.job.start is not None:
+                mapping = self.rule.warm_start(self.job.start)
+                write_json(self.job.out.starting_point_file, self.job.start.describe(mapping))
+                log.info("starting from %s (round %d): %s", self.job.start.source, self.job.start.round, mapping)
             return
         state, self.rule.adapters = load_round(self.job.out, last)
         self.rule.load_extra_state(state.get("extra", {}))

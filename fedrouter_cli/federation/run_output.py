@@ -118,6 +118,7 @@ def finish(config: Config, run: RunDir, out: FederationDir, fp: str, started: fl
         "loss_by_round": _loss_by_round(metrics),
         "client_peak_rss_mb_by_round": _peak_rss_by_round(metrics),
         "adapters_dir": str(out.adapters_dir(completed)),
+        "init_from": read_json(out.starting_point_file) if out.starting_point_file.exists() else None,
         "metrics_path": str(out.metrics_file),
         **(execution or {}),  # where the engine ran the clients (not part of the fingerprint)
     }

@@ -79,6 +79,7 @@ def _evaluate(grid: Grid, rc, run: RunDir, config) -> None:
 def _train(grid: Grid, rc, run: RunDir, config) -> None:
     from fedrouter_cli.data.prompts import check_prompt_format
     from fedrouter_cli.federation.run_output import finish, open_output
+    from fedrouter_cli.federation.starting_point import starting_point
     from fedrouter_cli.fingerprints import simulate_fingerprint
     from fedrouter_cli.manifests import cache_hit
     from fedrouter_cli.model.lora import initial_adapter, peft_model
@@ -95,11 +96,12 @@ def _train(grid: Grid, rc, run: RunDir, config) -> None:
     num_nodes = int(rc.get("num-nodes", 0)) or len(clients)
     _, tokenizer = peft_model(config.model.model, config.train)  # load (and convert) the base model once, up front
     check_prompt_format(config.train.prompt_format, tokenizer, config.model.model)  # before anything is written
+    start = starting_point(config, run, STRATEGIES[alg].global_router)
     out = open_output(run, alg, fp, force, clients)
     job = FederationJob(config=config, out=out, num_nodes=num_nodes,
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
                         progress=_progress, torch_threads=int(rc.get("torch-threads", 0)),
-                        tasks=tuple(run.require("partition")["summary"]["tasks"]))
+                        tasks=tuple(run.require("partition")["summary"]["tasks"]), start=start)
     log.info("waiting for %d SuperNodes", num_nodes)
     run_rounds(grid, job, STRATEGIES[alg], connect_timeout=float(rc.get("connect-timeout", 600.0)), every_node=True)
     result = finish(config, run, out, fp, started, STRATEGIES[alg])

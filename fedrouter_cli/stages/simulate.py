@@ -32,6 +32,7 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     from fedrouter_cli.data.prompts import check_prompt_format
     from fedrouter_cli.federation.engine import run_engine, simulation_resources
     from fedrouter_cli.federation.run_output import finish, open_output
+    from fedrouter_cli.federation.starting_point import starting_point
     from fedrouter_cli.model.lora import initial_adapter, peft_model
     from fedrouter_cli.stages.server_app import build_server_app
 
@@ -43,6 +44,7 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     # the default model before the workers start
     model, tokenizer = peft_model(config.model.model, config.train)
     check_prompt_format(config.train.prompt_format, tokenizer, config.model.model)  # before anything is written
+    start = starting_point(config, run, STRATEGIES[alg].global_router)
     out = open_output(run, alg, fp, force, clients)
     run.fill_nodes(clients)
     workers, threads, backend_config = simulation_resources(placement, len(clients), model, config, workers,
@@ -50,7 +52,7 @@ def run_simulate(config: Config, run: RunDir, force: bool = False, progress: Pro
     job = FederationJob(config=config, out=out, num_nodes=len(clients),
                         initial_adapter=lambda seed: initial_adapter(config.model.model, config.train, seed),
                         progress=progress, torch_threads=threads,
-                        tasks=tuple(run.require("partition")["summary"]["tasks"]))
+                        tasks=tuple(run.require("partition")["summary"]["tasks"]), start=start)
     errors: list[BaseException] = []
     run_engine(build_server_app(job, STRATEGIES[alg], errors), run.nodes_root, len(clients), backend_config, errors)
     return finish(config, run, out, fp, started, STRATEGIES[alg],

@@ -10,14 +10,17 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedrouter_cli.config import TrainConfig
 from fedrouter_cli.errors import FederationStopped
 from fedrouter_cli.federation.inference import InferenceInput, Routing
-from fedrouter_cli.model.lora import Adapter
+from fedrouter_cli.model.lora import Adapter, average
+
+if TYPE_CHECKING:
+    from fedrouter_cli.federation.starting_point import StartingPoint
 
 
 def sampled_clients(train: TrainConfig, clients: list[int], round_number: int) -> list[int]:
@@ -117,6 +120,25 @@ class AdapterStrategy:
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         return None
+
+    def warm_start(self, start: "StartingPoint") -> dict[str, str]:
+        """After `initialize`, replace the fresh adapters by a starting point's (--init-from) and
+        return which source adapter each came from: the one of the same name; else the source's
+        only adapter; else the plain mean of the source's adapters (a method with one shared
+        adapter starting from several). Parts a method does not keep on the server (FedSA's B) stay out; parts the source
+        lacks keep their fresh values."""
+        mapping = {}
+        for name, fresh in self.adapters.items():
+            if name in start.adapters:
+                source, weights = name, start.adapters[name]
+            elif len(start.adapters) == 1:
+                source, weights = next(iter(start.adapters.items()))
+            else:
+                source = "mean of " + ", ".join(sorted(start.adapters))
+                weights = average(list(start.adapters.values()), [1.0] * len(start.adapters))
+            self.adapters[name] = {key: weights[key].copy() if key in weights else value for key, value in fresh.items()}
+            mapping[name] = source
+        return mapping
 
     # -- helpers ----------------------------------------------------------------------------
     def lr_at(self, round_number: int) -> float:

@@ -36,6 +36,7 @@ from fedrouter_cli.clustering import (
     silhouette_curve,
 )
 from fedrouter_cli.config import TrainConfig
+from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.federation.inference import InferenceInput, Routing
 from fedrouter_cli.federation.strategies.base import AdapterStrategy, Job, JobResult
 from fedrouter_cli.model.lora import average
@@ -99,6 +100,25 @@ class FedRouter(AdapterStrategy):
             log.warning("a client holds data for %d global adapters but the run has %d rounds: round-robin "
                         "leaves %d of them untrained there; pass more --rounds or --global-clusters tasks",
                         most, self.train.rounds, most - self.train.rounds)
+
+    def warm_start(self, start) -> dict[str, str]:
+        """Each new global cluster starts from the adapter of the nearest source centroid (the
+        source's router, as a prompt would be routed); a source without centroids as the base rule."""
+        if not start.centroids:
+            return super().warm_start(start)
+        names = sorted(start.centroids)
+        centroids = np.stack([start.centroids[n] for n in names])
+        if centroids.shape[1] != self.global_centroids.shape[1]:
+            raise FedrouterError(f"--init-from's centroids have {centroids.shape[1]} dimensions and this run's "
+                                    f"{self.global_centroids.shape[1]}; start from a run embedded with the same --embedder.")
+        mapping = {}
+        for g, source in enumerate(nearest(self.global_centroids, centroids)):
+            name, source_name = adapter_name(g), names[int(source)]
+            weights = start.adapters[source_name]
+            self.adapters[name] = {key: weights[key].copy() if key in weights else value
+                                   for key, value in self.adapters[name].items()}
+            mapping[name] = source_name
+        return mapping
 
     def plan(self, round_number: int, client: int) -> list[Job]:
         routes = self.routes.get(client)
