@@ -104,6 +104,16 @@ class RunDir:
     def config_path(self) -> Path:
         return self.root / "config.toml"
 
+    @property
+    def tracking_dir(self) -> Path:
+        """What --log-to writes: TensorBoard event files, MLflow's local store (fedrouter_cli.tracking)."""
+        return self.root / "tracking"
+
+    @property
+    def mlflow_runs_file(self) -> Path:
+        """The MLflow run of each (store, algorithm, simulate fingerprint), so a rerun logs into the same one."""
+        return self.tracking_dir / "mlflow-runs.json"
+
     def stage_dir(self, stage: str, *sub: str) -> Path:
         return self.root.joinpath(stage, *sub)
 

@@ -130,6 +130,12 @@ def announce_changes(run: RunDir, saved: Config | None, config: Config) -> None:
                      highlight=False, soft_wrap=True)
 
 
+def show_tracking(console: Console, where: dict[str, str] | None) -> None:
+    """Where --log-to wrote (fedrouter_cli.tracking)."""
+    for tracker, place in (where or {}).items():
+        console.print(f"logged to {tracker}: {place}", highlight=False)
+
+
 def _pinned(overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """A typed --init-from is saved with a digest of the adapters it holds (federation.starting_point)."""
     value = (overrides.get("train") or {}).get("init_from")

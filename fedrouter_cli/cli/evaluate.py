@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 
 from fedrouter_cli.cli import options as o
-from fedrouter_cli.cli.common import execute, simple_table
+from fedrouter_cli.cli.common import execute, show_tracking, simple_table
 
 
 def render_scores(payload: dict[str, Any], console: Console) -> None:
@@ -28,6 +28,7 @@ def render_scores(payload: dict[str, Any], console: Console) -> None:
     console.print(f"[bold]evaluate[/bold] {state}: {payload['samples']} samples, ROUGE-1 {payload['rouge1']:.4f}, "
                   f"ROUGE-2 {payload['rouge2']:.4f}, ROUGE-L {payload['rougeL']:.4f}"
                   + (f", routing accuracy {acc:.3f}" if acc is not None else ""), highlight=False)
+    show_tracking(console, payload.get("tracking"))
 
 
 def evaluate(
@@ -44,6 +45,7 @@ def evaluate(
     local_route: o.LocalRouteOpt = None,
     on: o.EvalOnOpt = "server",
     device: o.DeviceOpt = None,
+    log_to: o.LogToOpt = None,
     preset: o.PresetOpt = None,
     force: o.ForceOpt = False,
     json_out: o.JsonOpt = False,
@@ -66,8 +68,11 @@ def evaluate(
 
     def action(cfg, run, progress):
         from fedrouter_cli.stages.evaluate import run_evaluate
+        from fedrouter_cli.tracking import check_trackers, track_scores
 
-        return run_evaluate(cfg, run, alg, force, progress, on=on).to_json()
+        trackers = check_trackers(log_to)
+        scores = run_evaluate(cfg, run, alg, force, progress, on=on).to_json()
+        return {**scores, "tracking": track_scores(trackers, run, cfg, scores)}
 
     execute(run_dir=run_dir, json_out=json_out, debug=debug, preset=preset, overrides=overrides,
             action=action, render=render_scores, one_off={"eval": ("mode", "round")})

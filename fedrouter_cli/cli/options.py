@@ -153,6 +153,11 @@ ClientsPerRoundOpt = Annotated[Optional[int], typer.Option(
 FractionTrainOpt = Annotated[Optional[float], typer.Option(
     "--fraction-train", help="Share of the clients sampled each round, instead of --clients-per-round "
                              f"(0 = every client; default: {default('train', 'fraction_train')}).")]
+LogToOpt = Annotated[Optional[list[str]], typer.Option(
+    "--log-to", help="Also log per-round training metrics and final scores, with the settings, to an experiment "
+                     "tracker, offline: tensorboard (event files in <run-dir>/tracking/) or mlflow (a local "
+                     "store there, or MLFLOW_TRACKING_URI); repeat or comma-separate for both. Optional extras: "
+                     "pip install \"fedrouter[tensorboard]\" or \"fedrouter[mlflow]\".")]
 InitFromOpt = Annotated[Optional[str], typer.Option(
     "--init-from", help="Start from the adapters of a run dir (its last saved round of the same --alg) or of a folder "
                         "written by `fedrouter export`, instead of fresh ones; the learning-rate schedule starts "

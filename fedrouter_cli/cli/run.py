@@ -9,7 +9,7 @@ from rich.console import Console
 
 from fedrouter_cli.cli import options as o
 from fedrouter_cli.cli.cluster_local import render_clusters
-from fedrouter_cli.cli.common import execute, simple_table
+from fedrouter_cli.cli.common import execute, show_tracking, simple_table
 from fedrouter_cli.cli.evaluate import render_scores
 from fedrouter_cli.cli.partition import render_partition
 from fedrouter_cli.cli.select_k import render_select_k
@@ -30,6 +30,8 @@ def render_run(report: dict[str, Any], console: Console) -> None:
     rows = [[name, p["rouge1"], p["rouge2"], p["rougeL"],
              "-" if p.get("routing_accuracy") is None else p["routing_accuracy"]]
             for name, p in report["evaluate"].items()]
+    for where in report.get("tracking", {}).values():
+        show_tracking(console, where)
     console.print(simple_table("Summary (mean over clients)", ["method/mode", "ROUGE-1", "ROUGE-2", "ROUGE-L", "routing acc."], rows))
 
 
@@ -48,6 +50,7 @@ def run(
     group_by_length: o.GroupByLengthOpt = None,
     prompt_format: o.PromptFormatOpt = None,
     token_budget: o.TokenBudgetOpt = None,
+    log_to: o.LogToOpt = None,
     *,
     shared: dict[str, Any],
 ) -> None:
@@ -66,8 +69,10 @@ def run(
 
     def action(cfg, rundir, progress):
         from fedrouter_cli.stages.pipeline import run_all
+        from fedrouter_cli.tracking import check_trackers
 
-        return run_all(cfg, rundir, progress, algs=(cfg.train.alg,), force=shared["force"])
+        return run_all(cfg, rundir, progress, algs=(cfg.train.alg,), force=shared["force"],
+                       trackers=check_trackers(log_to))
 
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=preset,
             default_preset="quick", overrides=overrides,

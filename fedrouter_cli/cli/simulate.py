@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 
 from fedrouter_cli.cli import options as o
-from fedrouter_cli.cli.common import execute, show_warnings, simple_table
+from fedrouter_cli.cli.common import execute, show_tracking, show_warnings, simple_table
 
 
 def render_simulate(payload: dict[str, Any], console: Console) -> None:
@@ -25,6 +25,7 @@ def render_simulate(payload: dict[str, Any], console: Console) -> None:
         + (f", global purity {purity:.3f}" if purity is not None else "")
         + f", {payload['bytes_up'] / 1e6:.1f} MB up / {payload['bytes_down'] / 1e6:.1f} MB down, "
         f"{payload['failed_jobs']} failed jobs\nadapters: {payload['adapters_dir']}", highlight=False)
+    show_tracking(console, payload.get("tracking"))
     show_warnings(console, payload.get("warnings", []))
 
 
@@ -53,6 +54,7 @@ def simulate(
     clients_per_round: o.ClientsPerRoundOpt = None,
     fraction_train: o.FractionTrainOpt = None,
     init_from: o.InitFromOpt = None,
+    log_to: o.LogToOpt = None,
     workers: o.WorkersOpt = 0,
     gpus_per_client: o.GpusPerClientOpt = 0.0,
     *,
@@ -75,11 +77,14 @@ def simulate(
         from fedrouter_cli.federation.engine import check_request
         from fedrouter_cli.stages.pipeline import prepare
         from fedrouter_cli.stages.simulate import run_simulate
+        from fedrouter_cli.tracking import check_trackers, track_training
 
         check_request(cfg, gpus_per_client)  # before the data stages, so a refused setting changes nothing
+        trackers = check_trackers(log_to)
         results = prepare(cfg, run, "cluster-local", False, progress)
         result = run_simulate(cfg, run, force, progress, workers, gpus_per_client)
-        return {**result.to_json(), "warnings": [w for r in results for w in r.warnings]}
+        return {**result.to_json(), "warnings": [w for r in results for w in r.warnings],
+                "tracking": track_training(trackers, run, cfg)}
 
     execute(run_dir=run_dir, json_out=shared["json_out"], debug=shared["debug"], preset=shared["preset"],
             overrides=overrides, action=action, render=render_simulate, dry_run=shared["dry_run"])

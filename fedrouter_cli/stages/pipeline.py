@@ -27,27 +27,31 @@ def prepare(config: Config, run: RunDir, upto: str, force: bool = False,
 
 
 def run_all(config: Config, run: RunDir, progress: Progress = no_progress,
-            algs: tuple[str, ...] = ("fedrouter",), force: bool = False) -> dict:
+            algs: tuple[str, ...] = ("fedrouter",), force: bool = False, trackers: tuple[str, ...] = ()) -> dict:
     """The whole pipeline: data stages, silhouette curves, federation, evaluation (+ base model
-    row); `force` reruns every stage."""
+    row); `force` reruns every stage; `trackers` (fedrouter_cli.tracking) get each simulate's
+    metrics and each evaluation's scores."""
     from dataclasses import replace
 
     from fedrouter_cli.federation.strategies import STRATEGIES
     from fedrouter_cli.stages.evaluate import BASE_ALG, run_evaluate
     from fedrouter_cli.stages.select_k import run_select_k
     from fedrouter_cli.stages.simulate import run_simulate
+    from fedrouter_cli.tracking import track_scores, track_training
 
     stages = [prepare(config, run, stage, force, progress)[-1] for stage in UPSTREAM] if force \
         else prepare(config, run, "cluster-local", progress=progress)
     report: dict = {name.replace("-", "_"): r.to_json() for name, r in zip(UPSTREAM, stages)}
     report["select_k"] = {level: run_select_k(config, run, level, force, progress).to_json()
                         for level in ("local", "global")}
-    report["simulate"], report["evaluate"] = {}, {}
+    report["simulate"], report["evaluate"], report["tracking"] = {}, {}, {}
     for alg in algs:
         cfg = replace(config, train=replace(config.train, alg=alg))
         report["simulate"][alg] = run_simulate(cfg, run, force=force, progress=progress).to_json()
+        report["tracking"][alg] = track_training(trackers, run, cfg)
         for mode in STRATEGIES[alg].evaluation_modes:
             cfg_mode = replace(cfg, eval=replace(cfg.eval, mode=mode))
-            report["evaluate"][f"{alg}/{mode}"] = run_evaluate(cfg_mode, run, alg, force, progress).to_json()
+            scores = report["evaluate"][f"{alg}/{mode}"] = run_evaluate(cfg_mode, run, alg, force, progress).to_json()
+            report["tracking"][f"{alg}/{mode}"] = track_scores(trackers, run, cfg_mode, scores)
     report["evaluate"][f"{BASE_ALG}/local"] = run_evaluate(config, run, BASE_ALG, force, progress).to_json()
     return report
