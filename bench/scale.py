@@ -97,7 +97,11 @@ def main() -> None:
     parser.add_argument("--clients", default="10,100,1000")
     parser.add_argument("--per-round", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--replot", action="store_true", help="only redraw scale.png from scale.json")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads((RESULTS / "scale.json").read_text())["rows"])
+        return
     from tiny_model import build_tiny_model
 
     rows = []
@@ -126,9 +130,16 @@ def plot(rows: list[dict]) -> None:
     clients = [r["clients"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for ax, key, label in zip(axes, ("steady_round_seconds", "peak_rss_mb", "run_dir_mb"),
-                              ("seconds per round (rounds 2+)", "peak RSS of the process tree (MB)", "run dir (MB)")):
-        ax.plot(clients, [r[key] for r in rows], marker="o")
+                              ("seconds per round", "peak RSS of the process tree (MB)", "run dir (MB)")):
+        ax.plot(clients, [r[key] for r in rows], marker="o", label="rounds 2+" if key == "steady_round_seconds" else None)
+        if key == "steady_round_seconds":  # round 1 also starts the engine and asks every node for its centroids
+            ax.plot(clients, [r["round_seconds"][0] for r in rows], marker="s", label="round 1")
+            ax.legend(fontsize=8)
         ax.set_xscale("log")
+        if key == "run_dir_mb":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_xlabel("clients (10 train per round)")
         ax.set_title(label, fontsize=9)
     fig.tight_layout()
