@@ -86,7 +86,7 @@ def test_device_is_a_validated_setting_and_not_in_the_fingerprints(tmp_path: Pat
     # newer settings, left out at their old value (lr_floor, max_grad_norm 0) or always (FedRouter's own)
     train = {k: v for k, v in asdict(config.train).items()
              if k not in ("lr_floor", "schedule", "max_grad_norm", "shared_init", "prompt_format", "clients_per_round",
-                          "fraction_train")}
+                          "fraction_train", "init_from")}
     from fedrouter_cli.clustering import AUTO_RULE_VERSIONS
 
     rule = {"auto_rule": AUTO_RULE_VERSIONS["global"]}  # the default server-side K is the automatic rule

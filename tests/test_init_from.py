@@ -15,7 +15,11 @@ from typer.testing import CliRunner
 from fedrouter_cli.cli.app import app
 from fedrouter_cli.config import Config, TrainConfig
 from fedrouter_cli.errors import FedrouterError
-from fedrouter_cli.federation.starting_point import StartingPoint, load_starting_point, pin
+from fedrouter_cli.federation.starting_point import (
+    StartingPoint,
+    load_starting_point,
+    pin,
+)
 from fedrouter_cli.federation.strategies import STRATEGIES
 
 
