@@ -55,12 +55,12 @@ def _adapter_folders(path: Path, alg: str) -> tuple[int, dict[str, Path], Path |
         settings = read_json(path / EXPORT_ROUTER)
         names = [str(n) for n in settings.get("adapters", [])]
         return int(settings.get("round", 0)), {n: path / "adapters" / n for n in names}, path / "router" / "centroids.parquet"
-    if (path / "simulate").is_dir():
+    if RunDir(path).stage_dir("simulate").is_dir():
         out = RunDir(path).federation(alg)
         rounds = out.saved_rounds()
         if not rounds:
-            finished = sorted(p.parent.parent.parent.name for p in (path / "simulate").glob("*/rounds/r*/state.json"))
-            others = f" (it has rounds of {', '.join(sorted(set(finished)))}: export one with `fedrouter export`)" if finished else ""
+            finished = _saved_algorithms(path)
+            others = f" (it has rounds of {', '.join(finished)}: export one with `fedrouter export`)" if finished else ""
             raise FedrouterError(f"--init-from {path} holds no saved round of {alg}{others}; pass a run dir that "
                                  f"ran `fedrouter simulate --alg {alg}`, or an exported folder.")
         state = read_json(out.state_file(rounds[-1]))
@@ -69,16 +69,25 @@ def _adapter_folders(path: Path, alg: str) -> tuple[int, dict[str, Path], Path |
                          "`fedrouter export`; pass one of those.")
 
 
+def _saved_algorithms(path: Path) -> dict[str, int]:
+    """The algorithms with saved rounds in a run dir, and the last round of each."""
+    run = RunDir(path)
+    last = {}
+    for alg_dir in sorted(run.stage_dir("simulate").glob("*/")):
+        if rounds := run.federation(alg_dir.name).saved_rounds():
+            last[alg_dir.name] = rounds[-1]
+    return last
+
+
 def _source_files(path: Path) -> list[Path]:
     """Every file a starting point's adapters are read from: an export's adapters and router, or
     the last saved round (adapters and state) of each algorithm in a run dir."""
     if (path / EXPORT_ROUTER).is_file():
         return sorted((path / "adapters").glob("*/adapter_model.safetensors")) + [path / "router" / "centroids.parquet"]
     files: list[Path] = []
-    for alg_dir in sorted((path / "simulate").glob("*/")):
-        rounds = sorted(alg_dir.glob("rounds/r*/state.json"))
-        if rounds:
-            files += [rounds[-1]] + sorted(rounds[-1].parent.glob("*/*/adapter_model.safetensors"))
+    for alg, last in _saved_algorithms(path).items():
+        out = RunDir(path).federation(alg)
+        files += [out.state_file(last)] + sorted(out.adapters_dir(last).glob("*/adapter_model.safetensors"))
     return files
 
 
