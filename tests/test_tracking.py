@@ -66,7 +66,12 @@ def test_metrics_and_scores_reach_tensorboard_and_mlflow_once(smoke_simulated, t
                  / sum(x["status"] == "ok" for x in rows if x["round"] == r) for r in rounds}
 
     events = EventAccumulator(summary["tracking"]["tensorboard"]).Reload()
-    logged = {e.step: e.value for e in events.Scalars("train/loss")}
+    scalars = events.Scalars("train/loss")
+    logged = {e.step: e.value for e in scalars}
+    # once each, though asked twice: the folder is rewritten whole (one event file; TensorBoard's
+    # reader would hide a second file's repeated steps, so the file count is what shows it)
+    assert len(list(Path(summary["tracking"]["tensorboard"]).glob("events.out.tfevents.*"))) == 1
+    assert len(scalars) == len(rounds)
     assert sorted(logged) == rounds and all(abs(logged[r] - mean_loss[r]) < 1e-5 for r in rounds)
     assert {"train/lr", "train/bytes_up", "train/steps"} <= set(events.Tags()["scalars"])
 
