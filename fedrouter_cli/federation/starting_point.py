@@ -55,8 +55,8 @@ def _adapter_folders(path: Path, alg: str) -> tuple[int, dict[str, Path], Path |
         settings = read_json(path / EXPORT_ROUTER)
         names = [str(n) for n in settings.get("adapters", [])]
         return int(settings.get("round", 0)), {n: path / "adapters" / n for n in names}, path / "router" / "centroids.parquet"
-    if RunDir(path).stage_dir("simulate").is_dir():
-        out = RunDir(path).federation(alg)
+    if (run := RunDir(path)).stage_dir("simulate").is_dir():
+        out = run.federation(alg)
         rounds = out.saved_rounds()
         if not rounds:
             finished = _saved_algorithms(path)

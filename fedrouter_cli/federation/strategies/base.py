@@ -33,6 +33,13 @@ def sampled_clients(train: TrainConfig, clients: list[int], round_number: int) -
     return sorted(random.Random(f"{train.seed}-clients-{round_number}").sample(sorted(clients), count))
 
 
+def started_from(source: Adapter, fresh: Adapter) -> Adapter:
+    """A fresh adapter's parts taken from `source` (--init-from): the parts the fresh one has (so a
+    part the server does not keep, FedSA's B, stays out), and the fresh value where the source
+    lacks a part."""
+    return {key: source[key].copy() if key in source else value for key, value in fresh.items()}
+
+
 def lr_at(train: TrainConfig, round_number: int) -> float:
     """Cosine from --lr down to max(lr_min, lr_floor x lr) over the rounds, constant within a round."""
     if train.rounds == 1:
@@ -125,8 +132,7 @@ class AdapterStrategy:
         """After `initialize`, replace the fresh adapters by a starting point's (--init-from) and
         return which source adapter each came from: the one of the same name; else the source's
         only adapter; else the plain mean of the source's adapters (a method with one shared
-        adapter starting from several). Parts a method does not keep on the server (FedSA's B) stay out; parts the source
-        lacks keep their fresh values."""
+        adapter starting from several); which parts are taken is `started_from`'s rule."""
         mapping = {}
         for name, fresh in self.adapters.items():
             if name in start.adapters:
@@ -136,7 +142,7 @@ class AdapterStrategy:
             else:
                 source = "mean of " + ", ".join(sorted(start.adapters))
                 weights = average(list(start.adapters.values()), [1.0] * len(start.adapters))
-            self.adapters[name] = {key: weights[key].copy() if key in weights else value for key, value in fresh.items()}
+            self.adapters[name] = started_from(weights, fresh)
             mapping[name] = source
         return mapping
 

@@ -38,7 +38,12 @@ from fedrouter_cli.clustering import (
 from fedrouter_cli.config import TrainConfig
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.federation.inference import InferenceInput, Routing
-from fedrouter_cli.federation.strategies.base import AdapterStrategy, Job, JobResult
+from fedrouter_cli.federation.strategies.base import (
+    AdapterStrategy,
+    Job,
+    JobResult,
+    started_from,
+)
 from fedrouter_cli.model.lora import average
 from fedrouter_cli.router import nearest
 
@@ -114,9 +119,7 @@ class FedRouter(AdapterStrategy):
         mapping = {}
         for g, source in enumerate(nearest(self.global_centroids, centroids)):
             name, source_name = adapter_name(g), names[int(source)]
-            weights = start.adapters[source_name]
-            self.adapters[name] = {key: weights[key].copy() if key in weights else value
-                                   for key, value in self.adapters[name].items()}
+            self.adapters[name] = started_from(start.adapters[source_name], self.adapters[name])
             mapping[name] = source_name
         return mapping
 
