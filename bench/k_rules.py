@@ -6,7 +6,7 @@ centroids with each global rule, and route every test sample to the nearest loca
 mode) or global centroid (global mode). No training: routing depends only on the clusters.
 
 Rules: 'tasks' is the paper's (local K = the tasks a client holds, global K = the tasks of the
-federation), 'auto' this tool's silhouette rules (clustering.best_k locally, best_global_k on the
+federation), 'auto' this tool's rules (clustering.stable_k locally, best_global_k on the
 server). The automatic rules' constants were set on the FLAN set A tasks; the raw tasks and FLAN
 set B are held out.
 

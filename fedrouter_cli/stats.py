@@ -21,20 +21,38 @@ RESAMPLES = 2000
 LEVEL = 0.95
 
 
-def predicted_label(prediction: str) -> str:
-    """The first word of an answer, lower-cased, without punctuation: 'Yes, they are.' -> 'yes'."""
-    words = re.findall(r"[a-z0-9]+", prediction.lower())
-    return words[0] if words else ""
+# What an answer to a label task names when it is not exactly one of the task's labels.
+NO_LABEL = ""
+SEVERAL_LABELS = "(several)"
+# Scores computed by the rule below carry this in their per-sample files (older ones took the
+# answer's first word as its label, and their answers cannot be re-read without the predictions).
+LABEL_RULE = "named"
+
+
+def label_words(text: str) -> list[str]:
+    """Lower-cased words, punctuation dropped, underscores and inner hyphens kept ('not_entailment')."""
+    return re.findall(r"[a-z0-9_]+(?:['-][a-z0-9_]+)*", text.lower())
 
 
 def reference_label(reference: str) -> str:
-    """A one-word reference as the label answers are compared with: ' Yes' -> 'yes'."""
-    return reference.strip().lower()
+    """A one-word reference as the label answers are compared with: ' Yes.' -> 'yes'."""
+    words = label_words(reference)
+    return words[0] if words else reference.strip().lower()
 
 
-def label_exact(prediction: str, reference: str) -> float:
-    """1.0 when the answer's label (its first word) is the reference label (QQP's 'yes'/'no')."""
-    return float(predicted_label(prediction) == reference_label(reference))
+def named_label(prediction: str, labels: frozenset[str] | set[str]) -> str:
+    """The one label of the task's label set that the answer names as a word ('The sentiment of
+    this review is negative.' -> 'negative'); NO_LABEL when it names none, SEVERAL_LABELS when it
+    names more than one ('yes or no')."""
+    named = {word for word in label_words(prediction) if word in labels}
+    if len(named) > 1:
+        return SEVERAL_LABELS
+    return named.pop() if named else NO_LABEL
+
+
+def label_exact(prediction: str, reference: str, labels: frozenset[str] | set[str]) -> float:
+    """1.0 when the one label the answer names is the reference's."""
+    return float(named_label(prediction, labels) == reference_label(reference))
 
 
 @dataclass(frozen=True)

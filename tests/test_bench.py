@@ -169,10 +169,11 @@ def test_label_tasks_show_the_majority_floor_and_each_methods_top_answer() -> No
         return {"client": ["c00", "c00", "c01", "c01"], "id": ["a", "b", "c", "d"], "task": ["qqp"] * 4,
                 "rouge1": [float(a == l) for a, l in zip(answers, labels)],
                 "exact": [float(a == l) for a, l in zip(answers, labels)], "reference_words": [1] * 4,
-                "label": labels, "answer": answers}
+                "label": labels, "answer": answers, "label_rule": "named"}
 
-    constant, reader = scored(["no"] * 4), scored(["no", "yes", "yes", "no"])
-    older = {k: v for k, v in reader.items() if k != "answer"}  # samples stored before answers were kept
+    constant, reader = scored(["no"] * 4), scored(["no", "yes", "", "no"])
+    # samples stored before answers were kept, and before answers were read by the label they name
+    older = {k: v for k, v in reader.items() if k not in ("answer", "label_rule")}
     records = [_record("fedit", "dual", 0, 0.75), _record("fedit", "dual", 1, 0.25),
                _record("fedrouter", "dual", 0, 0.75), _record("local", "dual", 0, 0.5), _record("local", "dual", 1, 0.75)]
     for record in records:
@@ -186,13 +187,20 @@ def test_label_tasks_show_the_majority_floor_and_each_methods_top_answer() -> No
     # Each seed's model answers one label to everything, another one per seed: no pooling hides it.
     assert rows["fedit"]["label_answers"]["qqp"] == {
         "majority": "no", "majority_accuracy": 0.75,
-        "top_answers": [{"seed": 0, "answer": "no", "share": 1.0}, {"seed": 1, "answer": "yes", "share": 1.0}]}
+        "top_answers": [{"seed": 0, "answer": "no", "share": 1.0}, {"seed": 1, "answer": "yes", "share": 1.0}],
+        "scored_by": "named", "names_no_label": 0.0, "names_several": 0.0}
     assert rows["fedrouter"]["label_answers"]["qqp"]["top_answers"] == [{"seed": 0, "answer": "no", "share": 0.5}]
+    # one answer of client c01's two names no label: (0 + 1/2) / 2 over clients
+    assert rows["fedrouter"]["label_answers"]["qqp"]["names_no_label"] == 0.25
+    assert rows["local"]["label_answers"]["qqp"]["scored_by"] == "mixed"
+    assert "names_no_label" not in rows["local"]["label_answers"]["qqp"]
     # seed 0's samples predate answers: only seed 1's answers are shown
     assert rows["local"]["label_answers"]["qqp"]["top_answers"] == [{"seed": 1, "answer": "no", "share": 1.0}]
     text = markdown(result, [])
     assert_tables_well_formed(text)
-    assert "| s0 no 100%, s1 yes 100% |" in text and "| s0 no 50% |" in text and "| s1 no 100% |" in text
+    assert "| s0 no 100%, s1 yes 100%; names no label 0%, several 0% |" in text
+    assert "| s0 no 50%; names no label 25%, several 0% |" in text
+    assert "| s1 no 100% (answers read by two rules) |" in text
     assert "Always answering 'no' on qqp scores label accuracy 0.750" in text
 
 

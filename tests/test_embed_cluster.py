@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import FLAN_TASKS, SHARED_FLAN, needs_flan
 
-from fedrouter_cli.clustering import best_k, purity
+from fedrouter_cli.clustering import best_k, purity, stability_curve, stable_k
 from fedrouter_cli.config import build_config
 from fedrouter_cli.errors import FedrouterError, MissingInputError
 from fedrouter_cli.presets import resolve_config
@@ -22,8 +22,21 @@ from fedrouter_cli.vectors import read_embeddings
 def test_best_k_rule() -> None:
     assert best_k({2: 0.30, 3: 0.295, 4: 0.2}, tolerance=0.01) == 3   # largest K within tolerance
     assert best_k({2: 0.30, 3: 0.295, 4: 0.2}) == 2
-    assert best_k({2: 0.03, 3: 0.02}) == 1                           # nothing splits
+    assert best_k({2: 0.03, 3: 0.02}, threshold=0.05) == 1           # nothing splits
+    assert stable_k({2: 0.99, 3: 0.70, 4: 0.90, 5: 0.60}) == 4       # the largest stable K, not the most stable
+    assert stable_k({2: 0.40, 3: 0.30}) == 1                          # no split reproduces: one cluster
     assert purity(np.array([0, 0, 1, 1]), ["a", "a", "b", "a"]) == 0.75
+
+
+def test_stability_finds_real_splits_and_refuses_arbitrary_ones() -> None:
+    rng = np.random.default_rng(0)
+    two_tasks = np.concatenate([center + rng.normal(size=(60, 50)) for center in rng.normal(size=(2, 50)) * 3])
+    curve = stability_curve(two_tasks, 2, 8, seed=0)
+    assert curve[2] > 0.99 and max(curve[k] for k in range(3, 9)) < 0.75   # cutting a task in two does not reproduce
+    assert stable_k(curve) == 2
+    one_task = rng.normal(size=(150, 50))
+    assert max(stability_curve(one_task, 2, 8, seed=0).values()) < 0.3     # no split of one blob reproduces: K = 1
+    assert stable_k(stability_curve(one_task, 2, 8, seed=0)) == 1
 
 
 def test_stages_need_their_inputs(tmp_path: Path) -> None:

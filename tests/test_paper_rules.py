@@ -69,7 +69,7 @@ def test_auto_global_k_merges_one_tasks_sub_clusters() -> None:
 
     points = task_blobs()
     scores = silhouette_curve(points, 2, 8, seed=0)
-    assert best_k(scores, threshold=-1.0) == 8           # the silhouette argmax keeps the sub-clusters apart
+    assert best_k(scores) == 8           # the silhouette argmax keeps the sub-clusters apart
     assert best_global_k(scores) == 4                    # the server's rule: one cluster per task
     plain = silhouette_curve(task_blobs(subs=1, sub_sep=0.0, noise=0.05), 2, 8, seed=0)
     assert best_global_k(plain) == 4                     # and it does not merge real tasks
@@ -188,7 +188,7 @@ def test_n_clusters_tasks_is_the_tasks_a_client_holds() -> None:
         for client in range(8):
             held = tasks_held(config, tasks, client)
             assert held == expected
-            assert choose_k(points, config, f"c{client:02d}", held) == expected   # no silhouette
+            assert choose_k(points, config, f"c{client:02d}", held) == (expected, {})   # no stability scan
     assert build_config(Config(), {"train": {"global_clusters": "tasks"}}).train.global_clusters == "tasks"
 
 

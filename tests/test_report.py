@@ -41,6 +41,7 @@ def test_report_scores_labels_against_the_majority_floor_and_pairs_without_them(
     assert (answers["majority"], answers["majority_accuracy"]) == ("yes", 0.75)
     assert answers["top_answers"] == [{"seed": 0, "answer": "yes", "share": 1.0}]
     assert "summary" not in table["fedrouter"]["label_accuracy"]  # multi-word references are not labels
+    assert table["fedit"]["label_answers"]["qqp"]["names_no_label"] == 0.25  # 'maybe' names neither label
 
     paired = paired_rows(groups)
     gap = next(g for g in paired if (g["method"], g["against"]) == ("fedrouter/global", "fedit/global"))
@@ -52,6 +53,7 @@ def test_report_scores_labels_against_the_majority_floor_and_pairs_without_them(
     text = markdown(list(table.values()), paired)
     assert "Always answering 'yes' on qqp scores label accuracy 0.7500" in text
     assert "run 1: yes 100%" in text and "without qqp" in text
+    assert "| 25% / 0% |" in text
     # without the label task both differences are positive (0.3, 0.5): the interval excludes 0
     assert re.search(r"\| \+0\.4000 \[\+0\.\d{4}, \+0\.\d{4}\] \*\*yes\*\* \|", text)
 

@@ -12,12 +12,18 @@ import pytest
 from fedrouter_cli import stats
 
 
-def test_label_exact_reads_the_first_word() -> None:
-    assert stats.label_exact("Yes, they ask the same thing.", "yes") == 1.0
-    assert stats.label_exact("no", "yes") == 0.0
-    assert stats.label_exact("  NO.", "no") == 1.0
-    assert stats.label_exact("", "no") == 0.0
-    assert stats.label_exact("Maybe yes", "yes") == 0.0  # the label is the first word, not any word
+def test_a_label_answer_is_read_by_the_one_label_it_names() -> None:
+    yes_no = {"yes", "no"}
+    assert stats.label_exact("Yes, they ask the same thing.", "yes", yes_no) == 1.0
+    assert stats.label_exact("no", "yes", yes_no) == 0.0
+    assert stats.label_exact("  NO.", "no", yes_no) == 1.0
+    assert stats.label_exact("", "no", yes_no) == 0.0
+    # the label need not come first (the answer that scored 0.000 against a floor of 0.625)
+    assert stats.label_exact("The sentiment of this review is negative.", "negative", {"positive", "negative"}) == 1.0
+    assert stats.named_label("It is not clear.", yes_no) == stats.NO_LABEL   # 'not' is not 'no'
+    assert stats.named_label("Yes or no?", yes_no) == stats.SEVERAL_LABELS
+    assert stats.label_exact("Yes or no?", "yes", yes_no) == 0.0            # naming both is no answer
+    assert stats.named_label("not_entailment", {"entailment", "not_entailment"}) == "not_entailment"
 
 
 def test_bootstrap_interval_is_stratified_and_shrinks_with_more_samples() -> None:
@@ -86,7 +92,7 @@ def test_bench_samples_round_trip_and_pairing(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"client": ["c00", "c00", "c01"], "id": ["q1", "w1", "q2"], "task": ["qqp", "webnlg", "qqp"],
-                             "prediction": ["Yes.", "a tower", "yes"], "reference": ["yes", "the tall tower", "no"],
+                             "prediction": ["Surely yes.", "a tower", "yes"], "reference": ["yes", "the tall tower", "no"],
                              "rouge1": [1.0, 0.8, 0.0]}), predictions)
     scores = bench_stats.sample_scores(predictions)
     assert scores["exact"] == [1.0, 0.0, 0.0]

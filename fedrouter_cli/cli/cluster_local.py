@@ -32,8 +32,9 @@ def render_clusters(payload: dict[str, Any], console: Console) -> None:
 def cluster_local(run_dir: o.RunDirOpt = o.DEFAULT_RUN_DIR, *, shared: dict[str, Any]) -> None:
     """K-Means per client on its train embeddings; writes centroids and assignments, reports purity.
 
-    --n-clusters auto: the largest K within 0.01 of the best silhouette (K=1 when the best is
-    below 0.05). --n-clusters tasks: the paper's rule, K = the tasks the client holds in the
+    --n-clusters auto: the largest K whose clustering is stable on resamples of the client's rows
+    (mean adjusted Rand index >= 0.85 over 10 fits on 80% of them; K=1 when no split is).
+    --n-clusters tasks: the paper's rule, K = the tasks the client holds in the
     scenario (single 1, dual 2, all every task). Runs partition and embed first when needed.
     """
     force = shared["force"]

@@ -21,6 +21,8 @@ ReportOutOpt = Annotated[Path | None, typer.Option(
 
 
 def render_report(payload: dict[str, Any], console: Console) -> None:
+    from fedrouter_cli.stages.report import unmatched
+
     def fmt(entry: dict, metric: str) -> str:
         if entry[metric] is None:
             return "-"
@@ -31,11 +33,13 @@ def render_report(payload: dict[str, Any], console: Console) -> None:
     console.print(simple_table("Methods", ["method", "router", "test set", "seeds", "ROUGE-1", "ROUGE-2", "ROUGE-L",
                                            "routing acc.", "MB sent (up+down)"], rows))
     labels = [[e["name"], e["mode"], e["test_tasks"], task, f"{accuracy['mean']:.4f}",
-               f"{e['label_answers'][task].get('majority_accuracy', float('nan')):.4f}"]
+               f"{e['label_answers'][task].get('majority_accuracy', float('nan')):.4f}",
+               unmatched(e["label_answers"][task])]
               for e in payload["table"] for task, accuracy in e.get("label_accuracy", {}).items()]
     if labels:
-        console.print(simple_table("Label tasks (exact match)", ["method", "router", "test set", "task", "label acc.",
-                                                                 "always the majority label"], labels))
+        console.print(simple_table("Label tasks (the label the answer names)",
+                                   ["method", "router", "test set", "task", "label acc.", "always the majority label",
+                                    "names no label / several"], labels))
     console.print(f"Markdown: {payload['markdown_path']}\nJSON: {payload['json_path']}\nplot: {payload['plot_path']}",
                   highlight=False)
 

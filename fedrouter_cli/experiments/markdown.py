@@ -132,8 +132,14 @@ def _scenario_tables(result: dict[str, Any], scenarios: list[str]) -> list[str]:
 def _top_answer(row: dict[str, Any], task: str) -> str:
     """'s0 no 99%, s1 yes 90%': per seed, the method's most common answer on a label task and how
     often it gives it."""
-    top = ((row.get("label_answers") or {}).get(task) or {}).get("top_answers")
-    return ", ".join(f"s{a['seed']} {a['answer'] or '(none)'} {a['share']:.0%}" for a in top) if top else "–"
+    answers = (row.get("label_answers") or {}).get(task) or {}
+    top = answers.get("top_answers")
+    text = ", ".join(f"s{a['seed']} {a['answer'] or '(none)'} {a['share']:.0%}" for a in top) if top else "–"
+    if "names_no_label" in answers:
+        text += f"; names no label {answers['names_no_label']:.0%}, several {answers['names_several']:.0%}"
+    elif answers.get("scored_by") in ("first word", "mixed"):
+        text += f" (answers read by {'their first word' if answers['scored_by'] == 'first word' else 'two rules'})"
+    return text
 
 
 def _majority_lines(rows: dict[str, dict[str, Any]], labels: list[str]) -> list[str]:

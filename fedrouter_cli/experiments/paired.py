@@ -25,16 +25,26 @@ CHALLENGERS = ("fedrouter", "fedrouter-star")
 def sample_scores(predictions_path: Path) -> dict[str, list]:
     """One evaluation's per-sample scores from its predictions.parquet, column by column.
 
-    For one-word references (class labels) it also keeps the label and the answer's label, so the
-    tables can show how often a method gives one answer whatever the input; "" elsewhere."""
+    Tasks whose every reference is one word are label tasks (QQP's yes/no): their label set is the
+    references' labels, each answer is scored by the one label it names (stats.named_label), and
+    `label` and `answer` keep both, so the tables can show how often a method gives one answer
+    whatever the input, or names no label or several; "" on other tasks."""
     table = read_table(predictions_path).to_pydict()
     words = [len(r.split()) for r in table["reference"]]
+    one_word: dict[str, bool] = {}
+    for task, n in zip(table["task"], words):
+        one_word[task] = one_word.get(task, True) and n == 1
+    label_sets: dict[str, set[str]] = {}
+    for task, reference in zip(table["task"], table["reference"]):
+        if one_word[task]:
+            label_sets.setdefault(task, set()).add(stats.reference_label(reference))
+    labels = [stats.reference_label(r) if t in label_sets else "" for t, r in zip(table["task"], table["reference"])]
+    answers = [stats.named_label(p, label_sets[t]) if t in label_sets else ""
+               for t, p in zip(table["task"], table["prediction"])]
     return {"client": table["client"], "id": table["id"], "task": table["task"],
             "rouge1": [round(float(v), 5) for v in table["rouge1"]],
-            "exact": [stats.label_exact(p, r) for p, r in zip(table["prediction"], table["reference"])],
-            "reference_words": words,
-            "label": [stats.reference_label(r) if n == 1 else "" for r, n in zip(table["reference"], words)],
-            "answer": [stats.predicted_label(p) if n == 1 else "" for p, n in zip(table["prediction"], words)]}
+            "exact": [float(t in label_sets and a == lab) for t, a, lab in zip(table["task"], answers, labels)],
+            "reference_words": words, "label": labels, "answer": answers, "label_rule": stats.LABEL_RULE}
 
 
 def samples_path(out: Path, cell_name: str) -> Path:
@@ -126,6 +136,14 @@ def label_answers(records: list[dict[str, Any]], samples: list[dict[str, list]],
             top.append({"seed": seed, "answer": answer, "share": share})
     if top:
         out["top_answers"] = top
+    # how the answers were read: by the label they name (stats.named_label), or, in per-sample files
+    # older than that rule, by their first word; only the former can say how many named no label
+    rules = {s.get("label_rule", "first word") for s in samples}
+    out["scored_by"] = rules.pop() if len(rules) == 1 else "mixed"
+    if out["scored_by"] == stats.LABEL_RULE and (found := _task_values(records, samples, task, "answer")):
+        answers, strata = found
+        for key, marker in (("names_no_label", stats.NO_LABEL), ("names_several", stats.SEVERAL_LABELS)):
+            out[key] = round(stats.stratified_mean([float(a == marker) for a in answers], strata), 4)
     return out
 
 

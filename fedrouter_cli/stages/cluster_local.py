@@ -9,12 +9,11 @@ import numpy as np
 import pyarrow as pa
 
 from fedrouter_cli.clustering import (
-    K_TOLERANCE,
-    best_k,
     kmeans,
     majority,
     purity,
-    silhouette_curve,
+    stability_curve,
+    stable_k,
 )
 from fedrouter_cli.config import Config
 from fedrouter_cli.data.partition import client_tasks
@@ -94,24 +93,31 @@ def tasks_held(config: Config, federation_tasks: tuple[str, ...], index: int) ->
     return len(client_tasks(config.data.scenario, tuple(federation_tasks), config.data.clients, index))
 
 
-def choose_k(points: np.ndarray, config: Config, client: str, held: int | None = None) -> int:
-    """K of one client: --n-clusters N; 'tasks' = `held`, the tasks the client holds (the paper's
-    rule, no silhouette); 'auto' = silhouette (the largest K within K_TOLERANCE of the best)."""
+def choose_k(points: np.ndarray, config: Config, client: str, held: int | None = None
+             ) -> tuple[int, dict[int, float]]:
+    """K of one client, with the stability per K that chose it ('auto'; empty otherwise): --n-clusters N; 'tasks' = `held`, the tasks the client holds (the paper's
+    rule, no silhouette); 'auto' = the largest K whose clustering is stable on resamples of the
+    client's rows (clustering.STABILITY_THRESHOLD says why), 1 when no split is."""
     wanted = config.cluster.n_clusters
     if wanted == "tasks":
         if held is None:
             raise FedrouterError("--n-clusters tasks needs task labels, and these records have none; pass "
-                                 "--task-column, or --n-clusters auto (the silhouette rule, which needs none).")
-        return max(1, min(held, len(points)))
+                                 "--task-column, or --n-clusters auto (the stability rule, which needs none).")
+        return max(1, min(held, len(points))), {}
     if wanted == "auto":
-        scores = silhouette_curve(points, config.cluster.k_min, config.cluster.k_max, config.cluster.seed)
-        return best_k(scores, tolerance=K_TOLERANCE)
+        curve = stability_curve(points, config.cluster.k_min, config.cluster.k_max, config.cluster.seed)
+        return stable_k(curve), curve
     if wanted > len(points):
         raise FedrouterError(
             f"--n-clusters {wanted} is larger than client {client}'s {len(points)} train samples; "
             "pass a smaller K or 'auto'."
         )
-    return int(wanted)
+    return int(wanted), {}
+
+
+def stability_record(curve: dict[int, float]) -> dict:
+    """The automatic rule's stability per K, for the summary (says why a client got its K)."""
+    return {"stability": {str(k): round(v, 4) for k, v in curve.items()}} if curve else {}
 
 
 def run_cluster_local(config: Config, run: RunDir, force: bool = False, progress: Progress = no_progress
@@ -131,10 +137,10 @@ def run_cluster_local(config: Config, run: RunDir, force: bool = False, progress
         held = {c: len(set(data[c][1]) - {""}) or None for c in clients}
     else:
         held = {c: tasks_held(config, tuple(partition["tasks"]), i) for i, c in enumerate(clients)}
-    chosen = {}
+    chosen, curves = {}, {}
     for done, client in enumerate(clients):  # every client's K, and so every bad setting, before any write
         progress("cluster-local", done, len(clients))
-        chosen[client] = choose_k(data[client][2], config, client, held[client])
+        chosen[client], curves[client] = choose_k(data[client][2], config, client, held[client])
     report = []
     with staged_outputs(run, "cluster-local") as at:
         for client in clients:
@@ -143,7 +149,7 @@ def run_cluster_local(config: Config, run: RunDir, force: bool = False, progress
             write_table(at(run.centroids_file(client)), clusters.centroids_table())
             write_table(at(run.assignments_file(client)), clusters.assignments_table())
             report.append({"client": client, "k": len(clusters.centroids), "purity": clusters.purity,
-                           "sizes": clusters.sizes})
+                           "sizes": clusters.sizes, **stability_record(curves[client])})
         progress("cluster-local", len(clients), len(clients))
         seconds = time.perf_counter() - started
         purities = [r["purity"] for r in report if r["purity"] is not None]

@@ -30,7 +30,12 @@ from fedrouter_cli.rundir import (
     RunDir,
     client_name,
 )
-from fedrouter_cli.stages.cluster_local import choose_k, cluster_client, tasks_held
+from fedrouter_cli.stages.cluster_local import (
+    choose_k,
+    cluster_client,
+    stability_record,
+    tasks_held,
+)
 from fedrouter_cli.stages.common import Progress, no_progress
 from fedrouter_cli.stages.embed import embed_unique
 from fedrouter_cli.stages.partition import rows_table, run_partition
@@ -76,7 +81,8 @@ def prepare_node(config: Config, client: int, dest: Path, progress: Progress = n
     points = vectors_of(train)
     tasks = train.column("task").to_pylist()
     ids = train.column("id").to_pylist()
-    clusters = cluster_client(ids, tasks, points, choose_k(points, config, name, held), config.cluster.seed)
+    k, curve = choose_k(points, config, name, held)
+    clusters = cluster_client(ids, tasks, points, k, config.cluster.seed)
     # file by file (each atomic), so state the node keeps between rounds (its state/) survives
     node = NodeDir(dest)
     write_table(node.rows_file("train"), train)
@@ -88,7 +94,7 @@ def prepare_node(config: Config, client: int, dest: Path, progress: Progress = n
         write_table(node.embeddings_file(split), embeddings_table(table.column("id").to_pylist(), vectors_of(table)))
     return {"client": name, "node_dir": str(dest), "rows": len(texts), "test_rows": tests["test"].num_rows,
             "k": len(clusters.centroids), "sizes": clusters.sizes,
-            "purity": clusters.purity,
+            "purity": clusters.purity, **stability_record(curve),
             "warnings": warnings, "seconds": round(time.perf_counter() - started, 3)}
 
 

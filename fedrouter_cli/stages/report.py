@@ -220,22 +220,30 @@ def markdown(table: list[dict[str, Any]], paired: list[dict[str, Any]] = ()) -> 
     return "\n".join(lines) + "\n"
 
 
+def unmatched(answers: dict[str, Any]) -> str:
+    """'3% / 0%': the share of answers naming no label and several ('–' for first-word scores)."""
+    if "names_no_label" not in answers:
+        return "–"
+    return f"{answers['names_no_label']:.0%} / {answers['names_several']:.0%}"
+
+
 def _label_lines(table: list[dict[str, Any]]) -> list[str]:
     """Label tasks (one-word references): each method's exact-match accuracy, its most common
     answer per run, and the floor of always answering the majority label."""
     rows = [(e, t) for e in table for t in e.get("label_accuracy", {})]
     if not rows:
         return []
-    lines = ["", "Label tasks, scored by exact match of the answer's first word with the label:", "",
-             "| method | router | test set | task | label acc. | 95% interval | most common answer per run |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["", "Label tasks (every reference one word), scored by the one label of the task's label set that "
+             "the answer names; an answer naming none or several is wrong:", "",
+             "| method | router | test set | task | label acc. | 95% interval | most common answer per run | "
+             "names no label / several |", "|---|---|---|---|---|---|---|---|"]
     floors: dict[tuple[str, str], dict[str, Any]] = {}  # per test set and task; the most runs have the most samples
     for e, t in rows:
         accuracy, answers = e["label_accuracy"][t], e["label_answers"].get(t, {})
         top = ", ".join(f"run {a['seed'] + 1}: {a['answer'] or '(none)'} {a['share']:.0%}"
                         for a in answers.get("top_answers", [])) or "–"
         lines.append(f"| {e.get('name', e['method'])} | {e['mode']} | {e['test_tasks']} | {t} | {accuracy['mean']:.4f} | "
-                     f"[{accuracy['low']:.4f}, {accuracy['high']:.4f}] | {top} |")
+                     f"[{accuracy['low']:.4f}, {accuracy['high']:.4f}] | {top} | {unmatched(answers)} |")
         if "majority" in answers and e["seeds"] >= floors.get((e["test_tasks"], t), {}).get("seeds", 0):
             floors[(e["test_tasks"], t)] = {"seeds": e["seeds"], **answers}
     for (test_tasks, t), floor in sorted(floors.items()):

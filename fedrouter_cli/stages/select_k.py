@@ -64,7 +64,7 @@ def run_select_k(config: Config, run: RunDir, level: str, force: bool = False,
         return hit
     started = time.perf_counter()
     curves = _curves(config, run, level, progress)
-    best = {name: best_k(scores, threshold=-1.0) for name, scores in curves.items() if scores}
+    best = {name: best_k(scores) for name, scores in curves.items() if scores}
     if not best:
         raise FedrouterError("Too few points to score any K; lower --k-min/--k-max or use more samples.")
     ks = sorted({k for scores in curves.values() for k in scores})
