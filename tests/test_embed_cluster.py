@@ -34,6 +34,12 @@ def test_stability_finds_real_splits_and_refuses_arbitrary_ones() -> None:
     curve = stability_curve(two_tasks, 2, 8, seed=0)
     assert curve[2] > 0.99 and max(curve[k] for k in range(3, 9)) < 0.75   # cutting a task in two does not reproduce
     assert stable_k(curve) == 2
+    # scanned from k-max down and stopped at the first stable K: the same K, the same scores
+    stopped = stability_curve(two_tasks, 2, 8, seed=0, stop_at=0.85)
+    assert sorted(stopped) == list(range(2, 9)) and stopped == curve
+    three_tasks = np.concatenate([center + rng.normal(size=(40, 50)) for center in rng.normal(size=(3, 50)) * 3])
+    full, short = stability_curve(three_tasks, 2, 8, seed=0), stability_curve(three_tasks, 2, 8, seed=0, stop_at=0.85)
+    assert stable_k(short) == stable_k(full) == 3 and min(short) == 3 and all(short[k] == full[k] for k in short)
     one_task = rng.normal(size=(150, 50))
     assert max(stability_curve(one_task, 2, 8, seed=0).values()) < 0.3     # no split of one blob reproduces: K = 1
     assert stable_k(stability_curve(one_task, 2, 8, seed=0)) == 1

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from fedrouter_cli.clustering import (
+    STABILITY_THRESHOLD,
     kmeans,
     majority,
     purity,
@@ -105,7 +106,8 @@ def choose_k(points: np.ndarray, config: Config, client: str, held: int | None =
                                  "--task-column, or --n-clusters auto (the stability rule, which needs none).")
         return max(1, min(held, len(points))), {}
     if wanted == "auto":
-        curve = stability_curve(points, config.cluster.k_min, config.cluster.k_max, config.cluster.seed)
+        curve = stability_curve(points, config.cluster.k_min, config.cluster.k_max, config.cluster.seed,
+                                stop_at=STABILITY_THRESHOLD)
         return stable_k(curve), curve
     if wanted > len(points):
         raise FedrouterError(
@@ -116,7 +118,8 @@ def choose_k(points: np.ndarray, config: Config, client: str, held: int | None =
 
 
 def stability_record(curve: dict[int, float]) -> dict:
-    """The automatic rule's stability per K, for the summary (says why a client got its K)."""
+    """The automatic rule's stability per K it scanned, from k-max down to the K it took (says why a
+    client got its K)."""
     return {"stability": {str(k): round(v, 4) for k, v in curve.items()}} if curve else {}
 
 
