@@ -45,6 +45,23 @@ def test_stability_finds_real_splits_and_refuses_arbitrary_ones() -> None:
     assert stable_k(stability_curve(one_task, 2, 8, seed=0)) == 1
 
 
+def test_cluster_local_shows_how_firmly_the_automatic_rule_found_each_k() -> None:
+    from rich.console import Console
+
+    from fedrouter_cli.cli.cluster_local import render_clusters
+
+    clients = [{"client": "c00", "k": 2, "purity": 1.0, "sizes": [5, 5], "stability": {"2": 0.97, "3": 0.61}},
+               {"client": "c01", "k": 1, "purity": 1.0, "sizes": [10], "stability": {"2": 0.4, "3": 0.55}}]
+    console = Console(record=True, width=160)
+    render_clusters({"cache_hit": False, "seconds": 1.0, "purity": 1.0, "clients": clients}, console)
+    text = console.export_text()
+    assert "stability at K (next K)" in text and "0.97 (0.61)" in text and "no split (best 0.55)" in text
+    console = Console(record=True, width=160)  # a fixed K scans nothing: no column
+    render_clusters({"cache_hit": False, "seconds": 1.0, "purity": 1.0,
+                     "clients": [{k: v for k, v in c.items() if k != "stability"} for c in clients]}, console)
+    assert "stability" not in console.export_text()
+
+
 def test_stages_need_their_inputs(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     config = resolve_config(run.config_path, "smoke", {})

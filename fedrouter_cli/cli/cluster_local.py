@@ -22,7 +22,17 @@ def render_clusters(payload: dict[str, Any], console: Console) -> None:
         return
     console.print(stage_line(StageResult("cluster-local", payload["cache_hit"], payload["seconds"])))
     rows = [[c["client"], c["k"], c["purity"], " ".join(map(str, c["sizes"]))] for c in payload["clients"]]
-    console.print(simple_table("Local clusters", ["client", "K", "purity", "sizes"], rows))
+    columns = ["client", "K", "purity", "sizes"]
+    if any("stability" in c for c in payload["clients"]):  # --n-clusters auto: how firmly each K was found
+        columns.append("stability at K (next K)")
+        for row, c in zip(rows, payload["clients"]):
+            curve = c.get("stability", {})
+            at, above = curve.get(str(c["k"])), curve.get(str(c["k"] + 1))
+            if at is None:  # K = 1 (no split reproduces) or a K not chosen by the rule
+                row.append(f"no split (best {max(curve.values()):.2f})" if c["k"] == 1 and curve else "–")
+            else:
+                row.append(f"{at:.2f}" + ("" if above is None else f" ({above:.2f})"))
+    console.print(simple_table("Local clusters", columns, rows))
     if payload["purity"] is not None:  # None: the records have no task labels
         console.print(f"mean purity: [bold]{payload['purity']:.4f}[/bold]")
     show_warnings(console, payload.get("warnings", []))
