@@ -70,7 +70,7 @@ def parse_k(option: str, value: str | int) -> str | int:
 
     'tasks' is the paper's rule: as many global clusters as tasks in the federation (section 3.2),
     and as many local clusters as tasks the client holds in the scenario, with no silhouette
-    (single 1, dual 2, all every task; section 4.6). 'auto' is this tool's silhouette rule."""
+    (single 1, dual 2, all every task; section 4.6). 'auto' is this tool's: stability locally, silhouette on the server."""
     if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
         number = int(value)
         if number < 1:

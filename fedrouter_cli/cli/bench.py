@@ -25,7 +25,7 @@ AblationClientsOpt = Annotated[str, typer.Option(
     "--ablation-clients", help="Client counts for FedRouter's single-scenario ablation; 'none' to skip.")]
 KRuleOpt = Annotated[str, typer.Option(
     "--k-rule", help="FedRouter's K rule in the main table: 'tasks' (the paper's: global K = the number of tasks, "
-                     "local K = the tasks a client holds) or 'auto' (this tool's silhouette rules).")]
+                     "local K = the tasks a client holds) or 'auto' (this tool's rules: stability locally, silhouette on the server).")]
 ScheduleScenariosOpt = Annotated[str, typer.Option(
     "--schedule-scenarios", help="Scenarios of the ablation row with FedRouter's staggered round-robin (every seed); "
                                  "'none' to skip.")]

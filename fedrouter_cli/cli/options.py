@@ -98,9 +98,9 @@ EmbedBatchOpt = Annotated[Optional[int], typer.Option(
 # cluster
 NClustersOpt = Annotated[Optional[str], typer.Option(
     "--n-clusters", help="Local clusters per client: a number; 'tasks' (the paper's rule: the tasks the client holds in the scenario, "
-            "single 1 / dual 2 / all every task, no silhouette); or 'auto' (silhouette over k-min..k-max; K=1 if nothing splits).")]
-KMinOpt = Annotated[Optional[int], typer.Option("--k-min", help=f"Smallest K tried by silhouette (default: {default('cluster', 'k_min')}).")]
-KMaxOpt = Annotated[Optional[int], typer.Option("--k-max", help=f"Largest K tried by silhouette (default: {default('cluster', 'k_max')}).")]
+            "single 1 / dual 2 / all every task, no silhouette); or 'auto' (the largest K in k-min..k-max whose clustering is stable on resamples of the client's rows; K=1 if none is).")]
+KMinOpt = Annotated[Optional[int], typer.Option("--k-min", help=f"Smallest K tried by the automatic rules and select-k (default: {default('cluster', 'k_min')}).")]
+KMaxOpt = Annotated[Optional[int], typer.Option("--k-max", help=f"Largest K tried by the automatic rules and select-k (default: {default('cluster', 'k_max')}).")]
 
 
 def split_tasks(tasks: str | None) -> tuple[str, ...] | None:
