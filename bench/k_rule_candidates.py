@@ -3,8 +3,9 @@
 The automatic rules have two halves: locally, the largest K whose K-Means clustering is stable on
 resamples of the client's rows ('stability', clustering.STABILITY_THRESHOLD, 0.85; 'stability:0.9'
 another threshold), or the silhouette rule it replaced (a number: the largest K whose silhouette is
-within that absolute tolerance of the client's best, K = 1 when no K reaches 0.05); on the server, the smallest K whose size-weighted silhouette is within a relative tolerance of the
-best (GLOBAL_K_TOLERANCE, 0.12) or the curve's knee if earlier (GLOBAL_K_KNEE, 1/3). This script
+within that absolute tolerance of the client's best, K = 1 when no K reaches 0.05); on the
+server, the smallest K whose size-weighted silhouette is within a relative tolerance of the best
+(GLOBAL_K_TOLERANCE, 0.12) or the curve's knee if earlier (GLOBAL_K_KNEE, 1/3). This script
 scores each pair of a local and a global variant on each set and scenario the way bench/k_rules.py
 does (8 clients, cpu preset sizes, 100 test samples a client, minilm+chars, no training): local
 and global K, local purity, and routing accuracy in local and global mode, whose goal is >= 0.99
@@ -173,10 +174,11 @@ def markdown(rows: list[dict]) -> str:
         fails = [f"{r['set']}/{r['scenario']}: K={r['global_k']}, {min(r['routing_local'], r['routing_global']):.3f}"
                  for r in group if min(r["routing_local"], r["routing_global"]) < 0.99]
         out.append(f"| {local} | {rule} | {len(group)} | {worst:.3f} | {'; '.join(fails) or '-'} |")
-    out += ["", "| set | chose or checked the rule | scenario | local rule | global rule | local K | local purity | global K | routing (local) | "
-            "routing (global) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out += ["", "| set | chose or checked the rule | scenario | local rule | global rule | local K | local purity | "
+            "global K | routing (local) | routing (global) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['set']} | {r.get('role', '')} | {r['scenario']} | {r['local']} | {r['global']} | {','.join(map(str, r['local_k']))} | "
+        out.append(f"| {r['set']} | {r.get('role', '')} | {r['scenario']} | {r['local']} | {r['global']} | "
+                   f"{','.join(map(str, r['local_k']))} | "
                    f"{r['local_purity']:.3f} | {r['global_k']} | {r['routing_local']:.3f} | {r['routing_global']:.3f} |")
     return "\n".join(out) + "\n"
 

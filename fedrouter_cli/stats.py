@@ -50,11 +50,6 @@ def named_label(prediction: str, labels: frozenset[str] | set[str]) -> str:
     return named.pop() if named else NO_LABEL
 
 
-def label_exact(prediction: str, reference: str, labels: frozenset[str] | set[str]) -> float:
-    """1.0 when the one label the answer names is the reference's."""
-    return float(named_label(prediction, labels) == reference_label(reference))
-
-
 @dataclass(frozen=True)
 class Interval:
     mean: float

@@ -31,13 +31,11 @@ def sample_scores(predictions_path: Path) -> dict[str, list]:
     whatever the input, or names no label or several; "" on other tasks."""
     table = read_table(predictions_path).to_pydict()
     words = [len(r.split()) for r in table["reference"]]
-    one_word: dict[str, bool] = {}
-    for task, n in zip(table["task"], words):
-        one_word[task] = one_word.get(task, True) and n == 1
-    label_sets: dict[str, set[str]] = {}
+    label_sets: dict[str, set[str]] = {
+        t: set() for t in label_tasks([{"task": table["task"], "reference_words": words}])}
     for task, reference in zip(table["task"], table["reference"]):
-        if one_word[task]:
-            label_sets.setdefault(task, set()).add(stats.reference_label(reference))
+        if task in label_sets:
+            label_sets[task].add(stats.reference_label(reference))
     labels = [stats.reference_label(r) if t in label_sets else "" for t, r in zip(table["task"], table["reference"])]
     answers = [stats.named_label(p, label_sets[t]) if t in label_sets else ""
                for t, p in zip(table["task"], table["prediction"])]

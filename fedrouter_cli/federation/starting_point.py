@@ -85,8 +85,9 @@ def _source_files(path: Path) -> list[Path]:
     if (path / EXPORT_ROUTER).is_file():
         return sorted((path / "adapters").glob("*/adapter_model.safetensors")) + [path / "router" / "centroids.parquet"]
     files: list[Path] = []
+    run = RunDir(path)
     for alg, last in _saved_algorithms(path).items():
-        out = RunDir(path).federation(alg)
+        out = run.federation(alg)
         files += [out.state_file(last)] + sorted(out.adapters_dir(last).glob("*/adapter_model.safetensors"))
     return files
 

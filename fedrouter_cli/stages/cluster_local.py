@@ -96,9 +96,10 @@ def tasks_held(config: Config, federation_tasks: tuple[str, ...], index: int) ->
 
 def choose_k(points: np.ndarray, config: Config, client: str, held: int | None = None
              ) -> tuple[int, dict[int, float]]:
-    """K of one client, with the stability per K that chose it ('auto'; empty otherwise): --n-clusters N; 'tasks' = `held`, the tasks the client holds (the paper's
-    rule, no silhouette); 'auto' = the largest K whose clustering is stable on resamples of the
-    client's rows (clustering.STABILITY_THRESHOLD says why), 1 when no split is."""
+    """K of one client, with the stability per K that chose it ('auto'; empty otherwise):
+    --n-clusters N; 'tasks' = `held`, the tasks the client holds (the paper's rule, no scan);
+    'auto' = the largest K whose clustering is stable on resamples of the client's rows
+    (clustering.STABILITY_THRESHOLD says why), 1 when no split is."""
     wanted = config.cluster.n_clusters
     if wanted == "tasks":
         if held is None:
