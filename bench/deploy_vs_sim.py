@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from _common import write_result  # noqa: E402
 from federation_harness import CLIENTS, Federation  # noqa: E402
 
-from fedrouter_cli.config import build_config, load_config, save_config  # noqa: E402
+from fedrouter_cli.config_file import build_config, load_config, save_config
 from fedrouter_cli.presets import resolve_config
 from fedrouter_cli.rundir import RunDir  # noqa: E402
 from fedrouter_cli.stages.pipeline import prepare  # noqa: E402

@@ -125,7 +125,8 @@ def measure(config, run, rule: str) -> dict:
 def embedded_runs(set_names, scenarios, embedders, **data):
     """For each task set, scenario and embedder: a partitioned, embedded temporary run dir on the cpu
     preset's sizes, as (set, scenario, embedder, config, run, embed seconds, embed summary)."""
-    from fedrouter_cli.config import Config, build_config
+    from fedrouter_cli.config import Config
+    from fedrouter_cli.config_file import build_config
     from fedrouter_cli.presets import PRESETS
     from fedrouter_cli.rundir import RunDir
     from fedrouter_cli.stages.embed import run_embed

@@ -19,14 +19,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from fedrouter_cli.config import (
-    SECTIONS,
-    Config,
-    _fail,
-    _toml_ready,
-    build_config,
-    load_config,
-)
+from fedrouter_cli.config import SECTIONS, Config, _fail
+from fedrouter_cli.config_file import build_config, load_config, toml_ready
 from fedrouter_cli.errors import FedrouterError
 
 # Presets: groups of settings sized for a machine. paper = the paper's settings (GPU users);
@@ -141,7 +135,7 @@ def save_typed(config_path: Path, overrides: dict[str, dict[str, Any]]) -> None:
     from fedrouter_cli.files import atomic_path
 
     with atomic_path(typed_path(config_path)) as tmp:
-        tmp.write_text(tomli_w.dumps(_toml_ready(merged_typed(typed_so_far(config_path), overrides))))
+        tmp.write_text(tomli_w.dumps(toml_ready(merged_typed(typed_so_far(config_path), overrides))))
 
 
 def changed_settings(before: Config, after: Config) -> list[tuple[str, str, Any, Any]]:

@@ -65,7 +65,7 @@ def inprocess(monkeypatch):
 def smoke_data(tmp_path_factory, tiny_model: str) -> Path:
     """A run dir with the data stages done on the smoke preset (synthetic data, MiniLM), whose
     base model is the tiny one."""
-    from fedrouter_cli.config import save_config
+    from fedrouter_cli.config_file import save_config
     from fedrouter_cli.presets import resolve_config
     from fedrouter_cli.rundir import RunDir
     from fedrouter_cli.stages.pipeline import prepare

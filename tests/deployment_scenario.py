@@ -32,7 +32,7 @@ from federation_harness import (
 )
 from own_data import write_node_file
 
-from fedrouter_cli.config import save_config
+from fedrouter_cli.config_file import save_config
 from fedrouter_cli.presets import resolve_config
 from fedrouter_cli.rundir import RunDir
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from test_paper_rules import make_fedrouter
 
-from fedrouter_cli.config import Config, build_config
+from fedrouter_cli.config import Config
+from fedrouter_cli.config_file import build_config
 
 
 def test_shared_init_starts_every_global_adapter_alike(tmp_path: Path) -> None:

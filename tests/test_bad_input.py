@@ -106,7 +106,7 @@ def _other_model(tmp: Path) -> None:
 def _finished_simulation(run_dir: Path) -> None:
     """What `simulate --alg fedrouter` leaves for generate/export/evaluate to check before they load
     a model: its manifest (this config's fingerprint) and the last round's state and adapters folder."""
-    from fedrouter_cli.config import load_config
+    from fedrouter_cli.config_file import load_config
     from fedrouter_cli.fingerprints import simulate_fingerprint
     from fedrouter_cli.stages.cluster_local import read_centroids
     from fedrouter_cli.stages.common import manifest

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from test_bench import _record
 
-from fedrouter_cli.config import Config, build_config
+from fedrouter_cli.config import Config
+from fedrouter_cli.config_file import build_config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.experiments.matrix import (
     BenchPlan,

@@ -196,7 +196,7 @@ def test_version_json_errors_and_a_run_dir_in_use(tmp_path: Path) -> None:
 def test_a_new_run_dir_without_a_preset_gets_the_machines_sizes(tmp_path: Path) -> None:
     """Not the paper's 600/300 samples per client and 25 x 10 steps at length 1024 on a laptop:
     the cpu preset without a GPU (the paper's with one), as `run` picks its own."""
-    from fedrouter_cli.config import load_config
+    from fedrouter_cli.config_file import load_config
     from fedrouter_cli.presets import PRESETS, machine_preset
 
     assert invoke("partition", "--run-dir", str(tmp_path / "r"), "--scenario", "single").returncode == 0

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from fedrouter_cli.config import Config, build_config, load_config, save_config
+from fedrouter_cli.config import Config
+from fedrouter_cli.config_file import build_config, load_config, save_config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.presets import resolve_config
 

@@ -21,7 +21,7 @@ import pytest
 from deployment_scenario import FAULT_ROUND_TIMEOUT, ROUNDS, STRANGER, VICTIM
 from federation_harness import CLIENTS
 
-from fedrouter_cli.config import build_config, load_config, save_config
+from fedrouter_cli.config_file import build_config, load_config, save_config
 from fedrouter_cli.presets import resolve_config
 from fedrouter_cli.rundir import RunDir, client_name
 from fedrouter_cli.stages.cluster_local import read_centroids

@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fedrouter_cli.config import Config, build_config, load_config, save_config
+from fedrouter_cli.config import Config
+from fedrouter_cli.config_file import build_config, load_config, save_config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.model.device import (
     CPU,

@@ -8,7 +8,7 @@ import pytest
 from conftest import FLAN_TASKS, SHARED_FLAN, needs_flan
 
 from fedrouter_cli.clustering import best_k, purity, stability_curve, stable_k
-from fedrouter_cli.config import build_config
+from fedrouter_cli.config_file import build_config
 from fedrouter_cli.errors import FedrouterError, MissingInputError
 from fedrouter_cli.presets import resolve_config
 from fedrouter_cli.rundir import RunDir

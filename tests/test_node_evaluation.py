@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_baselines import BASELINES
 
-from fedrouter_cli.config import build_config
+from fedrouter_cli.config_file import build_config
 from fedrouter_cli.metrics import ROUGE_KEYS
 from fedrouter_cli.rundir import NodeDir, client_name
 from fedrouter_cli.stages.evaluate import run_evaluate

@@ -67,7 +67,7 @@ def test_a_server_without_data_records_settings_and_refuses_what_needs_rows(tmp_
         message = _refused(*command, "--run-dir", str(server))
         assert "lives on its nodes" in message and "fedrouter deploy submit" in message, message
     assert sorted(p.relative_to(server) for p in server.rglob("*")) == before
-    from fedrouter_cli.config import build_config, load_config
+    from fedrouter_cli.config_file import build_config, load_config
     from fedrouter_cli.errors import FedrouterError
     from fedrouter_cli.stages.evaluate import run_evaluate
 

@@ -177,7 +177,8 @@ def test_global_clusters_tasks_is_the_number_of_tasks(tmp_path: Path) -> None:
 
 
 def test_n_clusters_tasks_is_the_tasks_a_client_holds() -> None:
-    from fedrouter_cli.config import Config, build_config
+    from fedrouter_cli.config import Config
+    from fedrouter_cli.config_file import build_config
     from fedrouter_cli.stages.cluster_local import choose_k, tasks_held
 
     tasks = ("qqp", "webnlg", "samsum", "gigaword")
@@ -196,7 +197,8 @@ def test_only_fedrouter_fingerprints_carry_the_global_rule_version(monkeypatch: 
     """A new version of FedRouter's automatic global K reruns FedRouter's auto runs, and nothing
     else: the baselines never run that rule, so their bench cells stay carried over."""
     from fedrouter_cli import fingerprints
-    from fedrouter_cli.config import Config, build_config
+    from fedrouter_cli.config import Config
+    from fedrouter_cli.config_file import build_config
 
     configs = {alg: build_config(Config(), {"train": {"alg": alg, "global_clusters": "auto"}})
                for alg in ("fedrouter", "fedit", "fedcluster", "feddpa")}
@@ -259,7 +261,8 @@ def test_all_scenario_trains_every_adapter_every_round(tmp_path: Path) -> None:
 
 
 def test_the_schedule_reaches_only_fedrouters_standard_runs() -> None:
-    from fedrouter_cli.config import Config, build_config
+    from fedrouter_cli.config import Config
+    from fedrouter_cli.config_file import build_config
     from fedrouter_cli.federation.strategies.base import AdapterStrategy
     from fedrouter_cli.federation.strategies.fedrouter import FedRouter
     from fedrouter_cli.fingerprints import simulate_fingerprint
@@ -311,7 +314,8 @@ def test_jobs_travel_with_their_clusters_and_select_rows(tmp_path: Path) -> None
 # -- no adapter trained only at a vanishing learning rate -----------------------------------------
 
 def test_lr_schedule_has_a_floor(tmp_path: Path) -> None:
-    from fedrouter_cli.config import Config, build_config
+    from fedrouter_cli.config import Config
+    from fedrouter_cli.config_file import build_config
     from fedrouter_cli.errors import FedrouterError
     from fedrouter_cli.presets import PRESETS
 
@@ -331,7 +335,8 @@ def test_lr_schedule_has_a_floor(tmp_path: Path) -> None:
 def test_cpu_preset_trains_every_adapter_at_a_meaningful_rate(tmp_path: Path, scenario: str, variant: str) -> None:
     """The paper's four tasks on the cpu preset and the paper's K rule: every (client, adapter)
     pair with data gets at least one round at >= 25% of the peak rate."""
-    from fedrouter_cli.config import Config, build_config
+    from fedrouter_cli.config import Config
+    from fedrouter_cli.config_file import build_config
     from fedrouter_cli.data.partition import client_tasks
     from fedrouter_cli.federation.rounds import FederationJob
     from fedrouter_cli.federation.strategies.fedrouter import FedRouter

@@ -5,7 +5,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from fedrouter_cli.config import Config, build_config
+from fedrouter_cli.config import Config
+from fedrouter_cli.config_file import build_config
 from fedrouter_cli.data.partition import client_tasks
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.rundir import RunDir

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrouter_cli.config import Config, PrivacyConfig, build_config
+from fedrouter_cli.config import Config, PrivacyConfig
+from fedrouter_cli.config_file import build_config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.federation.engine import check_privacy
 from fedrouter_cli.federation.privacy import (

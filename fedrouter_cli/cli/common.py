@@ -28,7 +28,8 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperGroup
 
-from fedrouter_cli.config import Config, load_config, save_config
+from fedrouter_cli.config import Config
+from fedrouter_cli.config_file import load_config, save_config
 from fedrouter_cli.errors import FederationStopped, FedrouterError
 from fedrouter_cli.presets import changed_settings, resolve_config, save_typed
 from fedrouter_cli.rundir import RunDir
@@ -214,10 +215,10 @@ def render_settings(payload: dict[str, Any], console: Console) -> None:
     """--dry-run: the settings as config.toml would hold them."""
     import tomli_w
 
-    from fedrouter_cli.config import _toml_ready
+    from fedrouter_cli.config_file import toml_ready
 
     console.print(f"# the settings for {payload['run_dir']} (--dry-run: nothing was run or saved)", highlight=False)
-    console.print(escape(tomli_w.dumps(_toml_ready(payload["settings"]))), highlight=False)
+    console.print(escape(tomli_w.dumps(toml_ready(payload["settings"]))), highlight=False)
 
 
 def fail(message: str, exit_code: int, json_out: bool, label: str = "Error", plain: bool = False) -> None:

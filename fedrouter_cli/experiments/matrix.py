@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from fedrouter_cli.algorithms import BENCH_METHODS
-from fedrouter_cli.config import SCENARIOS, Config, build_config, save_config
+from fedrouter_cli.config import SCENARIOS, Config
+from fedrouter_cli.config_file import build_config, save_config
 from fedrouter_cli.errors import BenchStopped, FedrouterError
 from fedrouter_cli.rundir import BenchDir, RunDir
 from fedrouter_cli.stages.common import Progress, no_progress

@@ -14,7 +14,8 @@ from typing import Any
 
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-from fedrouter_cli.config import Config, build_config, config_toml
+from fedrouter_cli.config import Config
+from fedrouter_cli.config_file import build_config, config_toml
 from fedrouter_cli.evaluation import SUM_KEYS
 from fedrouter_cli.federation.wire import from_record, to_record
 from fedrouter_cli.model.lora import Adapter

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from fedrouter_cli.config import load_config
+from fedrouter_cli.config_file import load_config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.experiments import paired as bench_stats
 from fedrouter_cli.experiments.markdown import floor_sentence, gap_cell, per_seed_cell

@@ -25,7 +25,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedrouter_cli.config import load_config
+from fedrouter_cli.config_file import load_config
 from fedrouter_cli.errors import FedrouterError
 from fedrouter_cli.federation.loop import run_rounds
 from fedrouter_cli.federation.rounds import FederationJob
