@@ -162,15 +162,59 @@ def smoke(smoke_data, tmp_path_factory):
 
 
 DEPLOYMENT_TEST = "test_deployment.py::test_deployment_federation_survives_node_and_server_crashes"
+# the xdist controller's deployment scenario (see pytest_configure)
+CONTROLLER_SCENARIO = pytest.StashKey["DeploymentScenario"]()
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    """The deployment federation is mostly waiting (heartbeats, restarts, process start-ups). A serial
-    run starts it in the background at the session's start and runs its test last; with workers
-    (pytest -n 2) its test comes first, so one worker waits in it while the other runs the rest."""
+    """Slow tests first, so that under workers none is left running alone at the end; the
+    deployment test last: its federation runs in the background from the session's start (in this
+    process when serial, in the xdist controller under workers), and the test only checks what it saw."""
     deployment = [item for item in items if item.nodeid.endswith(DEPLOYMENT_TEST)]
-    others = [item for item in items if item not in deployment]
-    items[:] = deployment + others if WORKER else others + deployment
+    rest = [item for item in items if item not in deployment]
+    slow = [item for item in rest if item.get_closest_marker("slow")]
+    items[:] = slow + [item for item in rest if item not in slow] + deployment
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist the controller, which otherwise only waits for its workers, gets a folder
+    for the deployment scenario; it starts the scenario once a worker has collected its test."""
+    distributed = getattr(config.option, "dist", "no") != "no" and getattr(config.option, "tx", None)
+    if WORKER or not distributed or config.option.collectonly:
+        return
+    import tempfile
+
+    from deployment_scenario import DeploymentScenario
+
+    # one torch thread for each process the federation starts: two workers already share the cores
+    folder = Path(tempfile.mkdtemp(prefix="fedrouter-deployment-"))
+    config.stash[CONTROLLER_SCENARIO] = DeploymentScenario(folder, OMP_NUM_THREADS="1")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """The controller tells each worker where its scenario writes what it saw."""
+    scenario = node.config.stash.get(CONTROLLER_SCENARIO, None)
+    if scenario is not None:
+        node.workerinput["deployment_scenario"] = str(scenario.root)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    scenario = node.config.stash.get(CONTROLLER_SCENARIO, None)
+    if scenario is not None and not scenario.started and any(i.endswith(DEPLOYMENT_TEST) for i in ids):
+        scenario.start()
+
+
+def pytest_unconfigure(config) -> None:
+    """No Flower process outlives the session; the controller's folder stays only if its scenario
+    failed (the test's message names it)."""
+    scenario = config.stash.get(CONTROLLER_SCENARIO, None)
+    if scenario is None:
+        return
+    scenario.stop()
+    if not scenario.started or (scenario.join(60) and scenario.error is None):
+        shutil.rmtree(scenario.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -179,10 +223,6 @@ def deployment_in_background(request, tmp_path_factory):
     if WORKER or not any(item.nodeid.endswith(DEPLOYMENT_TEST) for item in request.session.items):
         yield None
         return
-    yield from _running_scenario(request, tmp_path_factory)
-
-
-def _running_scenario(request, tmp_path_factory):
     from deployment_scenario import DeploymentScenario
 
     scenario = DeploymentScenario(tmp_path_factory.mktemp("deployment"), request.getfixturevalue("tiny_model"))
@@ -194,12 +234,15 @@ def _running_scenario(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def deployment_scenario(deployment_in_background, request, tmp_path_factory):
-    """The running deployment federation: the background one, or (under workers) one started now."""
+def deployment_scenario(deployment_in_background, request):
+    """The running deployment federation: this process's, or the xdist controller's."""
     if deployment_in_background is not None:
-        yield deployment_in_background
-        return
-    yield from _running_scenario(request, tmp_path_factory)
+        return deployment_in_background
+    from deployment_scenario import ScenarioElsewhere
+
+    folder = getattr(request.config, "workerinput", {}).get("deployment_scenario")
+    assert folder, "under workers the controller runs the deployment scenario (conftest.pytest_configure)"
+    return ScenarioElsewhere(Path(folder))
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,22 @@ Most of the federation's wall time is waiting: for the SuperLink to notice a kil
 (Flower's heartbeats, ~30-60 s), for SuperNodes to reconnect to a restarted SuperLink, and for
 each message's ClientApp process to start. conftest.py starts this scenario when the session
 begins and runs the deployment test last, so the rest of the suite runs in those waits; the test
-then checks what the scenario recorded. Everything here runs in subprocesses (the stages through
-the `fedrouter` CLI), so the session's own torch settings are never touched from this thread.
+then checks what the scenario recorded. Under pytest-xdist the scenario runs in the controller,
+which otherwise only waits for its workers, so that no worker sits in those waits either; it writes
+what it saw to observed.json in its folder, where the worker that runs the test reads it
+(`ScenarioElsewhere`). Everything here runs in subprocesses (the stages through the `fedrouter`
+CLI), so the session's own torch settings are never touched from this thread.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -31,8 +36,10 @@ from federation_harness import (
     make_certificates,
 )
 from own_data import write_node_file
+from tiny_model import build_tiny_model
 
 from fedrouter_cli.config_file import save_config
+from fedrouter_cli.files import atomic_path
 from fedrouter_cli.presets import resolve_config
 from fedrouter_cli.rundir import RunDir
 
@@ -60,11 +67,24 @@ class Observed:
     link_log: str = ""
     stranger_log: str = ""
 
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "run": str(self.run.root)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Observed:
+        record = json.loads(text)
+        return cls(**{**record, "run": RunDir(Path(record["run"]))})
+
+
+OBSERVED = "observed.json"  # what the scenario saw, or the error that ended it
+
 
 class DeploymentScenario:
-    def __init__(self, root: Path, tiny_model: str) -> None:
+    """The scenario in a thread of this process; `tiny_model` is built in its folder when not given."""
+
+    def __init__(self, root: Path, tiny_model: str | None = None, **env: str) -> None:
         self.root, self.tiny_model = root, tiny_model
-        self.env = dict(os.environ)  # as the session started: no test's changes leak in
+        self.env = {**os.environ, **env}  # as the session started: no test's changes leak in
         self.observed = Observed(RunDir(root / "run"))
         self.error: BaseException | None = None
         self.federation: Federation | None = None
@@ -72,6 +92,15 @@ class DeploymentScenario:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the scenario's thread; whether it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def result(self, timeout: float) -> Observed:
         self._thread.join(timeout)
@@ -88,6 +117,8 @@ class DeploymentScenario:
 
     def _run(self) -> None:
         try:
+            if self.tiny_model is None:
+                self.tiny_model = str(build_tiny_model(self.root / "tiny-model"))
             self._scenario()
         except BaseException as exc:  # re-raised in the test by result()
             self.error = exc
@@ -98,6 +129,17 @@ class DeploymentScenario:
                 self.observed.link_log = link_log.read_text() if link_log.exists() else ""
                 self.federation.stop()
                 self.observed.survivors = self.federation.survivors()
+            self._publish()
+
+    def _publish(self) -> None:
+        """observed.json, for a test in another process; an error goes there as its traceback."""
+        if self.error is not None:
+            text = json.dumps({"error": "".join(traceback.format_exception(self.error)), "logs": self.observed.logs})
+        else:
+            text = self.observed.to_json()
+        with atomic_path(self.root / OBSERVED) as tmp:
+            tmp.write_text(text)
+
 
     def _scenario(self) -> None:
         started = time.monotonic()
@@ -166,6 +208,23 @@ class DeploymentScenario:
             done = subprocess.run([*FEDROUTER, "deploy", "node-key", "--node-dir", str(federation.node_dir(i))],
                                   env=self.env, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stderr[-2000:]
+
+
+class ScenarioElsewhere:
+    """The scenario another process of the session runs (the xdist controller): its observed.json."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def result(self, timeout: float) -> Observed:
+        path, deadline = self.root / OBSERVED, time.monotonic() + timeout
+        while not path.exists():
+            assert time.monotonic() < deadline, f"the deployment scenario in {self.root} did not end within {timeout:.0f}s"
+            time.sleep(1.0)
+        record = json.loads(path.read_text())
+        if "error" in record:
+            raise AssertionError(f"the deployment scenario failed:\n{record['error']}\n{record['logs']}")
+        return Observed.from_json(path.read_text())
 
 
 def _clientapp_pids(node: subprocess.Popen) -> set[int]:

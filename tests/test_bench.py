@@ -218,6 +218,7 @@ def assert_tables_well_formed(text: str) -> None:
         table = []
 
 
+@pytest.mark.slow
 def test_smoke_bench_end_to_end_and_resume(tmp_path: Path, tiny_model: str, inprocess) -> None:
     """The smoke preset through every part of the bench: simulations (Flower's engine, in-process
     backend, tiny model), evaluations on both test sets and per round, both ablations, tables and

@@ -104,6 +104,7 @@ def test_bad_partition_input(tmp_path: Path, case: str) -> None:
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_later_stages_report_missing_or_corrupt_inputs(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     missing = cli("evaluate", "--run-dir", str(run_dir))

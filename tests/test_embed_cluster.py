@@ -101,6 +101,7 @@ def test_unknown_model_leaves_run_dir_alone(smoke_copy: Path) -> None:
     assert sorted(p.relative_to(smoke_copy) for p in smoke_copy.rglob("*")) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario, true_k", [("dual", 2), ("all", 4)])
 def test_synthetic_clusters_are_tasks(tmp_path: Path, scenario: str, true_k: int) -> None:
     run = RunDir(tmp_path / "run")
@@ -113,6 +114,7 @@ def test_synthetic_clusters_are_tasks(tmp_path: Path, scenario: str, true_k: int
     assert global_k["best_k"] == 4 and global_k["server_k"] == 4   # the argmax and the server's rule
 
 
+@pytest.mark.slow
 @needs_flan()
 @pytest.mark.parametrize("scenario", ["dual", "all"])
 def test_flan_purity(tmp_path: Path, scenario: str) -> None:

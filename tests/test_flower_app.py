@@ -44,6 +44,7 @@ def test_a_simulated_node_finds_its_folder_through_the_run_config(tmp_path: Path
         node_folder({"partition-id": 0}, None, {"run-dir": ""})
 
 
+@pytest.mark.slow
 def test_flwr_run_on_a_local_simulation_trains_what_fedrouter_simulate_trains(smoke_data: Path,
                                                                               smoke_simulated, tmp_path: Path) -> None:
     """`flwr run .` from the repository, as a Flower user runs any app: Flower starts its own local

@@ -118,6 +118,7 @@ def _run_until_round(run_dir: Path, stop_after: int, extra: list[str]) -> str:
     return log.read_text()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted(smoke_simulated: tuple[Path, dict], smoke_data: Path,
                                                  tmp_path: Path, inprocess) -> None:
     """Killed (SIGKILL, the whole process group) after round 1 of a real `fedrouter simulate` on
