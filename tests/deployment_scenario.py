@@ -71,8 +71,7 @@ class Observed:
         return json.dumps({**asdict(self), "run": str(self.run.root)})
 
     @classmethod
-    def from_json(cls, text: str) -> Observed:
-        record = json.loads(text)
+    def from_record(cls, record: dict) -> Observed:
         return cls(**{**record, "run": RunDir(Path(record["run"]))})
 
 
@@ -139,7 +138,6 @@ class DeploymentScenario:
             text = self.observed.to_json()
         with atomic_path(self.root / OBSERVED) as tmp:
             tmp.write_text(text)
-
 
     def _scenario(self) -> None:
         started = time.monotonic()
@@ -224,7 +222,7 @@ class ScenarioElsewhere:
         record = json.loads(path.read_text())
         if "error" in record:
             raise AssertionError(f"the deployment scenario failed:\n{record['error']}\n{record['logs']}")
-        return Observed.from_json(path.read_text())
+        return Observed.from_record(record)
 
 
 def _clientapp_pids(node: subprocess.Popen) -> set[int]:
