@@ -221,7 +221,8 @@ class ScenarioElsewhere:
             time.sleep(1.0)
         record = json.loads(path.read_text())
         if "error" in record:
-            raise AssertionError(f"the deployment scenario failed:\n{record['error']}\n{record['logs']}")
+            raise AssertionError(f"the deployment scenario failed (its folder, kept: {self.root}):\n"
+                                 f"{record['error']}\n{record['logs']}")
         return Observed.from_record(record)
 
 
