@@ -15,13 +15,11 @@ typed.toml (older versions, scripts), every saved value that differs from the de
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from fedrouter_cli.config import SECTIONS, Config, _fail
-from fedrouter_cli.config_file import build_config, load_config, toml_ready
-from fedrouter_cli.errors import FedrouterError
+from fedrouter_cli.config_file import build_config, load_config, read_toml, write_toml
 
 # Presets: groups of settings sized for a machine. paper = the paper's settings (GPU users);
 # cpu = minutes on 2 cores; smoke = a plumbing check (`run` about a minute on 2 cores, mostly
@@ -88,12 +86,7 @@ def typed_values(overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
 
 def load_typed(config_path: Path) -> dict[str, dict[str, Any]] | None:
     path = typed_path(config_path)
-    if not path.exists():
-        return None
-    try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise FedrouterError(f"{path} is not valid TOML ({exc}); fix or delete it.") from None
+    return read_toml(path) if path.exists() else None
 
 
 def merged_typed(before: dict[str, dict[str, Any]] | None, overrides: dict[str, dict[str, Any]]
@@ -130,12 +123,7 @@ def typed_so_far(config_path: Path) -> dict[str, dict[str, Any]]:
 
 def save_typed(config_path: Path, overrides: dict[str, dict[str, Any]]) -> None:
     """Add this command's typed options to the run dir's record of them."""
-    import tomli_w
-
-    from fedrouter_cli.files import atomic_path
-
-    with atomic_path(typed_path(config_path)) as tmp:
-        tmp.write_text(tomli_w.dumps(toml_ready(merged_typed(typed_so_far(config_path), overrides))))
+    write_toml(typed_path(config_path), merged_typed(typed_so_far(config_path), overrides))
 
 
 def changed_settings(before: Config, after: Config) -> list[tuple[str, str, Any, Any]]:

@@ -213,12 +213,10 @@ def execute(*, run_dir: Path, json_out: bool, debug: bool, preset: str | None,
 
 def render_settings(payload: dict[str, Any], console: Console) -> None:
     """--dry-run: the settings as config.toml would hold them."""
-    import tomli_w
-
-    from fedrouter_cli.config_file import toml_ready
+    from fedrouter_cli.config_file import toml_text
 
     console.print(f"# the settings for {payload['run_dir']} (--dry-run: nothing was run or saved)", highlight=False)
-    console.print(escape(tomli_w.dumps(toml_ready(payload["settings"]))), highlight=False)
+    console.print(escape(toml_text(payload["settings"])), highlight=False)
 
 
 def fail(message: str, exit_code: int, json_out: bool, label: str = "Error", plain: bool = False) -> None:
