@@ -18,8 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedrouter_cli.config import SECTIONS, Config, _fail
+from fedrouter_cli.config import SECTIONS, Config
 from fedrouter_cli.config_file import build_config, load_config, read_toml, write_toml
+from fedrouter_cli.errors import FedrouterError
 
 # Presets: groups of settings sized for a machine. paper = the paper's settings (GPU users);
 # cpu = minutes on 2 cores; smoke = a plumbing check (`run` about a minute on 2 cores, mostly
@@ -103,7 +104,7 @@ def resolve_config(path: Path, preset: str | None, overrides: dict[str, dict[str
     if preset is None and not path.exists():
         preset = default_preset
     if preset is not None and preset not in PRESETS:
-        _fail(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
+        raise FedrouterError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}.")
     if preset is None:
         return build_config(load_config(path), overrides)
     return build_config(Config(), PRESETS[preset], typed_so_far(path), overrides)
