@@ -283,3 +283,27 @@ def test_smoke_bench_end_to_end_and_resume(tmp_path: Path, tiny_model: str, inpr
     assert json.loads(partial.stdout)["cells"] == 4
     assert "not finished yet" in partial.stderr
     assert not (tmp_path / "bench" / "cells" / "single-s0" / "fedit" / "evaluate").exists()  # nothing was run
+
+
+def test_any_two_baselines_pair_on_the_generalization_test_samples() -> None:
+    """bench/pairs.py's source: the single cells' evaluations on every task, paired by seed,
+    client and sample id, for two methods neither of which is FedRouter."""
+    from fedrouter_cli.experiments.paired import pair
+    from fedrouter_cli.experiments.results import scored_tables
+
+    def on_every_task(method: str, seed: int, scores: list[float]) -> tuple[dict, dict]:
+        record = _record(method, "single", seed, 0.5)
+        record["evaluations"].append(record["evaluations"][0] | {"test_tasks": "all", "mode": "local"})
+        record["evaluations"][0]["mode"] = "local"
+        samples = {"client": ["c00", "c00", "c01", "c01"], "id": ["a", "b", "c", "d"],
+                   "task": ["gigaword", "gigaword", "samsum", "samsum"], "rouge1": scores, "reference_words": [9] * 4}
+        return record, {"local+all-tasks": samples, "local": samples | {"rouge1": [0.0] * 4}}
+
+    found = [on_every_task("fedit", 0, [0.5, 0.6, 0.7, 0.8]), on_every_task("local", 0, [0.1, 0.2, 0.3, 0.4]),
+             on_every_task("fedit", 1, [0.4, 0.4, 0.4, 0.4]), on_every_task("local", 1, [0.2, 0.2, 0.2, 0.2])]
+    scored = scored_tables([r for r, _ in found], {r["cell"]: s for r, s in found})
+    assert list(scored) == ["single", "generalization"]
+    gap = pair(scored["generalization"], "fedit", "local")
+    assert gap["per_seed"] == {"0": 0.4, "1": 0.2} and gap["samples"] == 8
+    assert gap["mean"] == pytest.approx(0.3)
+    assert pair(scored["single"], "fedit", "local")["mean"] == 0.0  # the scenario's own test samples

@@ -114,31 +114,49 @@ def _scored(records: list[dict[str, Any]], test_tasks: str,
     return found
 
 
+def main_table_members(records: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The main table's cells by table (each scenario, then 'generalization': the single cells
+    evaluated on every task) and method, in the tables' order; failed cells left out."""
+    main = [r for r in records if r["group"] == "main" and "error" not in r]
+    methods = [m for m in (BASE, *METHODS) if any(r["method"] == m for r in main)]
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for scenario in ("single", "dual", "all"):
+        if any(r["scenario"] == scenario for r in main):
+            out[scenario] = {m: [r for r in main if r["scenario"] == scenario and r["method"] == m] for m in methods}
+    general = {m: [r for r in main if r["scenario"] == "single" and r["method"] == m and _evaluation(r, "all")]
+               for m in methods}
+    if general := {m: rs for m, rs in general.items() if rs}:
+        out["generalization"] = general
+    return out
+
+
+def scored_tables(records: list[dict[str, Any]], samples: dict[str, dict[str, dict[str, list]]]
+                  ) -> dict[str, dict[str, list[tuple[dict[str, Any], dict[str, list]]]]]:
+    """table -> method -> (record, per-sample scores) of the main table's cells, for pairing any
+    two methods of a table on the same test samples (bench_stats.pair)."""
+    return {table: {m: _scored(rs, "all" if table == "generalization" else "scenario", samples)
+                    for m, rs in of_table.items()}
+            for table, of_table in main_table_members(records).items()}
+
+
 def tables(records: list[dict[str, Any]], samples: dict[str, dict[str, dict[str, list]]] | None = None
            ) -> dict[str, Any]:
     """The bench's tables. samples: per-sample scores by cell name and evaluation name
     (bench_stats.load_samples); without them the tables have no intervals or paired differences."""
     samples = samples or {}
     ok = [r for r in records if "error" not in r]
-    main = [r for r in ok if r["group"] == "main"]
-    methods = [m for m in (BASE, *METHODS) if any(r["method"] == m for r in main)]
-    scenarios = [s for s in ("single", "dual", "all") if any(r["scenario"] == s for r in main)]
     result: dict[str, Any] = {"scenarios": {}, "generalization": {}, "clients": {}, "k_rule": {}, "schedule": {},
                               "paired": {}}
-    scored: dict[str, dict[str, list]] = {}  # table -> method -> (record, samples) pairs
-    for scenario in scenarios:
-        members = {m: [r for r in main if r["scenario"] == scenario and r["method"] == m] for m in methods}
-        result["scenarios"][scenario] = {m: _row(rs, samples=samples) for m, rs in members.items()}
-        scored[scenario] = {m: _scored(rs, "scenario", samples) for m, rs in members.items()}
-        result["paired"][scenario] = bench_stats.comparisons(scored[scenario])
-    single = [r for r in main if r["scenario"] == "single"]
-    general = {m: [r for r in single if r["method"] == m and _evaluation(r, "all")] for m in methods}
-    general = {m: rs for m, rs in general.items() if rs}
-    for m, chosen in general.items():
-        result["generalization"][m] = _row(chosen, "all", samples)
-    if general:
-        scored["generalization"] = {m: _scored(rs, "all", samples) for m, rs in general.items()}
-        result["paired"]["generalization"] = bench_stats.comparisons(scored["generalization"])
+    members = main_table_members(ok)
+    scored = scored_tables(ok, samples)
+    for table, of_table in members.items():
+        test_tasks = "all" if table == "generalization" else "scenario"
+        rows = {m: _row(rs, test_tasks, samples) for m, rs in of_table.items()}
+        if table == "generalization":
+            result["generalization"] = rows
+        else:
+            result["scenarios"][table] = rows
+        result["paired"][table] = bench_stats.comparisons(scored[table])
     # The main table's row joins the ablation on the ablation's seeds only, so that every row of
     # the table is the same seeds (a 3-seed mean beside a 1-seed figure would compare seeds too).
     ablation_seeds = {r["seed"] for r in ok if r["group"] == "clients"}
