@@ -307,3 +307,49 @@ def test_any_two_baselines_pair_on_the_generalization_test_samples() -> None:
     assert gap["per_seed"] == {"0": 0.4, "1": 0.2} and gap["samples"] == 8
     assert gap["mean"] == pytest.approx(0.3)
     assert pair(scored["single"], "fedit", "local")["mean"] == 0.0  # the scenario's own test samples
+
+
+def test_rouge_stemming_script_rescores_kept_predictions_both_ways(tmp_path: Path) -> None:
+    """bench/rouge_stemming.py: the stemmed rescoring must equal the stored score, the plain one
+    (the `evaluate` library's default) loses the matches only a stemmer makes, and the figure is
+    the tables' mean over clients."""
+    import importlib.util
+
+    import pyarrow as pa
+
+    from fedrouter_cli.files import write_table
+    from fedrouter_cli.metrics import rouge
+
+    spec = importlib.util.spec_from_file_location("rouge_stemming", Path(__file__).parents[1] / "bench" / "rouge_stemming.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def kept(cell: str, method: str, rows: list[tuple[str, str, str]]) -> Path:
+        path = tmp_path / "cells" / cell / method / "evaluate" / method / "local" / "predictions.parquet"
+        path.parent.mkdir(parents=True)
+        write_table(path, pa.table({"client": [r[0] for r in rows], "prediction": [r[1] for r in rows],
+                                    "reference": [r[2] for r in rows],
+                                    "rouge1": [rouge(r[1], r[2])["rouge1"] for r in rows]}))
+        return path
+
+    kept("dual-s0", "fedrouter", [("c00", "cats running", "cats running"), ("c01", "cats ran", "cats ran"),
+                                  ("c01", "dog", "dog")])
+    kept("dual-s0", "fedit", [("c00", "cat runs", "cats running"), ("c01", "cats ran", "cats ran"),
+                              ("c01", "cat", "dog")])
+    result = script.measure(tmp_path)
+    fedit = result["evaluations"]["dual-s0/fedit:local"]["rouge1"]
+    # c00: 'cat runs' against 'cats running' matches both words once stemmed, none plain;
+    # c01: one exact pair and one miss, mean 0.5; the figure is the mean of the two clients' means
+    assert fedit["stemmed"] == 0.75 and fedit["plain"] == 0.25 and fedit["plain_minus_stemmed"] == -0.5
+    assert result["evaluations"]["dual-s0/fedrouter:local"]["rouge1"] == {"stemmed": 1.0, "plain": 1.0,
+                                                                         "plain_minus_stemmed": 0.0}
+    assert result["gaps"] == [{"cell": "dual-s0", "test_set": "scenario", "pair": "fedit - fedrouter",
+                               "stemmed": -0.25, "plain": -0.75}]
+    assert result["pairs_whose_sign_flips"] == []
+    # a stored score from other settings is refused, not silently rescored
+    other = kept("dual-s1", "fedit", [("c00", "cat runs", "cats running")])
+    table = pa.table({"client": ["c00"], "prediction": ["cat runs"], "reference": ["cats running"], "rouge1": [0.0]})
+    write_table(other, table)
+    with pytest.raises(SystemExit, match="differs from the stored ROUGE-1"):
+        script.measure(tmp_path)
