@@ -65,7 +65,8 @@ def markdown(result: dict[str, Any], failures: list[dict[str, Any]], machine: di
     for table, gaps in result.get("paired", {}).items():
         out += _paired_markdown(table, gaps)
     if result["k_rule"]:
-        out += ["", "## Ablation: the paper's K rule ('tasks') against this tool's silhouette rules ('auto'), FedRouter",
+        out += ["", "## Ablation: the paper's K rule ('tasks') against this tool's automatic rules ('auto': "
+                "local K by stability, global K by weighted silhouette), FedRouter",
                 "", "| scenario / rule | local K per client | local purity | global K | global purity | routing acc. | ROUGE-1 |",
                 "|---|---|---|---|---|---|---|"]
         for name, row in result["k_rule"].items():

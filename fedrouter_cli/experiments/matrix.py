@@ -26,7 +26,8 @@ METHODS = BENCH_METHODS  # from the registry (fedrouter_cli.algorithms), in the 
 BASE = "base"
 GROUPS = ("main", "schedule", "clients", "k-rule")
 # How FedRouter picks its local and global K: 'tasks' is the paper's rule (as many global
-# clusters as tasks, local K = the tasks a client holds), 'auto' this tool's silhouette rules.
+# clusters as tasks, local K = the tasks a client holds), 'auto' this tool's automatic rules
+# (local K by stability on resamples, global K by weighted silhouette).
 K_RULES = ("tasks", "auto")
 
 
