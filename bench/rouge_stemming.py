@@ -75,7 +75,7 @@ def measure(run_dir: Path) -> dict[str, Any]:
             "rouge1_plain_minus_stemmed": {"mean": round(statistics.fmean(shifts), 4),
                                            "min": min(shifts), "max": max(shifts)} if shifts else None,
             "pairs": len(gaps), "pairs_whose_sign_flips": flips,
-            "largest_change_of_a_gap": max((abs(g["plain"] - g["stemmed"]) for g in gaps), default=None),
+            "largest_change_of_a_gap": round(max((abs(g["plain"] - g["stemmed"]) for g in gaps), default=0.0), 4),
             "evaluations": evaluations, "gaps": gaps}
 
 
