@@ -121,6 +121,32 @@ def test_report_pools_runs_only_when_they_differ_in_the_seed_alone(tmp_path: Pat
         run_report([RunDir(seeds[0]), RunDir(tmp_path / "copy")])
 
 
+def test_a_run_older_than_a_setting_pools_with_one_that_has_it_at_that_default(tmp_path: Path) -> None:
+    """A stage's manifest written before a setting existed lacks it: the run ran with the value the
+    setting was added at (fingerprints.ADDED_LATER), so it still pools with a newer seed that
+    records that value. A missing setting with no such value keeps the rows apart, and their
+    names still differ."""
+    from fedrouter_cli.files import read_json, write_json
+    from fedrouter_cli.rundir import RunDir
+    from fedrouter_cli.stages.report import run_report
+
+    def recorded(root: Path, stage: str, *sub: str, **settings) -> None:
+        path = RunDir(root).manifest_path(stage, *sub)
+        manifest = read_json(path)
+        write_json(path, manifest | {"config": manifest["config"] | settings})
+
+    old, new = _run(tmp_path / "old", 0), _run(tmp_path / "new", 1, shift=0.1)
+    recorded(new, "partition", test_fraction=0.2, quantity_skew=0.0)
+    recorded(new, "simulate", "fedrouter", clients_per_round=0, init_from="")
+    (row,) = run_report([RunDir(old), RunDir(new)])["table"]
+    assert (row["name"], row["seeds"]) == ("fedrouter", 2)
+
+    recorded(new, "partition", quantity_skew=0.5)  # not the old behaviour: another setting
+    recorded(new, "simulate", "fedrouter", warmup=2)  # no value to read the old run's lack as
+    names = sorted(e["name"] for e in run_report([RunDir(old), RunDir(new)])["table"])
+    assert names == ["fedrouter (quantity_skew=0.0, warmup=–)", "fedrouter (quantity_skew=0.5, warmup=2)"]
+
+
 def test_the_plots_error_bars_are_the_tables_interval(tmp_path: Path) -> None:
     """The bar chart draws each row's 95% interval exactly (asymmetric, one seed included), not a
     std over seeds, which is ~0 for one seed; report.md prints the same interval."""

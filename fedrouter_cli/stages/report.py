@@ -16,11 +16,13 @@ from fedrouter_cli.experiments import paired as bench_stats
 from fedrouter_cli.experiments.markdown import floor_sentence, gap_cell, per_seed_cell
 from fedrouter_cli.experiments.paired import CHALLENGERS
 from fedrouter_cli.files import atomic_path, read_json, write_json
+from fedrouter_cli.fingerprints import ADDED_LATER
 from fedrouter_cli.plots import bar_chart
 from fedrouter_cli.rundir import RunDir
 
 METRICS = ("rouge1", "rouge2", "rougeL", "routing_accuracy")
 REPORT_FILES = ("report.json", "report.md", "rouge1.png")
+MISSING = "–"  # a setting a run's stage did not record (it ran before the setting existed)
 
 
 # settings that do not change what an evaluation scores (speed only), and the method's own
@@ -28,6 +30,8 @@ REPORT_FILES = ("report.json", "report.md", "rouge1.png")
 NOT_A_SETTING = frozenset({"evaluate.batch_size", "evaluate.generation", "evaluate.mode", "simulate.round_timeout",
                            "simulate.alg", "simulate.variant"})
 SEED_SETTINGS = ("partition.seed", "cluster-local.seed", "simulate.seed")
+# the config section whose settings each stage's manifest records
+STAGE_SECTIONS = {"partition": "data", "simulate": "train", "evaluate": "eval"}
 
 
 def collect(runs: list[RunDir]) -> list[dict[str, Any]]:
@@ -45,7 +49,10 @@ def collect(runs: list[RunDir]) -> list[dict[str, Any]]:
             setting: dict[str, Any] = {"model.model": model.model, "model.load_in_4bit": model.load_in_4bit}
             for stage, sub in (("partition", ()), ("embed", ()), ("cluster-local", ()),
                                ("simulate", (scores["alg"],)), ("evaluate", (scores["alg"], scores_path.parent.name))):
-                setting |= {f"{stage}.{k}": v for k, v in ((run.manifest(stage, *sub) or {}).get("config") or {}).items()}
+                if (config := (run.manifest(stage, *sub) or {}).get("config")) is not None:
+                    # a manifest older than a setting ran with the value that setting was added at
+                    config = {**ADDED_LATER.get(STAGE_SECTIONS.get(stage, ""), {}), **config}
+                    setting |= {f"{stage}.{k}": v for k, v in config.items()}
             variant = (simulated.get("config") or {}).get("variant", "standard")
             found.append({**scores, "run": str(run.root), "run_index": index,
                           "method": scores["alg"] if variant == "standard" else f"{scores['alg']}-{variant}",
@@ -96,21 +103,34 @@ def load_groups(rows: list[dict[str, Any]]) -> Groups:
 
 
 def varying_settings(groups: Groups) -> list[str]:
-    """The settings whose value differs between rows that both have them (the base model has no
-    training settings): what the row names must show."""
+    """The settings whose value differs between rows that ran their stage: what the row names must
+    show. A row without a stage (the base model has no training) has none of its settings; a row
+    that ran the stage but lacks one of its settings counts as a value of its own, so two rows
+    never share a name."""
+    settings = [members[0].get("setting", {}) for members, _, _ in groups.values()]
     values: dict[str, set[str]] = {}
-    for members, _, _ in groups.values():
-        for key, value in members[0].get("setting", {}).items():
+    for setting in settings:
+        for key, value in setting.items():
             values.setdefault(key, set()).add(json.dumps(value, sort_keys=True, default=str))
+    for setting in settings:
+        for key, seen in values.items():
+            if key not in setting and _ran_stage(setting, key):
+                seen.add(MISSING)
     return sorted(key for key, seen in values.items() if len(seen) > 1)
+
+
+def _ran_stage(setting: dict[str, Any], key: str) -> bool:
+    stage = key.split(".", 1)[0]
+    return any(k.split(".", 1)[0] == stage for k in setting)
 
 
 def row_name(method: str, setting: dict[str, Any], varying: list[str]) -> str:
     """`method`, followed by the values of the settings that tell its row from the others."""
     short = {key: key.split(".", 1)[1] for key in varying}
     ambiguous = {name for name in short.values() if list(short.values()).count(name) > 1}
-    shown = [f"{key if short[key] in ambiguous else short[key]}={_plain(setting[key])}"
-             for key in varying if key in setting]
+    shown = [f"{key if short[key] in ambiguous else short[key]}="
+             f"{_plain(setting[key]) if key in setting else MISSING}"
+             for key in varying if key in setting or _ran_stage(setting, key)]
     return f"{method} ({', '.join(shown)})" if shown else method
 
 
