@@ -102,8 +102,7 @@ class DeploymentScenario:
         return not self._thread.is_alive()
 
     def result(self, timeout: float) -> Observed:
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        if not self.join(timeout):
             self.stop()
             raise AssertionError(f"the deployment scenario did not end within {timeout:.0f}s:\n{self.observed.logs}")
         if self.error is not None:
