@@ -19,12 +19,12 @@ from typing import Any
 
 from fedrouter_cli import stats
 from fedrouter_cli.experiments.paired import load_samples, pair
-from fedrouter_cli.experiments.results import scored_tables
+from fedrouter_cli.experiments.results import main_table_members, scored_tables
 
 
 def pairs(results_dir: Path, table: str, wanted: list[tuple[str, str]]) -> list[dict[str, Any]]:
     cells = [c for c in json.loads((results_dir / "bench.json").read_text())["cells"] if "error" not in c]
-    scored = scored_tables(cells, {c["cell"]: load_samples(results_dir, c) for c in cells})
+    scored = scored_tables(main_table_members(cells), {c["cell"]: load_samples(results_dir, c) for c in cells})
     if table not in scored:
         raise SystemExit(f"{results_dir}/bench.json has no table {table!r}; it has {', '.join(scored)}.")
     found = []

@@ -289,7 +289,7 @@ def test_any_two_baselines_pair_on_the_generalization_test_samples() -> None:
     """bench/pairs.py's source: the single cells' evaluations on every task, paired by seed,
     client and sample id, for two methods neither of which is FedRouter."""
     from fedrouter_cli.experiments.paired import pair
-    from fedrouter_cli.experiments.results import scored_tables
+    from fedrouter_cli.experiments.results import main_table_members, scored_tables
 
     def on_every_task(method: str, seed: int, scores: list[float]) -> tuple[dict, dict]:
         record = _record(method, "single", seed, 0.5)
@@ -301,7 +301,7 @@ def test_any_two_baselines_pair_on_the_generalization_test_samples() -> None:
 
     found = [on_every_task("fedit", 0, [0.5, 0.6, 0.7, 0.8]), on_every_task("local", 0, [0.1, 0.2, 0.3, 0.4]),
              on_every_task("fedit", 1, [0.4, 0.4, 0.4, 0.4]), on_every_task("local", 1, [0.2, 0.2, 0.2, 0.2])]
-    scored = scored_tables([r for r, _ in found], {r["cell"]: s for r, s in found})
+    scored = scored_tables(main_table_members([r for r, _ in found]), {r["cell"]: s for r, s in found})
     assert list(scored) == ["single", "generalization"]
     gap = pair(scored["generalization"], "fedit", "local")
     assert gap["per_seed"] == {"0": 0.4, "1": 0.2} and gap["samples"] == 8

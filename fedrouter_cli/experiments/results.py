@@ -130,13 +130,18 @@ def main_table_members(records: list[dict[str, Any]]) -> dict[str, dict[str, lis
     return out
 
 
-def scored_tables(records: list[dict[str, Any]], samples: dict[str, dict[str, dict[str, list]]]
+def test_set(table: str) -> str:
+    """The evaluation a table reads: the generalization table's is on every task."""
+    return "all" if table == "generalization" else "scenario"
+
+
+def scored_tables(members: dict[str, dict[str, list[dict[str, Any]]]],
+                  samples: dict[str, dict[str, dict[str, list]]]
                   ) -> dict[str, dict[str, list[tuple[dict[str, Any], dict[str, list]]]]]:
-    """table -> method -> (record, per-sample scores) of the main table's cells, for pairing any
-    two methods of a table on the same test samples (bench_stats.pair)."""
-    return {table: {m: _scored(rs, "all" if table == "generalization" else "scenario", samples)
-                    for m, rs in of_table.items()}
-            for table, of_table in main_table_members(records).items()}
+    """table -> method -> (record, per-sample scores) of main_table_members' cells, for pairing
+    any two methods of a table on the same test samples (bench_stats.pair)."""
+    return {table: {m: _scored(rs, test_set(table), samples) for m, rs in of_table.items()}
+            for table, of_table in members.items()}
 
 
 def tables(records: list[dict[str, Any]], samples: dict[str, dict[str, dict[str, list]]] | None = None
@@ -148,10 +153,9 @@ def tables(records: list[dict[str, Any]], samples: dict[str, dict[str, dict[str,
     result: dict[str, Any] = {"scenarios": {}, "generalization": {}, "clients": {}, "k_rule": {}, "schedule": {},
                               "paired": {}}
     members = main_table_members(ok)
-    scored = scored_tables(ok, samples)
+    scored = scored_tables(members, samples)
     for table, of_table in members.items():
-        test_tasks = "all" if table == "generalization" else "scenario"
-        rows = {m: _row(rs, test_tasks, samples) for m, rs in of_table.items()}
+        rows = {m: _row(rs, test_set(table), samples) for m, rs in of_table.items()}
         if table == "generalization":
             result["generalization"] = rows
         else:
