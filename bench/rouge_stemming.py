@@ -21,14 +21,7 @@ from typing import Any
 
 from fedrouter_cli.files import read_table
 from fedrouter_cli.metrics import rouge
-
-
-def client_mean(scores: list[float], clients: list[str]) -> float:
-    """The tables' figure: each client's mean over its samples, then the mean over clients."""
-    by_client: dict[str, list[float]] = defaultdict(list)
-    for client, score in zip(clients, scores):
-        by_client[client].append(score)
-    return statistics.fmean(statistics.fmean(v) for v in by_client.values())
+from fedrouter_cli.stats import stratified_mean
 
 
 def rescore(path: Path) -> dict[str, Any]:
@@ -42,8 +35,9 @@ def rescore(path: Path) -> dict[str, Any]:
                          "was it scored with other settings?")
     out: dict[str, Any] = {"samples": len(plain)}
     for key in ("rouge1", "rougeL"):
-        out[key] = {"stemmed": round(client_mean([s[key] for s in stemmed], table["client"]), 4),
-                    "plain": round(client_mean([s[key] for s in plain], table["client"]), 4)}
+        # the tables' figure: each client's mean over its samples, then the mean over clients
+        out[key] = {"stemmed": round(stratified_mean([s[key] for s in stemmed], table["client"]), 4),
+                    "plain": round(stratified_mean([s[key] for s in plain], table["client"]), 4)}
         out[key]["plain_minus_stemmed"] = round(out[key]["plain"] - out[key]["stemmed"], 4)
     return out
 
